@@ -1,0 +1,1 @@
+"""zoo_torchvision: a zoo plugin package (registered through the zoo.plugins entry point)."""

@@ -1,0 +1,1 @@
+"""The built-in tasks: classification, detection, segmentation (each implements zoo_core.task.Task)."""

@@ -1,0 +1,13 @@
+"""Registers the built-in tasks with the zoo, exactly as a third-party plugin would."""
+
+from zoo_core import hookimpl
+
+
+@hookimpl
+def register_tasks(register):
+    register("classification", "zoo_tasks.classification:ClassificationTask", aliases=("cls", "classify"),
+             description="single-label image classification (image folders; accuracy, top-5, F1)")
+    register("detection", "zoo_tasks.detection:DetectionTask", aliases=("det", "detect"),
+             description="object detection (COCO json; COCO mAP via pycocotools)")
+    register("segmentation", "zoo_tasks.segmentation:SegmentationTask", aliases=("seg", "segment"),
+             description="semantic segmentation (image + mask folders; mIoU, Dice)")

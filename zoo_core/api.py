@@ -1,0 +1,226 @@
+"""The public functions: load, list_models, list_tasks, list_plugins, info, get_task.
+
+Listing and ``info`` read only the catalog (no torch, no model code). ``load`` follows plain calls
+from a name to the plugin builder that makes the network.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from .errors import IncompatibleError, UnknownNameError, ZooError
+from .registry import PluginInfo, get_registry
+from .specs import ModelSpec
+
+if TYPE_CHECKING:
+    from .model import ZooModel
+    from .task import Task
+
+
+def list_models(pattern: str | Iterable[str] | None = None, *, task: str | None = None,
+                plugin: str | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:
+    """Sorted model names, filtered by glob ``pattern``, ``task`` (``"cls"`` works) and ``plugin``."""
+    return get_registry().list("model", pattern, task=task, plugin=plugin, exclude=exclude)
+
+
+def list_backbones(pattern: str | Iterable[str] | None = None, *, plugin: str | None = None) -> list[str]:
+    """Sorted backbone names usable with :func:`zoo_core.build`."""
+    return get_registry().list("backbone", pattern, plugin=plugin)
+
+
+def list_heads(task: str | None = None) -> list[str]:
+    """Sorted head names, optionally for one task."""
+    return get_registry().list("head", task=task)
+
+
+def list_tasks() -> list[str]:
+    """Canonical names of every registered task, sorted."""
+    return [s.name for s in get_registry().specs("task")]
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Every discovered plugin (loaded or not): name, distribution, version, error or None."""
+    return sorted(get_registry().plugins.values(), key=lambda p: p.name)
+
+
+@dataclass
+class ModelInfo:
+    """What the catalog knows about a name: every provider, the default one, tasks, weights."""
+
+    name: str
+    default: str
+    providers: list[str]
+    tasks: list[str]
+    input_size: tuple[int, int, int] | None
+    weights: dict[str, list[str]] = field(default_factory=dict)
+    export_formats: dict[str, list[str]] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}", f"  tasks:     {', '.join(self.tasks)}",
+                 f"  providers: {', '.join(self.providers)} (default: {self.default}; override with "
+                 "a qualified name or ZOO_PROVIDER_PRIORITY)",
+                 f"  input:     {self.input_size or 'any'}"]
+        for qn in self.providers:
+            w = self.weights.get(qn) or []
+            lines.append(f"  {qn}: weights {', '.join(w[:8]) + (' ...' if len(w) > 8 else '') or 'none known'}"
+                         f"; export {', '.join(self.export_formats.get(qn) or []) or '-'}")
+            if self.descriptions.get(qn):
+                lines.append(f"    {self.descriptions[qn]}")
+        return "\n".join(lines)
+
+
+def info(name: str, task: str | None = None) -> ModelInfo:
+    """Describe a model name: tasks, every provider (best first), input size, known weights."""
+    reg = get_registry()
+    best = reg.resolve("model", name, task=task)
+    specs = [best] if ":" in name else reg.providers("model", best.name)
+    specs = [s for s in specs if isinstance(s, ModelSpec)]
+    return ModelInfo(
+        name=best.name, default=best.qualified_name, providers=[s.qualified_name for s in specs],
+        tasks=sorted({t for s in specs for t in s.tasks}),
+        input_size=getattr(best, "input_size", None),
+        weights={s.qualified_name: list(s.weights) for s in specs},
+        export_formats={s.qualified_name: list(s.export_formats) for s in specs},
+        descriptions={s.qualified_name: s.description for s in specs},
+    )
+
+
+@functools.lru_cache(maxsize=None)
+def _task_instance(builder: str) -> "Task":
+    from .specs import import_object
+    from .task import Task
+
+    task = import_object(builder, "task builder")()
+    if not isinstance(task, Task):
+        raise ZooError(f"task builder {builder!r} returned {type(task).__name__}, not a zoo_core.task.Task")
+    return task
+
+
+def get_task(name: str) -> "Task":
+    """The task object for a name or alias (``"det"`` -> the detection task)."""
+    return _task_instance(get_registry().task_spec(name).builder)
+
+
+def _split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[ModelSpec, str | None]:
+    """Resolve ``name`` or ``name.tag`` (timm style) to a spec and an optional weights tag."""
+    try:
+        spec = reg.resolve("model", name, task=task, provider=provider)
+        return spec, None
+    except UnknownNameError as first:
+        base, dot, tag = name.rpartition(".")
+        if not dot or not base:
+            raise
+        try:
+            spec = reg.resolve("model", base, task=task, provider=provider)
+        except UnknownNameError:
+            raise first from None
+        if spec.weights and tag not in spec.weights:
+            # another provider of the same short name may know the tag
+            for other in reg.providers("model", spec.name, task):
+                if tag in other.weights:
+                    return other, tag
+            raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights) from None
+        return spec, tag
+
+
+def load(name: str | Path, task: str | None = None, *, num_classes: int | None = None,
+         class_names: Sequence[str] | None = None, weights: str | Path | None = None,
+         provider: str | None = None, strict: bool = True, **options: Any) -> "ZooModel":
+    """Build a task model by name (or load a directory written by ``model.save``).
+
+    ``name``: ``"resnet50"``, ``"timm:resnet50"``, ``"resnet50.a1_in1k"`` (a weights tag) or a saved
+    directory. ``task``: ``"cls"``/``"classification"`` etc. (default: the model's first task).
+    ``weights``: None (random init, the default: nothing is ever downloaded silently),
+    ``"default"`` or a tag (the provider's pretrained weights, fetched offline-first), or a path to
+    a ``.safetensors``/``.pt`` file or a saved directory. ``num_classes``/``class_names`` replace
+    the head; the load report (``model.weights_report``) says which tensors were re-initialised.
+    ``options`` go to the plugin's builder (e.g. ``backbone="resnet34"`` for U-Net).
+    """
+    from .saving import is_saved_model, load_model
+
+    if isinstance(name, Path) or is_saved_model(name):
+        return load_model(Path(name), task=task, num_classes=num_classes, class_names=class_names,
+                          strict=strict)
+    reg = get_registry()
+    spec, tag = _split_tag(reg, str(name), task, provider)
+    if weights is not None and tag is not None:
+        raise ValueError(f"{name!r} names weights tag {tag!r} and weights={weights!r} was also given; pick one")
+    task_name = reg.canonical_task(task) if task else spec.tasks[0]
+    from .weights import is_weights_path
+
+    weights_path = None
+    if weights is not None and (isinstance(weights, Path) or is_weights_path(str(weights))):
+        weights_path = Path(weights)
+    elif weights is not None:
+        tag = spec.weights[0] if weights == "default" and spec.weights else str(weights)
+        if spec.weights and tag not in spec.weights:
+            raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights)
+    return build_model(spec, task_name, num_classes=num_classes, class_names=class_names, tag=tag,
+                       weights_path=weights_path, strict=strict, options=options)
+
+
+def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
+                class_names: Sequence[str] | None, tag: str | None, weights_path: Path | None,
+                strict: bool = True, options: dict[str, Any] | None = None) -> "ZooModel":
+    """Run a model spec's builder, wrap the result, and load weights (used by ``load`` and saving)."""
+    from . import weights as W
+    from .model import BuiltModel, ZooModel
+
+    options = dict(options or {})
+    task_obj = get_task(task_name)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if num_classes is not None and num_classes != len(class_names):
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
+        num_classes = len(class_names)
+    if num_classes is not None:
+        task_obj.validate_num_classes(num_classes)
+    built = spec.load_builder()(spec, task=task_name, num_classes=num_classes, pretrained=tag, **options)
+    if not isinstance(built, BuiltModel):
+        raise ZooError(f"builder {spec.builder!r} of {spec.qualified_name!r} returned "
+                       f"{type(built).__name__}, not zoo_core.model.BuiltModel (plugin {spec.distribution})")
+    pre = built.pretrained
+    if class_names is None:
+        if pre is not None and pre.class_names and len(pre.class_names) == built.num_classes:
+            class_names = list(pre.class_names)
+        else:
+            class_names = [f"class_{i}" for i in range(built.num_classes)]
+    config = {"model": spec.qualified_name, "task": task_name, "num_classes": built.num_classes,
+              "options": options}
+    provenance: dict[str, Any] = {"weights": None}
+    model = ZooModel(built.net, task=task_name, class_names=class_names,
+                     preprocess=(pre.preprocess if pre is not None and pre.preprocess else built.preprocess),
+                     config=config, head=built.head, export_formats=built.export_formats or spec.export_formats,
+                     provenance=provenance)
+    source: Path | None = None
+    if tag is not None:
+        if pre is None:
+            raise ZooError(f"{spec.qualified_name} knows no weights {tag!r}")
+        source = W.fetch(pre, plugin=spec.plugin, model=spec.name)
+        provenance.update(weights=f"{spec.qualified_name}.{tag}", url=pre.url, license=pre.license)
+    elif weights_path is not None:
+        source = weights_path
+        provenance.update(weights=str(weights_path))
+    if source is not None:
+        state = W.read_state_dict(source)
+        report = W.load_into(model.net, state, source=str(source), head=built.head, strict=strict,
+                             map_state_dict=built.map_state_dict)
+        if source.is_file():
+            report.sha256 = W.sha256_file(source)
+        provenance["sha256"] = report.sha256
+        model.weights_report = report
+        if report.reinitialized:
+            import warnings
+
+            warnings.warn(f"{spec.qualified_name}: {report}", stacklevel=2)
+    return model
+
+
+def check_task(model: "ZooModel", task: str | None) -> None:
+    """Refuse a saved model whose task differs from the requested one."""
+    if task and get_registry().canonical_task(task) != model.task:
+        raise IncompatibleError(f"the saved model is a {model.task} model, not {task}")

@@ -1,0 +1,1 @@
+"""Dataset readers shared by tasks, image loading, and the built-in synthetic datasets."""

@@ -1,0 +1,61 @@
+"""Bad images in a dataset: skip with a warning in training, fail in evaluation.
+
+A training set with a few corrupt files should still train (each skip warned once, by name, and
+counted); past ``max_bad_fraction`` of the set it stops, since then the data is broken. An
+evaluation set never shrinks silently: the first unreadable image raises, naming it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from PIL import Image
+
+from ..errors import DataError
+from .images import load_image
+
+T = TypeVar("T")
+
+
+class SkipTracker:
+    """Counts unreadable files of one dataset (per process) and enforces the threshold."""
+
+    def __init__(self, total: int, *, train: bool, max_bad_fraction: float = 0.05) -> None:
+        self.total, self.train, self.max_bad_fraction = total, train, max_bad_fraction
+        self.bad: dict[str, str] = {}
+
+    @property
+    def limit(self) -> int:
+        return max(1, int(self.max_bad_fraction * self.total))
+
+    def record(self, path: str | Path, error: Exception) -> None:
+        """Note a bad file: raise in evaluation or past the limit, else warn once and go on."""
+        if not self.train:
+            raise error if isinstance(error, DataError) else DataError(f"{path}: {error}")
+        key = str(path)
+        if key not in self.bad:
+            self.bad[key] = str(error)
+            warnings.warn(f"skipping unreadable training image ({len(self.bad)} so far): {error}",
+                          stacklevel=3)
+        if len(self.bad) > self.limit:
+            names = ", ".join(list(self.bad)[:5])
+            raise DataError(f"{len(self.bad)} of {self.total} training images are unreadable (more than "
+                            f"{self.max_bad_fraction:.0%}): {names} ...; fix or remove them")
+
+
+def load_or_skip(index: int, total: int, loader: Callable[[int], T], tracker: SkipTracker) -> T:
+    """``loader(index)``, or in training the next readable sample after unreadable ones."""
+    for attempt in range(total):
+        j = (index + attempt) % total
+        try:
+            return loader(j)
+        except DataError as exc:
+            tracker.record(getattr(exc, "path", j), exc)
+    raise DataError("no readable image in the dataset")
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """:func:`load_image`; a separate name so datasets read clearly."""
+    return load_image(path)

@@ -1,0 +1,58 @@
+"""The zoo's exception types. Each message says what happened, to what, and what to do."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error the zoo raises on purpose."""
+
+
+class UnknownNameError(ZooError, LookupError):
+    """A model, task, backbone, head or plugin name that nothing registered."""
+
+    def __init__(self, kind: str, name: str, candidates: Iterable[str] = (), hint: str = "") -> None:
+        self.kind, self.name = kind, name
+        self.suggestions = close_names(name, candidates)
+        msg = f"unknown {kind} {name!r}"
+        if self.suggestions:
+            msg += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
+        msg += f" (`zoo list` shows every {kind})" if kind == "model" else ""
+        if hint:
+            msg += f". {hint}"
+        super().__init__(msg)
+
+    def __str__(self) -> str:  # LookupError/KeyError would repr() the message
+        return str(self.args[0])
+
+
+class PluginError(ZooError):
+    """A plugin broke the contract: import failure (in strict mode), collision, bad hook or spec."""
+
+
+class IncompatibleError(ZooError, ValueError):
+    """A request that cannot be satisfied: a task the model lacks, a head the backbone cannot feed."""
+
+
+class WeightsError(ZooError):
+    """A weights file that is missing, unsafe, corrupt, or for another architecture."""
+
+
+class DataError(ZooError, ValueError):
+    """Bad input data: unreadable image, bad annotation, bad mask. Names the file and the fix."""
+
+    def __init__(self, message: str, path: object = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` candidates closest to ``name`` (case-insensitive), best first."""
+    pool = sorted(set(candidates))
+    lowered = {c.lower(): c for c in pool}
+    hits = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
+    if not hits:  # "resnet" should still suggest "resnet50": try prefix matches
+        hits = [c for c in lowered if c.startswith(name.lower())][:n]
+    return [lowered[h] for h in hits]

@@ -1,0 +1,84 @@
+"""The whole zoo plugin contract.
+
+A plugin is any importable module named by an entry point in the group ``zoo.plugins``::
+
+    # pyproject.toml of your package
+    [project.entry-points."zoo.plugins"]
+    myzoo = "myzoo.plugin"          # the entry-point name is the plugin's name: "myzoo:<model>"
+
+The module defines one or more of the hook functions below, each decorated with
+``@zoo_core.hookimpl``. Every hook receives a ``register`` callable and calls it once per thing it adds.
+Builders are named as ``"module:function"`` strings, so reading the catalog (``zoo list``) imports
+none of your model code and not even torch.
+
+Stability rules (plugin API version :data:`PLUGIN_API_VERSION`): hook names and argument names are
+never renamed or removed; new optional arguments may be added. A plugin may declare the zoo versions
+it supports with a module attribute ``zoo_requires = ">=0.1,<1"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import pluggy
+
+PROJECT = "zoo"
+ENTRY_POINT_GROUP = "zoo.plugins"
+PLUGIN_API_VERSION = "1.0"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+class Register(Protocol):
+    """The callable a hook receives: ``register(name, builder, **fields)``."""
+
+    def __call__(self, name: str, builder: str, **fields: Any) -> None: ...
+
+
+@hookspec
+def register_tasks(register: Register) -> None:
+    """Add tasks (e.g. classification, detection).
+
+    Call ``register(name, builder, aliases=(), description="")``. ``builder`` is a
+    ``"module:function"`` string; the function takes no arguments and returns a
+    :class:`zoo_core.task.Task`. ``aliases`` are extra names users may type (``"cls"``).
+    """
+
+
+@hookspec
+def register_models(register: Register) -> None:
+    """Add models: names that build a whole task model.
+
+    Call ``register(name, builder, tasks=("classification",), **fields)`` with the fields of
+    :class:`zoo_core.specs.ModelSpec`: ``kwargs`` (fixed builder arguments, so a family registers a
+    table of variants and one builder), ``input_size`` (C, H, W), ``weights`` (known pretrained
+    tags, default first), ``export_formats``, ``priority`` (which provider a short name picks),
+    ``description``. The builder is called as
+    ``builder(spec, task=..., num_classes=..., pretrained=tag_or_None, **options)`` and returns a
+    :class:`zoo_core.model.BuiltModel`. It must never download anything: it describes pretrained
+    weights and the zoo fetches them offline-first.
+    """
+
+
+@hookspec
+def register_backbones(register: Register) -> None:
+    """Add feature extractors for :func:`zoo_core.build`.
+
+    Call ``register(name, builder, **fields)`` with the fields of :class:`zoo_core.specs.BackboneSpec`.
+    The builder is called as ``builder(spec, pretrained=tag_or_None, **options)`` and returns a
+    :class:`zoo_core.backbone.Backbone`: a module whose forward returns a list of feature maps and
+    whose ``feature_info`` states the channels and stride of each (checked, not trusted).
+    """
+
+
+@hookspec
+def register_heads(register: Register) -> None:
+    """Add task heads that can sit on any compatible backbone.
+
+    Call ``register(name, builder, task="detection", **fields)`` with the fields of
+    :class:`zoo_core.specs.HeadSpec`, including ``requires`` (a
+    :class:`zoo_core.backbone.HeadRequirements` as a dict). The builder is called as
+    ``builder(spec, backbone=Backbone, num_classes=int, **options)`` and returns a
+    :class:`zoo_core.model.BuiltModel`.
+    """

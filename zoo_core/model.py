@@ -1,0 +1,170 @@
+"""The model object users hold: an ``nn.Module`` that knows its task, classes and preprocessing.
+
+Plugins' builders return a :class:`BuiltModel` (the raw network plus what the zoo needs to know
+about it); :func:`zoo_core.load` wraps it in a :class:`ZooModel`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .task import Prediction, Task
+    from .weights import LoadReport
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the model's input: size ``(H, W)``, normalisation, interpolation.
+
+    ``crop_pct`` < 1 means "resize the short side to size / crop_pct, then centre-crop" (timm's
+    evaluation transform); 1.0 means "resize to size".
+    """
+
+    input_size: tuple[int, int] = (224, 224)
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    crop_pct: float = 1.0
+    in_chans: int = 3
+
+    def with_size(self, size: int | Sequence[int]) -> "Preprocess":
+        """The same preprocessing at another input size."""
+        hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        return replace(self, input_size=hw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Preprocess":
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+                  if k in cls.__dataclass_fields__}
+        return cls(**fields)
+
+
+@dataclass
+class PretrainedWeights:
+    """A provider's named weights, described so the zoo can fetch and verify them itself.
+
+    ``url`` is where to download from (None: only a local file can supply it); ``filename`` is the
+    name in the cache (``$ZOO_HOME/weights/<plugin>/<filename>``); ``sha256`` is the full hash when
+    the provider publishes it, ``hash_prefix`` the prefix torchvision embeds in its file names.
+    """
+
+    tag: str
+    url: str | None
+    filename: str
+    sha256: str | None = None
+    hash_prefix: str | None = None
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    preprocess: Preprocess | None = None
+    license: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class BuiltModel:
+    """What a model or head builder returns.
+
+    ``head`` lists state-dict key prefixes of the task head: when ``num_classes`` differs from the
+    pretrained weights, those tensors are re-initialised (and reported) instead of loaded.
+    ``map_state_dict`` converts foreign key layouts (another library's) to this network's.
+    """
+
+    net: nn.Module
+    preprocess: Preprocess
+    num_classes: int
+    head: tuple[str, ...] = ()
+    pretrained: PretrainedWeights | None = None
+    map_state_dict: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
+    export_formats: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ZooModel(nn.Module):
+    """A task model: ``forward`` is the raw network's; ``predict`` returns typed predictions.
+
+    Attributes: ``task`` (canonical task name), ``class_names``, ``preprocess``
+    (:class:`Preprocess`), ``config`` (how to rebuild it: model name, options) and ``provenance``
+    (where its weights came from, and the :class:`~zoo_core.weights.LoadReport` of loading them).
+    """
+
+    def __init__(self, net: nn.Module, *, task: str, class_names: Sequence[str], preprocess: Preprocess,
+                 config: dict[str, Any], head: Sequence[str] = (), export_formats: Sequence[str] = (),
+                 provenance: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.net = net
+        self.task = task
+        self.class_names = list(class_names)
+        self.preprocess = preprocess
+        self.config = dict(config)
+        self.head_prefixes = tuple(head)
+        self.export_formats = tuple(export_formats)
+        self.provenance: dict[str, Any] = dict(provenance or {})
+        self.weights_report: LoadReport | None = None
+        self.last_metrics: dict[str, Any] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def task_impl(self) -> "Task":
+        """The task object (from the registry) that knows how to train and evaluate this model."""
+        from .api import get_task
+
+        return get_task(self.task)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net(*args, **kwargs)
+
+    @torch.inference_mode()
+    def predict(self, inputs: Any, *, batch_size: int = 16, **options: Any) -> list["Prediction"]:
+        """Typed predictions for a path, PIL image, ``(C,H,W)``/``(B,C,H,W)`` tensor, or a list of them.
+
+        Tensors are float images in [0, 1] (not yet normalised). The model's device is used and the
+        model is put in eval mode for the call (its previous mode is restored).
+        """
+        from .data.images import as_image_list
+
+        images, sources = as_image_list(inputs)
+        was_training = self.training
+        self.eval()
+        try:
+            out: list[Prediction] = []
+            for i in range(0, len(images), batch_size):
+                out += self.task_impl.predict(self, images[i:i + batch_size], sources[i:i + batch_size],
+                                              **options)
+            return out
+        finally:
+            self.train(was_training)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``model.safetensors`` + ``config.json`` (+ a README.md model card) into a directory."""
+        from .saving import save_model
+
+        return save_model(self, Path(path))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, **kwargs: Any) -> "ZooModel":
+        """Load a directory written by :meth:`save` (same as ``zoo.load(path)``)."""
+        from .saving import load_model
+
+        return load_model(Path(path), **kwargs)
+
+    def set_image_size(self, size: int | Sequence[int]) -> None:
+        """Change the input size used by predict / evaluate / export (the Trainer's ``image_size``)."""
+        self.preprocess = self.preprocess.with_size(size)
+
+    def extra_repr(self) -> str:
+        return f"task={self.task!r}, num_classes={self.num_classes}, model={self.config.get('model')!r}"

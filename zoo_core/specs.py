@@ -1,0 +1,101 @@
+"""Catalog entries: plain, frozen data that names a builder without importing it.
+
+Nothing here imports torch, so listing thousands of specs is cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Common fields of every catalog entry.
+
+    ``plugin`` (the entry-point name) and ``distribution`` are filled in by the registry; a plugin
+    never sets them itself.
+    """
+
+    name: str
+    builder: str
+    description: str = ""
+    plugin: str = ""
+    distribution: str = ""
+
+    kind = "spec"
+
+    @property
+    def qualified_name(self) -> str:
+        """``plugin:name``, which always resolves to exactly this entry."""
+        return f"{self.plugin}:{self.name}"
+
+    def load_builder(self) -> Callable[..., Any]:
+        """Import and return the builder function named by ``builder``."""
+        return import_object(self.builder, what=f"builder of {self.kind} {self.qualified_name!r}")
+
+
+@dataclass(frozen=True)
+class TaskSpec(Spec):
+    """A task: its builder returns a :class:`zoo_core.task.Task`."""
+
+    aliases: tuple[str, ...] = ()
+    kind = "task"
+
+
+@dataclass(frozen=True)
+class ModelSpec(Spec):
+    """A name that builds a whole task model (architecture + head + preprocessing)."""
+
+    tasks: tuple[str, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    input_size: tuple[int, int, int] | None = None
+    weights: tuple[str, ...] = ()
+    export_formats: tuple[str, ...] = ()
+    priority: int = 0
+    kind = "model"
+
+
+@dataclass(frozen=True)
+class BackboneSpec(Spec):
+    """A feature extractor usable under any compatible head."""
+
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    weights: tuple[str, ...] = ()
+    priority: int = 0
+    kind = "backbone"
+
+
+@dataclass(frozen=True)
+class HeadSpec(Spec):
+    """A task head built on top of a backbone's feature maps."""
+
+    task: str = ""
+    requires: Mapping[str, Any] = field(default_factory=dict)
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    kind = "head"
+
+
+SPEC_TYPES: dict[str, type[Spec]] = {
+    "task": TaskSpec,
+    "model": ModelSpec,
+    "backbone": BackboneSpec,
+    "head": HeadSpec,
+}
+
+
+def import_object(path: str, what: str = "object") -> Any:
+    """Import ``"package.module:attr"`` and return the attribute, with an error that says which."""
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{what}: {path!r} is not of the form 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ImportError(f"{what}: cannot import module {module_name!r} ({type(exc).__name__}: {exc})") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ImportError(f"{what}: module {module_name!r} has no attribute {attr!r}") from None

@@ -1,0 +1,166 @@
+"""The Task interface and the typed prediction results.
+
+A task owns everything task-specific, so that the Trainer, the evaluator and ``model.predict`` stay
+generic: how a dataset is read, how samples are collated into a :class:`Batch`, how a training
+step's loss is computed, how raw outputs become typed predictions, and which metrics are reported.
+A third-party task implements this class and registers it through the ``register_tasks`` hook.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .model import ZooModel
+
+
+# ---- typed predictions --------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """Base of every typed prediction; ``source`` names the input (a path, or ``"<tensor 3>"``)."""
+
+    source: str = ""
+
+
+@dataclass
+class Classification(Prediction):
+    """Top-1 label, its name and probability, and the top-k list of (label, name, score)."""
+
+    label: int = -1
+    name: str = ""
+    score: float = 0.0
+    topk: list[tuple[int, str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Detections(Prediction):
+    """Boxes ``(N, 4)`` in xyxy input-image pixels, with scores, labels and class names."""
+
+    boxes: Tensor = field(default_factory=lambda: torch.zeros(0, 4))
+    scores: Tensor = field(default_factory=lambda: torch.zeros(0))
+    labels: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+@dataclass
+class SegmentationMask(Prediction):
+    """Per-pixel class indices ``(H, W)`` at the input image's size, and the class names present."""
+
+    mask: Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.long))
+    names: list[str] = field(default_factory=list)
+    scores: Tensor | None = None
+
+
+# ---- batches and metrics ------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """What a task's ``collate`` returns and its ``loss``/``forward_eval`` consume.
+
+    ``inputs`` is an image tensor ``(B, C, H, W)`` or a list of ``(C, H, W)`` tensors (detection);
+    ``targets`` is whatever the task needs (a label tensor, a list of dicts, a mask tensor);
+    ``meta`` holds one dict per sample (source path, original size, image id...).
+    """
+
+    inputs: Tensor | list[Tensor]
+    targets: Any = None
+    meta: list[dict[str, Any]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def to(self, device: torch.device | str, *, channels_last: bool = False,
+           non_blocking: bool = False) -> "Batch":
+        """Move every tensor (nested in lists/dicts too) to ``device``."""
+        def move(x: Any, image: bool = False) -> Any:
+            if isinstance(x, Tensor):
+                x = x.to(device, non_blocking=non_blocking)
+                if image and channels_last and x.dim() == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                return x
+            if isinstance(x, (list, tuple)):
+                return type(x)(move(v, image) for v in x)
+            if isinstance(x, dict):
+                return {k: move(v) for k, v in x.items()}
+            return x
+
+        return Batch(move(self.inputs, True), move(self.targets), self.meta)
+
+
+class Metrics(abc.ABC):
+    """An accumulator a task returns from :meth:`Task.new_metrics`.
+
+    ``merge`` folds another instance (from another rank) into this one, so distributed evaluation
+    is exact: the evaluator gathers every rank's accumulator and merges them before ``compute``.
+    """
+
+    @abc.abstractmethod
+    def update(self, outputs: Any, batch: Batch) -> None: ...
+
+    @abc.abstractmethod
+    def compute(self) -> dict[str, Any]:
+        """Scalar metrics by name (floats), plus optional structured entries (per-class dicts)."""
+
+    @abc.abstractmethod
+    def merge(self, other: "Metrics") -> None: ...
+
+
+# ---- the task -----------------------------------------------------------------------------------
+class Task(abc.ABC):
+    """Everything task-specific. Subclasses set ``name`` and implement the abstract methods."""
+
+    name: ClassVar[str] = ""
+    #: the metric the Trainer's "best" checkpoint and early stopping watch by default
+    default_metric: ClassVar[str] = ""
+    #: higher is better for ``default_metric``
+    default_metric_mode: ClassVar[str] = "max"
+
+    @abc.abstractmethod
+    def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
+                     image_size: int | tuple[int, int] | None = None,
+                     class_names: Sequence[str] | None = None) -> torch.utils.data.Dataset:
+        """Read a dataset from ``source`` (a path in one of the task's formats).
+
+        ``split`` is ``"train"`` or ``"val"`` (a root holding both is split by them); ``train``
+        selects augmentations; the dataset exposes ``class_names``. Bad files raise
+        :class:`zoo_core.errors.DataError` naming the file and the fix.
+        """
+
+    @abc.abstractmethod
+    def collate(self, samples: list[Any]) -> Batch:
+        """Combine dataset samples into a :class:`Batch`."""
+
+    @abc.abstractmethod
+    def loss(self, model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
+        """Forward in training mode; return named losses with the total under ``"loss"``."""
+
+    @abc.abstractmethod
+    def forward_eval(self, model: "ZooModel", batch: Batch) -> Any:
+        """Forward in eval mode; return what :meth:`Metrics.update` consumes."""
+
+    @abc.abstractmethod
+    def new_metrics(self, class_names: Sequence[str]) -> Metrics:
+        """A fresh metrics accumulator."""
+
+    @abc.abstractmethod
+    def predict(self, model: "ZooModel", images: list[Any], sources: list[str],
+                **options: Any) -> list[Prediction]:
+        """Typed predictions for loaded images (PIL images or ``(C, H, W)`` float tensors in [0, 1])."""
+
+    def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],
+              out_dir: Path) -> list[Path]:
+        """Write plots a person would look at (confusion matrix, PR curve...); return their paths."""
+        return []
+
+    def validate_num_classes(self, num_classes: int) -> None:
+        """Refuse impossible class counts early."""
+        if num_classes < 1:
+            raise ValueError(f"{self.name}: num_classes must be >= 1, got {num_classes}")

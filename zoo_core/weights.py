@@ -1,0 +1,279 @@
+"""Weight files: safe reading, sha256, an offline-first cache, and loading with a report.
+
+Nothing here unpickles arbitrary objects: ``.safetensors`` files are read with safetensors and
+``.pt``/``.pth``/``.bin`` files with ``torch.load(weights_only=True)``; a pickle that tries to run
+code is refused. Downloads go to ``$ZOO_HOME/weights`` (default ``~/.cache/zoo``), are verified by
+sha256 when downloaded and on every later load, and fail within seconds when there is no network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import re
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .errors import WeightsError
+from .model import PretrainedWeights
+
+STRIP_PREFIXES = ("module.", "_orig_mod.")
+NESTED_KEYS = ("state_dict", "model", "model_state", "module", "net")
+CONNECT_TIMEOUT_S = float(os.environ.get("ZOO_DOWNLOAD_TIMEOUT", "10"))
+
+
+def zoo_home() -> Path:
+    """The cache root: ``$ZOO_HOME``, read at call time, else ``~/.cache/zoo``."""
+    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
+
+
+def offline() -> bool:
+    """True when ``ZOO_OFFLINE`` is set to 1/true: no network call is ever made."""
+    return os.environ.get("ZOO_OFFLINE", "").lower() in {"1", "true", "yes"}
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ---- reading files --------------------------------------------------------------------------------
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from a safetensors or torch file, safely, unwrapping common containers."""
+    path = Path(path)
+    if path.is_dir():
+        cand = path / "model.safetensors"
+        if not cand.exists():
+            raise WeightsError(f"{path} is a directory without model.safetensors; pass the weights "
+                               "file itself or a directory written by model.save()")
+        path = cand
+    if not path.exists():
+        raise WeightsError(f"weights file {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(f"{path} is not a readable safetensors file ({exc}); it may be truncated "
+                               "or corrupt: download or save it again") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise WeightsError(
+            f"refused to load {path}: it contains Python objects beyond tensors, which could run code "
+            f"when unpickled ({str(exc).splitlines()[0]}). If you trust it, convert it to safetensors "
+            "yourself; the zoo never loads it") from exc
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc}); it may be truncated, "
+                           "or not a weights file") from exc
+    return unwrap_state_dict(obj, str(path))
+
+
+def unwrap_state_dict(obj: object, where: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Find the tensor mapping inside a checkpoint dict (``state_dict``/``model``... keys)."""
+    for _ in range(3):
+        if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return dict(obj)
+        if isinstance(obj, Mapping):
+            inner = next((obj[k] for k in NESTED_KEYS if isinstance(obj.get(k), Mapping)), None)
+            if inner is not None:
+                obj = inner
+                continue
+        break
+    raise WeightsError(f"{where} holds no state dict (a mapping of names to tensors); found "
+                       f"{type(obj).__name__} with keys {list(obj)[:5] if isinstance(obj, Mapping) else '-'}")
+
+
+def strip_prefixes(state: Mapping[str, torch.Tensor], prefixes: Iterable[str] = STRIP_PREFIXES
+                   ) -> dict[str, torch.Tensor]:
+    """Drop DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes (also nested)."""
+    out = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in prefixes:
+                if key.startswith(p):
+                    key, changed = key[len(p):], True
+            key = key.replace("._orig_mod.", ".")
+        out[key] = value
+    return out
+
+
+# ---- loading into a network -----------------------------------------------------------------------
+@dataclass
+class LoadReport:
+    """What happened when weights were loaded: which tensors were loaded and which re-initialised."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    reinitialized: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    sha256: str | None = None
+
+    def __str__(self) -> str:
+        parts = [f"loaded {len(self.loaded)} tensors from {self.source}"]
+        if self.reinitialized:
+            parts.append(f"re-initialised {len(self.reinitialized)} (new head): {_short(self.reinitialized)}")
+        if self.missing:
+            parts.append(f"missing {len(self.missing)}: {_short(self.missing)}")
+        if self.unexpected:
+            parts.append(f"ignored {len(self.unexpected)} unexpected: {_short(self.unexpected)}")
+        return "; ".join(parts)
+
+
+def _short(keys: list[str], n: int = 6) -> str:
+    return ", ".join(keys[:n]) + (f" ... (+{len(keys) - n})" if len(keys) > n else "")
+
+
+def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
+              head: Iterable[str] = (), strict: bool = True, map_state_dict=None) -> LoadReport:
+    """Copy ``state`` into ``net``: prefixes stripped, head tensors of another shape re-initialised.
+
+    In strict mode any other missing key, unexpected key or shape mismatch raises
+    :class:`WeightsError` naming the keys (a file for another architecture).
+    """
+    state = strip_prefixes(state)
+    if map_state_dict is not None:
+        state = map_state_dict(state)
+    head = tuple(head)
+    own = net.state_dict()
+    report = LoadReport(source=source)
+    to_load: dict[str, torch.Tensor] = {}
+    mismatched = []
+    for key, target in own.items():
+        in_head = any(key == h or key.startswith(h + ".") for h in head)
+        if key not in state:
+            (report.reinitialized if in_head else report.missing).append(key)
+            continue
+        value = state[key]
+        if tuple(value.shape) != tuple(target.shape):
+            if in_head:
+                report.reinitialized.append(key)
+                continue
+            mismatched.append(f"{key}: file {tuple(value.shape)} vs model {tuple(target.shape)}")
+            continue
+        to_load[key] = value
+    report.unexpected = sorted(k for k in state if k not in own and not
+                               any(k == h or k.startswith(h + ".") for h in head))
+    problems = []
+    if mismatched:
+        problems.append(f"{len(mismatched)} shape mismatch(es): {_short(mismatched, 4)}")
+    if strict and report.missing:
+        problems.append(f"{len(report.missing)} missing key(s): {_short(report.missing, 4)}")
+    if strict and report.unexpected:
+        problems.append(f"{len(report.unexpected)} unexpected key(s): {_short(report.unexpected, 4)}")
+    if problems:
+        raise WeightsError(f"weights from {source} do not fit this model ({'; '.join(problems)}). "
+                           "They are probably for another architecture or task; pass num_classes= to "
+                           "replace only the head, or strict=False to load what fits")
+    net.load_state_dict(to_load, strict=False)
+    report.loaded = sorted(to_load)
+    return report
+
+
+# ---- the offline-first cache ----------------------------------------------------------------------
+def cache_path(weights: PretrainedWeights, plugin: str) -> Path:
+    return zoo_home() / "weights" / plugin / weights.filename
+
+
+def pull_command(model: str, tag: str) -> str:
+    return f"zoo pull {model}.{tag} --to DIR"
+
+
+def fetch(weights: PretrainedWeights, *, plugin: str, model: str, progress: bool = True) -> Path:
+    """Return a verified local file for ``weights``: from the cache, else downloaded (unless offline).
+
+    A cached file is re-hashed on every call and compared with the expected sha256 (or the one
+    recorded next to it at download time), so a corrupted cache is detected and named.
+    """
+    path = cache_path(weights, plugin)
+    if path.exists():
+        verify(path, weights)
+        return path
+    where = (f"Download {weights.url} on a machine with network (or run `{pull_command(model, weights.tag)}` "
+             f"there) and copy it to {path}, point ZOO_HOME at a mirror holding it, or pass "
+             f"weights='/path/to/{weights.filename}'")
+    if offline():
+        raise WeightsError(f"weights {model}.{weights.tag} are not in the cache ({path}) and ZOO_OFFLINE=1 "
+                           f"forbids downloading. {where}")
+    if not weights.url:
+        raise WeightsError(f"weights {model}.{weights.tag} have no download source. {where}")
+    download(weights.url, path, weights, progress=progress, hint=where)
+    return path
+
+
+def verify(path: Path, weights: PretrainedWeights) -> str:
+    """Check a file's sha256 against the expected (or recorded) hash; raise naming both."""
+    actual = sha256_file(path)
+    recorded = path.with_name(path.name + ".sha256")
+    expected = weights.sha256 or (recorded.read_text().strip() if recorded.exists() else None)
+    if expected and actual != expected:
+        raise WeightsError(f"cached weights {path} are corrupt: sha256 {actual} but expected {expected}. "
+                           "Delete the file and fetch it again")
+    if weights.hash_prefix and not actual.startswith(weights.hash_prefix):
+        raise WeightsError(f"cached weights {path} are corrupt: sha256 {actual} does not start with "
+                           f"{weights.hash_prefix}. Delete the file and fetch it again")
+    return actual
+
+
+def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool = True,
+             hint: str = "") -> None:
+    """Download to a temp file beside ``dest``, verify, then rename; the temp file never survives."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
+    tmp = Path(tmp_name)
+    h = hashlib.sha256()
+    try:
+        try:
+            req = urllib.request.Request(url, headers={"User-Agent": "zoo"})
+            with urllib.request.urlopen(req, timeout=CONNECT_TIMEOUT_S) as resp, os.fdopen(fd, "wb") as out:
+                total = int(resp.headers.get("Content-Length") or 0) or None
+                bar = _progress(total, dest.name) if progress else None
+                while block := resp.read(1 << 20):
+                    out.write(block)
+                    h.update(block)
+                    if bar is not None:
+                        bar.update(len(block))
+                if bar is not None:
+                    bar.close()
+        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            raise WeightsError(f"could not download {url}: {getattr(exc, 'reason', exc)}. {hint}") from exc
+        actual = h.hexdigest()
+        if weights.sha256 and actual != weights.sha256:
+            raise WeightsError(f"download of {url} is corrupt or truncated: sha256 {actual}, expected "
+                               f"{weights.sha256}. The partial file was deleted; try again")
+        if weights.hash_prefix and not actual.startswith(weights.hash_prefix):
+            raise WeightsError(f"download of {url} is corrupt or truncated: sha256 {actual} does not "
+                               f"start with {weights.hash_prefix}. The partial file was deleted; try again")
+        os.replace(tmp, dest)
+        dest.with_name(dest.name + ".sha256").write_text(actual + "\n")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _progress(total: int | None, name: str):
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {name}")
+
+
+def is_weights_path(value: str) -> bool:
+    """Does ``weights=`` look like a path rather than a pretrained tag?"""
+    return bool(re.search(r"[\\/]|\.(safetensors|pt|pth|bin)$", value)) or Path(value).exists()

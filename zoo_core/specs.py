@@ -52,6 +52,10 @@ class ModelSpec(Spec):
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     input_size: tuple[int, int, int] | None = None
     weights: tuple[str, ...] = ()
+    #: ``"module:function"``; ``function(spec)`` returns a list of
+    #: :class:`zoo_core.model.PretrainedWeights` describing every tag in ``weights`` (for
+    #: ``zoo.list_weights`` and ``zoo pull``) without building the network.
+    weights_info: str = ""
     export_formats: tuple[str, ...] = ()
     priority: int = 0
     kind = "model"
@@ -63,6 +67,7 @@ class BackboneSpec(Spec):
 
     kwargs: Mapping[str, Any] = field(default_factory=dict)
     weights: tuple[str, ...] = ()
+    weights_info: str = ""
     priority: int = 0
     kind = "backbone"
 

@@ -121,7 +121,6 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
                class_names: Sequence[str] | None = None, strict: bool = True) -> "ZooModel":
     """Rebuild a saved model and load its weights; ``num_classes`` re-heads it for fine-tuning."""
     from .api import build_model, check_task
-    from .compose import build_composed
     from .model import Preprocess
     from .registry import get_registry
     from .weights import WeightsError as _WE, sha256_file
@@ -137,6 +136,8 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
     names = class_names if class_names is not None else (None if rehead else config["class_names"])
     n = num_classes if num_classes is not None else (None if class_names is not None else config["num_classes"])
     if "backbone" in config:
+        from .compose import build_composed
+
         model = build_composed(config["task"], backbone=config["backbone"], head=config["head"],
                                num_classes=n, class_names=names, weights_path=weights, strict=strict,
                                options=config.get("options", {}))

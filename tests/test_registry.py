@@ -1,0 +1,217 @@
+"""The registry: hook validation, collisions, failed plugins, and short-name resolution."""
+
+from __future__ import annotations
+
+import inspect
+import types
+from types import SimpleNamespace
+
+import pytest
+
+import zoo_core
+from zoo_core import hookimpl, hookspecs
+from zoo_core.errors import IncompatibleError, PluginError, UnknownNameError
+from zoo_core.registry import Registry, discover, set_provider_priority
+
+
+def plugin(name: str, **hooks) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(mod, hook_name, hookimpl(fn))
+    return mod
+
+
+def models(*rows):
+    def register_models(register):
+        for name, kw in rows:
+            register(name, "pkg.mod:build", **kw)
+    return register_models
+
+
+def tasks(register):
+    register("classification", "pkg.mod:Task", aliases=("cls",))
+    register("detection", "pkg.mod:Task", aliases=("det",))
+
+
+@pytest.fixture
+def reg(monkeypatch):
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("ZOO_PROVIDER_PRIORITY", raising=False)
+    set_provider_priority(None)
+    r = Registry()
+    r.add_plugin(plugin("t", register_tasks=tasks), "tasks")
+    yield r
+    set_provider_priority(None)
+
+
+def test_every_hook_is_documented():
+    hooks = [f for n, f in inspect.getmembers(hookspecs, inspect.isfunction) if n.startswith("register_")]
+    assert {f.__name__ for f in hooks} == {"register_tasks", "register_models", "register_backbones",
+                                          "register_heads"}
+    for fn in hooks:
+        assert fn.__doc__ and len(fn.__doc__.split()) > 20, f"{fn.__name__} lacks documentation"
+        assert list(inspect.signature(fn).parameters) == ["register"]
+
+
+def test_short_name_picks_highest_priority_then_plugin_name(reg):
+    reg.add_plugin(plugin("a", register_models=models(("net", {"tasks": ["cls"], "priority": 10}))), "alpha")
+    reg.add_plugin(plugin("b", register_models=models(("net", {"tasks": ["cls"], "priority": 30}))), "beta")
+    reg.add_plugin(plugin("c", register_models=models(("net", {"tasks": ["cls"], "priority": 30}))), "gamma")
+    reg.finalize()
+    assert reg.resolve("model", "net").qualified_name == "beta:net"
+    assert [s.plugin for s in reg.providers("model", "net")] == ["beta", "gamma", "alpha"]
+    assert reg.resolve("model", "alpha:net").plugin == "alpha"  # qualified always resolves
+
+
+def test_user_priority_overrides_spec_priority(reg, monkeypatch):
+    reg.add_plugin(plugin("a", register_models=models(("net", {"tasks": ["cls"], "priority": 0}))), "alpha")
+    reg.add_plugin(plugin("b", register_models=models(("net", {"tasks": ["cls"], "priority": 30}))), "beta")
+    reg.finalize()
+    monkeypatch.setenv("ZOO_PROVIDER_PRIORITY", "alpha")
+    assert reg.resolve("model", "net").plugin == "alpha"
+    set_provider_priority(["beta"])  # the API beats the environment
+    assert reg.resolve("model", "net").plugin == "beta"
+
+
+def test_task_filters_providers_and_aliases_canonicalise(reg):
+    reg.add_plugin(plugin("a", register_models=models(("net", {"tasks": ["det"], "priority": 50}))), "alpha")
+    reg.add_plugin(plugin("b", register_models=models(("net", {"tasks": ["cls"]}))), "beta")
+    reg.finalize()
+    assert reg.resolve("model", "net", task="classification").plugin == "beta"
+    assert reg.resolve("model", "net", task="det").plugin == "alpha"
+    assert reg.specs("model")[0].tasks == ("detection",)
+    with pytest.raises(IncompatibleError, match="does not support task 'classification'"):
+        reg.resolve("model", "alpha:net", task="cls")
+
+
+def test_unknown_names_are_lookup_errors_with_suggestions(reg):
+    reg.add_plugin(plugin("a", register_models=models(("resnet50", {"tasks": ["cls"]}),
+                                                      ("resnet18", {"tasks": ["cls"]}))), "alpha")
+    reg.finalize()
+    with pytest.raises(LookupError) as info:
+        reg.resolve("model", "resnet05")
+    assert isinstance(info.value, UnknownNameError)
+    assert "resnet50" in str(info.value) and "did you mean" in str(info.value)
+    with pytest.raises(UnknownNameError, match="classification"):
+        reg.canonical_task("clasification")
+
+
+def test_failed_plugin_is_recorded_and_named_in_unknown_name_errors(reg):
+    def broken(register):
+        raise RuntimeError("boom: missing dependency")
+
+    info = reg.add_plugin(plugin("x", register_models=broken), "broken")
+    reg.add_plugin(plugin("a", register_models=models(("ok", {"tasks": ["cls"]}))), "alpha")
+    reg.finalize()
+    assert not info.ok and "boom" in info.error and "RuntimeError" in info.traceback
+    assert reg.resolve("model", "ok").plugin == "alpha"
+    with pytest.raises(UnknownNameError, match="broken.*boom"):
+        reg.resolve("model", "nothing_like_it")
+    with pytest.raises(UnknownNameError, match="plugin 'broken' failed to load"):
+        reg.resolve("model", "broken:thing")
+
+
+def test_strict_mode_raises_on_failed_plugin(reg, monkeypatch):
+    monkeypatch.setenv("ZOO_STRICT_PLUGINS", "1")
+
+    def broken(register):
+        raise RuntimeError("boom")
+
+    with pytest.raises(PluginError, match="ZOO_STRICT_PLUGINS"):
+        reg.add_plugin(plugin("x", register_models=broken), "broken")
+
+
+def test_misspelled_hook_and_unknown_argument_are_rejected(reg):
+    def register_model(register):  # singular: a typo
+        pass
+
+    info = reg.add_plugin(plugin("x", register_model=register_model), "typo")
+    assert "register_models" in info.error and "typo" in info.error
+
+    def register_models(register, colour):
+        pass
+
+    info = reg.add_plugin(plugin("y", register_models=register_models), "badarg")
+    assert "colour" in info.error
+
+
+def test_bad_register_calls_name_plugin_and_field(reg):
+    def bad_field(register):
+        register("m", "pkg.mod:build", taskz=("cls",))
+
+    info = reg.add_plugin(plugin("x", register_models=bad_field), "badfield")
+    assert "badfield" in info.error and "taskz" in info.error
+
+    def bad_builder(register):
+        register("m", "not a builder string")
+
+    info = reg.add_plugin(plugin("y", register_models=bad_builder), "badbuilder")
+    assert "module:function" in info.error
+    assert reg.list("model") == []  # nothing half-registered
+
+
+def test_same_qualified_name_twice_is_an_error_naming_both(reg):
+    reg.add_plugin(plugin("a", register_models=models(("m", {"tasks": ["cls"]}), ("m", {"tasks": ["cls"]}))),
+                   "alpha", distribution="dist-one")
+    assert "registered twice" in reg.plugins["alpha"].error
+
+
+def test_zoo_requires_outside_range_is_reported(reg):
+    mod = plugin("x", register_models=models(("m", {"tasks": ["cls"]})))
+    mod.zoo_requires = ">=99"
+    info = reg.add_plugin(mod, "future")
+    assert "supports zoo >=99" in info.error
+
+
+def test_list_filters(reg):
+    reg.add_plugin(plugin("a", register_models=models(("resnet18", {"tasks": ["cls"]}),
+                                                      ("frcnn", {"tasks": ["det"]}))), "alpha")
+    reg.add_plugin(plugin("b", register_models=models(("resnet18", {"tasks": ["cls"]}),
+                                                      ("vit_b", {"tasks": ["cls"]}))), "beta")
+    reg.finalize()
+    assert reg.list("model") == ["frcnn", "resnet18", "vit_b"]  # unique, sorted
+    assert reg.list("model", task="cls") == ["resnet18", "vit_b"]
+    assert reg.list("model", "res*") == ["resnet18"]
+    assert reg.list("model", "alpha:*") == ["frcnn", "resnet18"]
+    assert reg.list("model", plugin="beta", exclude="vit*") == ["resnet18"]
+
+
+def _ep(name, module, dist):
+    return SimpleNamespace(name=name, value=module.__name__, dist=SimpleNamespace(name=dist, version="1.0"),
+                           load=lambda: module)
+
+
+def test_discover_dedupes_and_reports_entry_point_name_collisions(monkeypatch):
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    good = plugin("good_mod", register_tasks=tasks, register_models=models(("m", {"tasks": ["cls"]})))
+    other = plugin("other_mod", register_models=models(("m", {"tasks": ["cls"]})))
+    eps = [_ep("shared", good, "dist-a"), _ep("shared", other, "dist-b")]
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: eps)
+    reg = discover()
+    assert reg.resolve("model", "shared:m").distribution == "dist-a"
+    bad = [p for p in reg.plugins.values() if not p.ok]
+    assert len(bad) == 1 and "dist-a" in bad[0].error and "dist-b" in bad[0].error
+
+
+def test_disable_and_allow_lists(monkeypatch):
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    a = plugin("a_mod", register_tasks=tasks, register_models=models(("m", {"tasks": ["cls"]})))
+    b = plugin("b_mod", register_models=models(("n", {"tasks": ["cls"]})))
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: [_ep("a", a, "da"), _ep("b", b, "db")])
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "b")
+    assert set(discover().plugins) == {"a"}
+    monkeypatch.delenv("ZOO_DISABLE_PLUGINS")
+    monkeypatch.setenv("ZOO_LOAD_PLUGINS", "b")
+    assert set(discover().plugins) == {"b"}
+
+
+def test_catalog_import_pulls_in_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, zoo_core as zoo; zoo.list_tasks(); zoo.list_models(); zoo.list_plugins();"
+            "print(sorted(m for m in ('torch', 'timm', 'torchvision', 'segmentation_models_pytorch') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+    assert zoo_core.__version__

@@ -160,6 +160,18 @@ class Task(abc.ABC):
         """Write plots a person would look at (confusion matrix, PR curve...); return their paths."""
         return []
 
+    def example_samples(self, model: "ZooModel", *, n: int = 2, seed: int = 0) -> list[Any] | None:
+        """``n`` tiny synthetic samples for ``model``, shaped exactly as this task's datasets yield them.
+
+        Optional. The conformance suite (:mod:`zoo_core.testing`, ``pytest --zoo-plugin=NAME``)
+        passes them through :meth:`collate`, :meth:`loss`, :meth:`forward_eval` and the metrics to
+        check that a plugin's models honour this task's contract. Use the model's
+        ``preprocess.input_size`` (or something small and valid for it) and targets within
+        ``model.num_classes``; derive everything from ``seed``. Returning ``None`` (the default)
+        makes the suite skip those checks and say so.
+        """
+        return None
+
     def validate_num_classes(self, num_classes: int) -> None:
         """Refuse impossible class counts early."""
         if num_classes < 1:

@@ -171,14 +171,7 @@ def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
     from .model import BuiltModel, ZooModel
 
     options = dict(options or {})
-    task_obj = get_task(task_name)
-    if class_names is not None:
-        class_names = [str(c) for c in class_names]
-        if num_classes is not None and num_classes != len(class_names):
-            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
-        num_classes = len(class_names)
-    if num_classes is not None:
-        task_obj.validate_num_classes(num_classes)
+    num_classes, class_names = check_classes(task_name, num_classes, class_names)
     built = spec.load_builder()(spec, task=task_name, num_classes=num_classes, pretrained=tag, **options)
     if not isinstance(built, BuiltModel):
         raise ZooError(f"builder {spec.builder!r} of {spec.qualified_name!r} returned "
@@ -201,23 +194,45 @@ def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
         if pre is None:
             raise ZooError(f"{spec.qualified_name} knows no weights {tag!r}")
         source = W.fetch(pre, plugin=spec.plugin, model=spec.name)
-        provenance.update(weights=f"{spec.qualified_name}.{tag}", url=pre.url, license=pre.license)
+        model.provenance.update(weights=f"{spec.qualified_name}.{tag}", url=pre.url, license=pre.license)
     elif weights_path is not None:
         source = weights_path
-        provenance.update(weights=str(weights_path))
+        model.provenance.update(weights=str(weights_path))
     if source is not None:
-        state = W.read_state_dict(source)
-        report = W.load_into(model.net, state, source=str(source), head=built.head, strict=strict,
-                             map_state_dict=built.map_state_dict)
-        if source.is_file():
-            report.sha256 = W.sha256_file(source)
-        provenance["sha256"] = report.sha256
-        model.weights_report = report
-        if report.reinitialized:
-            import warnings
-
-            warnings.warn(f"{spec.qualified_name}: {report}", stacklevel=2)
+        load_weights(model, source, head=built.head, strict=strict, map_state_dict=built.map_state_dict,
+                     label=spec.qualified_name)
     return model
+
+
+def check_classes(task_name: str, num_classes: int | None, class_names: Sequence[str] | None
+                  ) -> tuple[int | None, list[str] | None]:
+    """Reconcile ``num_classes`` with ``class_names`` and let the task refuse impossible counts."""
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if num_classes is not None and num_classes != len(class_names):
+            raise ValueError(f"num_classes={num_classes} but {len(class_names)} class_names were given")
+        num_classes = len(class_names)
+    if num_classes is not None:
+        get_task(task_name).validate_num_classes(num_classes)
+    return num_classes, class_names
+
+
+def load_weights(model: "ZooModel", source: Path, *, head: Sequence[str] = (), strict: bool = True,
+                 map_state_dict: Any = None, label: str = "") -> None:
+    """Load a weights file into ``model.net``, record the report and provenance, warn on a new head."""
+    from . import weights as W
+
+    state = W.read_state_dict(source)
+    report = W.load_into(model.net, state, source=str(source), head=head, strict=strict,
+                         map_state_dict=map_state_dict)
+    if source.is_file():
+        report.sha256 = W.sha256_file(source)
+    model.provenance["sha256"] = report.sha256
+    model.weights_report = report
+    if report.reinitialized:
+        import warnings
+
+        warnings.warn(f"{label}: {report}", stacklevel=3)
 
 
 def check_task(model: "ZooModel", task: str | None) -> None:

@@ -1,0 +1,183 @@
+"""``zoo.build(task, backbone=..., head=...)``: any backbone under any head whose needs it meets.
+
+The path from a call to the networks is plain: resolve the backbone and head specs, call the
+backbone builder, check its declared :class:`~zoo_core.backbone.FeatureInfo` against a real forward,
+check the pairing (:func:`~zoo_core.backbone.why_incompatible`; a single stride-16 map in front of a
+pyramid head gets a :class:`~zoo_core.backbone.SimpleFeaturePyramid`), call the head builder, and
+wrap the result in a :class:`~zoo_core.model.ZooModel` whose config says how to rebuild it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from .errors import IncompatibleError, PluginError, ZooError
+from .registry import get_registry
+from .specs import BackboneSpec, HeadSpec
+
+if TYPE_CHECKING:
+    from .backbone import Backbone, FeatureInfo, HeadRequirements
+    from .model import ZooModel
+
+
+def build(task: str, *, backbone: str, head: str, num_classes: int | None = None,
+          class_names: Sequence[str] | None = None, pretrained: str | None = None,
+          backbone_options: Mapping[str, Any] | None = None, adapter_channels: int = 256,
+          **options: Any) -> "ZooModel":
+    """Build a task model from a backbone name and a head name.
+
+    ``backbone``: ``"timm:vit_small_patch16_224"``, ``"torchvision:resnet50"`` or a short name.
+    ``head``: e.g. ``"faster_rcnn"`` (resolved among the heads of ``task``). ``pretrained``: a
+    weights tag of the backbone (``"default"``: its first), fetched offline-first; the head starts
+    random. ``backbone_options`` go to the backbone builder (e.g. ``{"img_size": 64}`` for a ViT),
+    ``options`` to the head builder. ``adapter_channels``: width of the simple feature pyramid
+    inserted for single-map backbones. Raises :class:`IncompatibleError` with the reason when the
+    backbone cannot feed the head.
+    """
+    from .api import check_classes
+    from .model import BuiltModel, ZooModel
+
+    reg = get_registry()
+    task_name = reg.canonical_task(task)
+    bspec = reg.resolve("backbone", backbone)
+    hspec = reg.resolve("head", head, task=task_name)
+    assert isinstance(bspec, BackboneSpec) and isinstance(hspec, HeadSpec)
+    num_classes, class_names = check_classes(task_name, num_classes, class_names)
+    if num_classes is None:
+        raise ValueError(f"zoo.build({task_name!r}, head={head!r}) needs num_classes= or class_names=")
+    trunk, provenance = build_backbone(bspec, pretrained=pretrained, options=backbone_options)
+    net_backbone = fit_backbone(trunk, bspec, hspec, adapter_channels=adapter_channels)
+    built = hspec.load_builder()(hspec, backbone=net_backbone, num_classes=num_classes, **options)
+    if not isinstance(built, BuiltModel):
+        raise ZooError(f"builder {hspec.builder!r} of head {hspec.qualified_name!r} returned "
+                       f"{type(built).__name__}, not zoo_core.model.BuiltModel (plugin {hspec.distribution})")
+    names = list(class_names) if class_names is not None else [f"class_{i}" for i in range(built.num_classes)]
+    saved_options: dict[str, Any] = dict(options)
+    if backbone_options:
+        saved_options["backbone_options"] = dict(backbone_options)
+    if adapter_channels != 256:
+        saved_options["adapter_channels"] = adapter_channels
+    config = {"backbone": bspec.qualified_name, "head": hspec.qualified_name, "task": task_name,
+              "num_classes": built.num_classes, "options": saved_options}
+    return ZooModel(built.net, task=task_name, class_names=names, preprocess=built.preprocess, config=config,
+                    head=built.head, export_formats=built.export_formats, provenance=provenance)
+
+
+def build_composed(task: str, *, backbone: str, head: str, num_classes: int | None,
+                   class_names: Sequence[str] | None, weights_path: Path | None, strict: bool = True,
+                   options: Mapping[str, Any] | None = None) -> "ZooModel":
+    """Rebuild a saved composed model (``config["backbone"]``/``["head"]``) and load its weights."""
+    from .api import load_weights
+
+    model = build(task, backbone=backbone, head=head, num_classes=num_classes, class_names=class_names,
+                  **dict(options or {}))
+    if weights_path is not None:
+        model.provenance["weights"] = str(weights_path)
+        load_weights(model, Path(weights_path), head=model.head_prefixes, strict=strict,
+                     label=f"{backbone} + {head}")
+    return model
+
+
+def build_backbone(spec: BackboneSpec, *, pretrained: str | None = None,
+                   options: Mapping[str, Any] | None = None, check: bool = True
+                   ) -> tuple["Backbone", dict[str, Any]]:
+    """Call a backbone builder, verify what it returned, and load its pretrained weights.
+
+    Returns the backbone and a provenance dict. ``check`` runs :func:`check_feature_info`.
+    """
+    from . import weights as W
+    from .backbone import Backbone, check_feature_info
+
+    if pretrained == "default":
+        if not spec.weights:
+            raise ZooError(f"backbone {spec.qualified_name} knows no pretrained weights")
+        pretrained = spec.weights[0]
+    if pretrained is not None and spec.weights and pretrained not in spec.weights:
+        from .errors import UnknownNameError
+
+        raise UnknownNameError(f"weights tag of backbone {spec.qualified_name}", pretrained, spec.weights)
+    bb = spec.load_builder()(spec, pretrained=pretrained, **dict(options or {}))
+    if not isinstance(bb, Backbone):
+        raise PluginError(f"builder {spec.builder!r} of backbone {spec.qualified_name!r} (plugin "
+                          f"{spec.plugin}) returned {type(bb).__name__}, not a zoo_core.backbone.Backbone")
+    if check:
+        check_feature_info(bb, name=f"{spec.qualified_name} (plugin {spec.plugin})")
+    provenance: dict[str, Any] = {"weights": None}
+    if pretrained is not None:
+        if bb.pretrained is None:
+            raise ZooError(f"backbone {spec.qualified_name} knows no weights {pretrained!r}")
+        source = W.fetch(bb.pretrained, plugin=spec.plugin, model=spec.name)
+        report = W.load_into(bb, W.read_state_dict(source), source=str(source), strict=True,
+                             map_state_dict=bb.map_state_dict)
+        provenance.update(weights=f"{spec.qualified_name}.{pretrained} (backbone)", url=bb.pretrained.url,
+                          license=bb.pretrained.license, backbone_report=str(report))
+    return bb, provenance
+
+
+def requirements(hspec: HeadSpec) -> "HeadRequirements":
+    """A head spec's ``requires`` dict as :class:`HeadRequirements` (a bad dict names the head)."""
+    from .backbone import HeadRequirements
+
+    try:
+        return HeadRequirements.from_dict(hspec.requires)
+    except (PluginError, TypeError, ValueError) as exc:
+        raise PluginError(f"head {hspec.qualified_name} (plugin {hspec.plugin}): bad requires: {exc}") from exc
+
+
+def pairing(info: "FeatureInfo", hspec: HeadSpec) -> tuple[str | None, bool]:
+    """``(reason or None, needs_adapter)`` for feeding a head from maps described by ``info``."""
+    from .backbone import SimpleFeaturePyramid, why_incompatible
+
+    req = requirements(hspec)
+    reason = why_incompatible(info, req)
+    if reason is None:
+        return None, False
+    adapt = SimpleFeaturePyramid.why_not(info)
+    if adapt is None:
+        from .backbone import FeatureInfo
+
+        c, s = info.levels[0]
+        pyramid = FeatureInfo(tuple((c, int(s / k)) for k in SimpleFeaturePyramid.SCALES))
+        if why_incompatible(pyramid, req) is None:
+            return None, True
+    elif len(info) == 1:
+        reason += f"; {adapt}"
+    return reason, False
+
+
+def fit_backbone(bb: "Backbone", bspec: BackboneSpec, hspec: HeadSpec, *, adapter_channels: int = 256
+                 ) -> "Backbone":
+    """The backbone itself, or wrapped in a simple feature pyramid, or an IncompatibleError."""
+    from .backbone import SimpleFeaturePyramid
+
+    reason, adapter = pairing(bb.feature_info, hspec)
+    if reason is not None:
+        raise IncompatibleError(f"backbone {bspec.qualified_name} ({bb.feature_info}) cannot feed head "
+                                f"{hspec.qualified_name}: {reason}. `zoo.compat({bspec.name!r})` lists "
+                                "the heads it can feed")
+    return SimpleFeaturePyramid(bb, adapter_channels) if adapter else bb
+
+
+def compat(backbone: str, *, task: str | None = None, options: Mapping[str, Any] | None = None
+           ) -> dict[str, str | None]:
+    """Which heads ``backbone`` can feed: ``{head qualified name: None (fits) or the reason}``.
+
+    The backbone is built on the meta device (no memory, no weights) to read its declared
+    FeatureInfo; ``task`` restricts the heads to one task.
+    """
+    import torch
+
+    reg = get_registry()
+    bspec = reg.resolve("backbone", backbone)
+    assert isinstance(bspec, BackboneSpec)
+    with torch.device("meta"):
+        bb, _ = build_backbone(bspec, options=options, check=False)
+    canon = reg.canonical_task(task) if task else None
+    out: dict[str, str | None] = {}
+    for hspec in reg.specs("head"):
+        assert isinstance(hspec, HeadSpec)
+        if canon and hspec.task != canon:
+            continue
+        out[hspec.qualified_name] = pairing(bb.feature_info, hspec)[0]
+    return out

@@ -24,20 +24,11 @@ from torch import nn
 
 from .errors import WeightsError
 from .model import PretrainedWeights
+from .paths import offline, zoo_home  # noqa: F401  (re-exported: torch-free home of both)
 
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("state_dict", "model", "model_state", "module", "net")
 CONNECT_TIMEOUT_S = float(os.environ.get("ZOO_DOWNLOAD_TIMEOUT", "10"))
-
-
-def zoo_home() -> Path:
-    """The cache root: ``$ZOO_HOME``, read at call time, else ``~/.cache/zoo``."""
-    return Path(os.environ.get("ZOO_HOME") or Path.home() / ".cache" / "zoo")
-
-
-def offline() -> bool:
-    """True when ``ZOO_OFFLINE`` is set to 1/true: no network call is ever made."""
-    return os.environ.get("ZOO_OFFLINE", "").lower() in {"1", "true", "yes"}
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -1,0 +1,23 @@
+"""The hooks the zoo calls. Keep this module free of heavy imports (no torch): ``zoo list`` reads it.
+
+Each hook receives ``register`` and calls it once per thing it adds. A builder is named as a
+``"module:function"`` string, so the zoo imports ``models.py`` only when someone builds a model.
+"""
+
+from zoo_core import hookimpl
+
+#: the zoo versions this plugin supports; outside them it is reported, not loaded
+zoo_requires = ">=0.1,<1"
+
+#: variants as data: one builder, one row per model (name, channel widths, description)
+VARIANTS = [
+    ("tinycnn", (8, 16), "a two-stage CNN for small images (about 2k parameters)"),
+    ("tinycnn_wide", (16, 32), "the same with twice the channels"),
+]
+
+
+@hookimpl
+def register_models(register):
+    for name, widths, description in VARIANTS:
+        register(name, "zoo_plugin_template.models:build_tinycnn", tasks=("classification",),
+                 kwargs={"widths": widths}, input_size=(3, 32, 32), description=description)

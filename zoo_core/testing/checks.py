@@ -1,0 +1,431 @@
+"""The conformance checks a plugin's specs must pass (``pytest --zoo-plugin=NAME`` runs them).
+
+:func:`check_spec` runs every check that applies to one spec and returns a
+:class:`~zoo_core.testing.report.SpecReport`; :func:`check_plugin` does so for every spec a plugin
+registered (or a deterministic sample of them). A model spec is checked for: its builder imports;
+it builds a :class:`~zoo_core.model.BuiltModel` whose head prefixes exist; the task's contract holds
+on a tiny synthetic batch from :meth:`Task.example_samples` (collate, forward_eval, metrics,
+typed predictions); one training step changes the weights; save/load is exact; ``num_classes``
+replacement re-initialises only the head; declared export formats export and verify.
+Backbones, heads and tasks get the checks of :mod:`zoo_core.testing.component_checks`.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from ..registry import Registry, get_registry
+from ..specs import ModelSpec, Spec
+from .report import CheckResult, SpecReport
+
+#: the checks a model spec gets, in the order they run, each with the checks it needs
+MODEL_CHECKS: dict[str, tuple[str, ...]] = {
+    "builder": (), "build": ("builder",), "contract": ("build",), "train_step": ("contract",),
+    "save_load": ("build",), "num_classes": ("save_load",), "export": ("build",)}
+
+
+class _Skip(Exception):
+    """Raised inside a check to record it as skipped (with the reason as the message)."""
+
+    def __init__(self, reason: str, fix: str = "") -> None:
+        super().__init__(reason)
+        self.fix = fix
+
+
+class _Fail(Exception):
+    """Raised inside a check to record a failure with its fix."""
+
+    def __init__(self, detail: str, fix: str) -> None:
+        super().__init__(detail)
+        self.fix = fix
+
+
+class _Runner:
+    """Runs checks in order; a check whose prerequisite did not pass is skipped, not run."""
+
+    def __init__(self, report: SpecReport, only: Sequence[str] | None,
+                 needs: dict[str, tuple[str, ...]] | None = None) -> None:
+        self.report, self.needs = report, needs or {}
+        self.only = None if not only else _closure(set(only), self.needs)
+
+    def run(self, name: str, fn: Callable[[], str | None], fix: str) -> bool:
+        """Record ``fn()``'s outcome as check ``name`` (any exception is a failure with ``fix``)."""
+        if self.only is not None and name not in self.only:
+            return False
+        blocked = [n for n in self.needs.get(name, ()) if (r := self.report.result(n)) is None or r.status != "pass"]
+        if blocked:
+            self.report.results.append(CheckResult(name, "skip", f"needs {', '.join(blocked)}"))
+            return False
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                detail = fn() or ""
+        except _Skip as skip:
+            self.report.results.append(CheckResult(name, "skip", str(skip), skip.fix))
+            return False
+        except _Fail as fail:
+            self.report.results.append(CheckResult(name, "fail", str(fail), fail.fix or fix))
+            return False
+        except Exception as exc:  # the plugin's code raised: report it with where it happened
+            where = _plugin_frame(exc)
+            self.report.results.append(CheckResult(name, "fail", f"{type(exc).__name__}: {exc}{where}", fix))
+            return False
+        self.report.results.append(CheckResult(name, "pass", detail))
+        return True
+
+
+def _closure(names: set[str], needs: dict[str, tuple[str, ...]]) -> set[str]:
+    """``names`` plus every check they need, transitively."""
+    todo, out = list(names), set()
+    while todo:
+        n = todo.pop()
+        if n not in out:
+            out.add(n)
+            todo += needs.get(n, ())
+    return out
+
+
+def _plugin_frame(exc: BaseException) -> str:
+    """`` (at file:line in func)`` for the innermost frame outside torch and the zoo kernel."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/torch/" not in f.filename and "/zoo_core/" not in f.filename]
+    if not frames:
+        return ""
+    f = frames[-1]
+    return f" (at {f.filename}:{f.lineno} in {f.name})"
+
+
+def new_report(spec: Spec) -> SpecReport:
+    return SpecReport(spec.kind, spec.qualified_name, spec.plugin, spec.distribution)
+
+
+# ---- model specs --------------------------------------------------------------------------------
+class _ModelCheck:
+    """State shared by the checks of one model spec (the built model, the batch, a temp dir)."""
+
+    def __init__(self, spec: ModelSpec, task: str, workdir: Path, only: Sequence[str] | None) -> None:
+        self.spec, self.task_name, self.workdir = spec, task, workdir
+        self.report = new_report(spec)
+        self.runner = _Runner(self.report, only, MODEL_CHECKS)
+        self.model: Any = None
+        self.samples: list[Any] | None = None
+        self.saved: Path | None = None
+
+    @property
+    def task(self) -> Any:
+        from ..api import get_task
+
+        return get_task(self.task_name)
+
+    def run(self) -> SpecReport:
+        s, r = self.spec, self.runner
+        r.run("builder", self.builder, f"make builder {s.builder!r} name an importable 'module:function'; "
+              f"try `python -c \"import {s.builder.partition(':')[0]}\"`")
+        r.run("build", self.build, f"make {s.builder} return zoo_core.model.BuiltModel(net=..., "
+              "preprocess=Preprocess(...), num_classes=N, head=('<classifier prefix>',)) for task "
+              f"{self.task_name!r} with pretrained=None, without downloading anything")
+        r.run("contract", self.contract, f"make the network's outputs what task {self.task_name!r} "
+              "consumes (see its forward_eval, Metrics.update and predict)")
+        r.run("train_step", self.train_step, f"return a finite scalar under 'loss' from task "
+              f"{self.task_name!r}'s loss() that depends on trainable parameters of the network")
+        r.run("save_load", self.save_load, "the network must be rebuilt identically from its config "
+              "(builder options only, no hidden state outside the state_dict, deterministic buffers)")
+        r.run("num_classes", self.num_classes, "honour num_classes= in the builder and list the "
+              "classifier's state-dict prefixes in BuiltModel.head")
+        r.run("export", self.export, "declare only export formats the network supports "
+              "(ModelSpec.export_formats / BuiltModel.export_formats)")
+        return self.report
+
+    def builder(self) -> str:
+        fn = self.spec.load_builder()
+        if not callable(fn):
+            raise _Fail(f"{self.spec.builder!r} is a {type(fn).__name__}, not a function",
+                        "point the spec's builder at a function")
+        return self.spec.builder
+
+    def build(self) -> str:
+        import torch
+
+        from ..api import build_model
+        from ..model import ZooModel
+
+        torch.manual_seed(0)
+        model = build_model(self.spec, self.task_name, num_classes=None, class_names=None, tag=None,
+                            weights_path=None)
+        assert isinstance(model, ZooModel)
+        keys = list(model.net.state_dict())
+        if not keys:
+            raise _Fail("the network has no parameters or buffers", "return the real network as net=")
+        if model.num_classes < 1:
+            raise _Fail(f"num_classes is {model.num_classes}", "set BuiltModel.num_classes >= 1")
+        bad = [p for p in model.head_prefixes if not any(k.startswith(p) for k in keys)]
+        if bad:
+            raise _Fail(f"BuiltModel.head prefixes {bad} match no state-dict key (keys start with "
+                        f"{sorted({k.split('.')[0] for k in keys})[:8]})",
+                        "list the classifier's state-dict key prefixes in BuiltModel.head")
+        size = self.spec.input_size
+        if size is not None and tuple(size[-2:]) != tuple(model.preprocess.input_size):
+            raise _Fail(f"spec input_size {tuple(size)} disagrees with the built model's preprocess "
+                        f"input_size {model.preprocess.input_size}", "register the size the model uses")
+        self.model = model
+        n_params = sum(p.numel() for p in model.net.parameters())
+        return f"{type(model.net).__name__}, {n_params:,} parameters, {model.num_classes} classes"
+
+    def contract(self) -> str:
+        samples = self.task.example_samples(self.model, n=2, seed=0)
+        if samples is None:
+            raise _Skip(f"task {self.task_name!r} provides no example_samples(), so the forward, loss "
+                        "and save/load output checks cannot run",
+                        f"implement example_samples() in the task class of {self.task_name!r}")
+        self.samples = list(samples)
+        out, batch = self.forward_eval(self.model)
+        metrics = self.task.new_metrics(self.model.class_names)
+        metrics.update(out, batch)
+        other = self.task.new_metrics(self.model.class_names)
+        other.update(out, batch)
+        metrics.merge(other)
+        values = metrics.compute()
+        if not isinstance(values, dict):
+            raise _Fail(f"Metrics.compute() returned {type(values).__name__}, not a dict",
+                        "return {metric name: float} from compute()")
+        key = self.task.default_metric
+        if key and not (isinstance(values.get(key), (int, float)) and math.isfinite(values[key])):
+            raise _Fail(f"metrics lack a finite {key!r} (the task's default_metric): got "
+                        f"{ {k: v for k, v in values.items() if isinstance(v, (int, float))} }",
+                        "make the network's eval output what the task's metrics expect")
+        preds = self.predictions(self.model)
+        return f"{len(batch)} samples; metrics {sorted(values)[:6]}; predict -> {type(preds[0]).__name__}"
+
+    def forward_eval(self, model: Any) -> tuple[Any, Any]:
+        import torch
+
+        from ..task import Batch
+
+        batch = self.task.collate(list(self.samples or []))
+        if not isinstance(batch, Batch):
+            raise _Fail(f"task collate() returned {type(batch).__name__}", "return zoo_core.task.Batch")
+        model.eval()
+        with torch.no_grad():
+            return self.task.forward_eval(model, batch), batch
+
+    def predictions(self, model: Any) -> list[Any]:
+        import torch
+
+        from ..task import Prediction
+
+        c = model.preprocess.in_chans
+        h, w = model.preprocess.input_size
+        g = torch.Generator().manual_seed(0)
+        preds = model.predict([torch.rand(c, h, w, generator=g) for _ in range(2)])
+        if len(preds) != 2 or not all(isinstance(p, Prediction) for p in preds):
+            raise _Fail(f"predict() on 2 images returned {[type(p).__name__ for p in preds]}",
+                        "return one zoo_core.task.Prediction subclass per image")
+        return preds
+
+    def train_step(self) -> str:
+        import torch
+
+        model = self.model
+        batch = self.task.collate(list(self.samples or []))
+        model.train()
+        before = {n: p.detach().clone() for n, p in model.net.named_parameters() if p.requires_grad}
+        if not before:
+            raise _Fail("the network has no trainable parameters", "leave parameters trainable")
+        losses = self.task.loss(model, batch)
+        loss = losses.get("loss") if isinstance(losses, dict) else None
+        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+            raise _Fail(f"loss() returned {type(losses).__name__} without a scalar tensor 'loss'",
+                        "return {'loss': scalar tensor, ...}")
+        if not torch.isfinite(loss):
+            raise _Fail(f"loss is {loss.item()} on a synthetic batch", "check the output/target scaling")
+        loss.backward()
+        torch.optim.SGD([p for p in model.net.parameters() if p.requires_grad], lr=0.1).step()
+        changed = [n for n, p in model.net.named_parameters() if n in before and not torch.equal(p, before[n])]
+        model.zero_grad(set_to_none=True)
+        if not changed:
+            raise _Fail("no parameter changed after one SGD step", "the loss must depend on the "
+                        "network's parameters (no .detach(), no torch.no_grad() in forward)")
+        return f"loss {loss.item():.4f}; {len(changed)}/{len(before)} parameter tensors changed"
+
+    def save_load(self) -> str:
+        from ..api import load
+
+        model = self.model
+        self.saved = model.save(self.workdir / "saved")
+        again = load(self.saved)
+        diff = _state_diff(model.net.state_dict(), again.net.state_dict())
+        if diff:
+            raise _Fail(f"after model.save + zoo.load: {diff}", "")
+        for attr in ("task", "class_names", "preprocess"):
+            if getattr(model, attr) != getattr(again, attr):
+                raise _Fail(f"{attr} changed in the round trip: {getattr(model, attr)!r} -> "
+                            f"{getattr(again, attr)!r}", "")
+        if self.samples is None:
+            return "state_dict identical (outputs not compared: the task gives no example_samples)"
+        out_a, _ = self.forward_eval(model)
+        out_b, _ = self.forward_eval(again)
+        where = _first_difference(out_a, out_b)
+        if where:
+            raise _Fail(f"eval outputs differ after the round trip at {where}", "")
+        return "state_dict and eval outputs identical"
+
+    def num_classes(self) -> str:
+        import torch
+
+        from ..api import load
+
+        old = self.model.num_classes
+        new = 3 if old != 3 else 5
+        model = load(self.saved, num_classes=new)
+        if model.num_classes != new:
+            raise _Fail(f"load(..., num_classes={new}) gave a model with {model.num_classes} classes", "")
+        report = model.weights_report
+        reinit = list(report.reinitialized) if report is not None else []
+        if not reinit:
+            raise _Fail(f"num_classes {old} -> {new} re-initialised no tensor", "")
+        stray = [k for k in reinit if not any(k.startswith(p) for p in self.model.head_prefixes)]
+        if stray:
+            raise _Fail(f"tensors outside BuiltModel.head were re-initialised: {stray[:5]}", "")
+        saved = self.model.net.state_dict()
+        kept = [k for k, v in model.net.state_dict().items() if k not in reinit]
+        differ = [k for k in kept if k in saved and not torch.equal(saved[k], model.net.state_dict()[k])]
+        if differ:
+            raise _Fail(f"non-head tensors were not loaded: {differ[:5]}", "")
+        if self.samples is not None:
+            samples = self.task.example_samples(model, n=2, seed=1)
+            batch = self.task.collate(list(samples or []))
+            model.train()
+            loss = self.task.loss(model, batch)["loss"]
+            if not torch.isfinite(loss):
+                raise _Fail(f"loss with {new} classes is {loss.item()}", "")
+        return f"{old} -> {new} classes; re-initialised {len(reinit)} head tensor(s), kept {len(kept)}"
+
+    def export(self) -> str:
+        formats = tuple(self.model.export_formats)
+        if not formats:
+            raise _Skip("the spec declares no export formats")
+        try:
+            from ..export import export as _export  # noqa: F401
+        except ImportError:
+            raise _Skip("zoo_core.export is not available in this zoo") from None
+        done = []
+        for fmt in formats:
+            out = self.model.export(self.workdir / f"export.{fmt}", format=fmt)
+            done.append(f"{fmt} -> {Path(str(getattr(out, 'path', out))).name}")
+        return "; ".join(done)
+
+
+def _state_diff(a: dict[str, Any], b: dict[str, Any]) -> str:
+    import torch
+
+    if set(a) != set(b):
+        return f"keys differ: only before {sorted(set(a) - set(b))[:5]}, only after {sorted(set(b) - set(a))[:5]}"
+    bad = [k for k in a if a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
+    return f"tensors differ: {bad[:5]}" if bad else ""
+
+
+def _first_difference(a: Any, b: Any, where: str = "output") -> str:
+    """Path of the first place two nested outputs differ ('' when identical)."""
+    import dataclasses
+
+    import torch
+
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        ok = isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape and torch.equal(a, b)
+        return "" if ok else where
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return f"{where} keys"
+        return next((d for k in a if (d := _first_difference(a[k], b[k], f"{where}[{k!r}]"))), "")
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return f"{where} length"
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := _first_difference(x, y, f"{where}[{i}]"))), "")
+    if dataclasses.is_dataclass(a) and dataclasses.is_dataclass(b):
+        return _first_difference(dataclasses.asdict(a), dataclasses.asdict(b), where)
+    return "" if a == b else where
+
+
+def check_model_spec(spec: ModelSpec, *, task: str | None = None, checks: Sequence[str] | None = None,
+                     workdir: Path | None = None) -> SpecReport:
+    """Run :data:`MODEL_CHECKS` (or the subset ``checks``) on a model spec for one of its tasks."""
+    task_name = get_registry().canonical_task(task) if task else (spec.tasks[0] if spec.tasks else "")
+    if not task_name:
+        report = new_report(spec)
+        report.results.append(CheckResult("build", "fail", "the spec declares no task",
+                                          "register the model with tasks=('<task>',)"))
+        return report
+    with tempfile.TemporaryDirectory(prefix="zoo-conformance-") as tmp:
+        return _ModelCheck(spec, task_name, Path(workdir or tmp), checks).run()
+
+
+def check_spec(spec: str | Spec, *, task: str | None = None, checks: Sequence[str] | None = None,
+               backbone: str | None = None, registry: Registry | None = None) -> SpecReport:
+    """Check one spec (a :class:`Spec` or a qualified name such as ``"myzoo:tiny_cnn"``).
+
+    ``task``: which of a model's tasks to check (default: its first); ``checks``: a subset of the
+    check names (their prerequisites run too); ``backbone``: what a head is built on (default: the
+    first compatible backbone of the head's own plugin).
+    Returns a :class:`SpecReport`; call ``report.raise_for_failures()`` to turn failures into a
+    :class:`ConformanceError` that names the plugin, the spec, each failed check and its fix.
+    """
+    from .component_checks import check_component
+
+    if isinstance(spec, str):
+        spec = find_spec(spec, registry)
+    if isinstance(spec, ModelSpec):
+        return check_model_spec(spec, task=task, checks=checks)
+    return check_component(spec, checks=checks, backbone=backbone)
+
+
+def find_spec(name: str, registry: Registry | None = None) -> Spec:
+    """The spec called ``name`` (``plugin:name``, or ``kind:plugin:name`` when kinds share a name)."""
+    reg = registry or get_registry()
+    kinds = ("model", "backbone", "head", "task")
+    kind, _, rest = name.partition(":")
+    if kind in kinds and rest.count(":") == 1:
+        return reg.resolve(kind, rest)
+    errors = []
+    for kind in kinds:
+        try:
+            return reg.resolve(kind, name)
+        except LookupError as exc:
+            errors.append(exc)
+    raise errors[0]
+
+
+def plugin_specs(name: str, *, sample: int | None = None, registry: Registry | None = None) -> list[Spec]:
+    """Every spec plugin ``name`` registered (tasks first); ``sample`` keeps N models/backbones/heads.
+
+    The sample is deterministic: tasks are always kept, and the other specs are taken evenly spaced
+    from the sorted list so a large family is covered from end to end.
+    """
+    from ..errors import UnknownNameError
+
+    reg = registry or get_registry()
+    if name not in reg.plugins:
+        raise UnknownNameError("plugin", name, reg.plugins, "`zoo plugins` lists the installed plugins")
+    tasks = [s for s in reg.specs("task") if s.plugin == name]
+    rest = [s for kind in ("model", "backbone", "head") for s in reg.specs(kind) if s.plugin == name]
+    if sample is not None and 0 < sample < len(rest):
+        rest = [rest[i * len(rest) // sample] for i in range(sample)]
+    return [*tasks, *rest]
+
+
+def check_plugin(name: str, *, sample: int | None = None, checks: Sequence[str] | None = None,
+                 backbone: str | None = None) -> list[SpecReport]:
+    """Check every spec of plugin ``name`` (see :func:`plugin_specs`); a plugin that failed to load
+    gives one failing report carrying its error and traceback."""
+    reg = get_registry()
+    info = reg.plugins.get(name)
+    if info is not None and not info.ok:
+        report = SpecReport("plugin", name, name, info.distribution or "")
+        report.results.append(CheckResult("load", "fail", f"{info.error}\n{info.traceback or ''}".rstrip(),
+                                          "fix the import error above (`zoo plugins doctor` shows it too)"))
+        return [report]
+    return [check_spec(s, checks=checks, backbone=backbone) for s in plugin_specs(name, sample=sample)]

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from .export import ExportResult
+    from .quantize import QuantizeResult
     from .task import Prediction, Task
     from .weights import LoadReport
 
@@ -113,6 +115,8 @@ class ZooModel(nn.Module):
         self.provenance: dict[str, Any] = dict(provenance or {})
         self.weights_report: LoadReport | None = None
         self.last_metrics: dict[str, Any] = {}
+        #: per-model export hints from the plugin (``BuiltModel.extra["export"]``; see zoo_core.export)
+        self.export_options: dict[str, Any] = {}
 
     @property
     def num_classes(self) -> int:
@@ -161,6 +165,25 @@ class ZooModel(nn.Module):
         from .saving import load_model
 
         return load_model(Path(path), **kwargs)
+
+    def export(self, format: str, path: str | Path, **kwargs: Any) -> "ExportResult":
+        """Export to ``"onnx"``, ``"torchscript"`` or ``"torch_export"``, verified against eager.
+
+        Returns the result with the max abs difference; see :func:`zoo_core.export.export`.
+        """
+        from .export import export
+
+        return export(self, format, path, **kwargs)
+
+    def quantize(self, mode: str = "int8", *, calibration_data: Any = None, eval_data: Any = None,
+                 **kwargs: Any) -> "QuantizeResult":
+        """An int8 copy for CPU deployment, with size, latency and metric changes reported.
+
+        See :func:`zoo_core.quantize.quantize`; this model is left unchanged.
+        """
+        from .quantize import quantize
+
+        return quantize(self, mode, calibration_data=calibration_data, eval_data=eval_data, **kwargs)
 
     def set_image_size(self, size: int | Sequence[int]) -> None:
         """Change the input size used by predict / evaluate / export (the Trainer's ``image_size``)."""

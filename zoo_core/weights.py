@@ -28,10 +28,15 @@ from .paths import offline, zoo_home  # noqa: F401  (re-exported: torch-free hom
 
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("state_dict", "model", "model_state", "module", "net")
-CONNECT_TIMEOUT_S = float(os.environ.get("ZOO_DOWNLOAD_TIMEOUT", "10"))
+
+
+def download_timeout() -> float:
+    """Seconds to wait for a connection or a stalled read: ``$ZOO_DOWNLOAD_TIMEOUT`` (default 10)."""
+    return float(os.environ.get("ZOO_DOWNLOAD_TIMEOUT") or 10)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The full sha256 of a file, read in chunks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while block := f.read(chunk):
@@ -51,7 +56,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         path = cand
     if not path.exists():
         raise WeightsError(f"weights file {path} does not exist")
-    if path.suffix == ".safetensors":
+    kind = sniff_format(path)
+    if kind == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -60,17 +66,53 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise WeightsError(f"{path} is not a readable safetensors file ({exc}); it may be truncated "
                                "or corrupt: download or save it again") from exc
+    if kind == "unknown":
+        raise WeightsError(f"{path} is not a checkpoint: it is neither safetensors nor a PyTorch file "
+                           f"({path.stat().st_size} bytes, starts with {_head(path)!r}). Pass a "
+                           ".safetensors/.pt/.pth weights file or a directory written by model.save()")
+    if _torch_version() < (2, 6):
+        raise WeightsError(f"refused to load {path}: torch {torch.__version__} has known bypasses of "
+                           "torch.load(weights_only=True); upgrade torch to >= 2.6 or convert the file "
+                           "to safetensors on a trusted machine")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        blocked = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
         raise WeightsError(
             f"refused to load {path}: it contains Python objects beyond tensors, which could run code "
-            f"when unpickled ({str(exc).splitlines()[0]}). If you trust it, convert it to safetensors "
-            "yourself; the zoo never loads it") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({exc}); it may be truncated, "
-                           "or not a weights file") from exc
+            f"when unpickled ({blocked[0] if blocked else 'not a plain state dict'}). The zoo never "
+            "unpickles such files; if you trust it, convert it to safetensors yourself") from exc
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as exc:
+        raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}); "
+                           "it may be truncated, or not a weights file") from exc
     return unwrap_state_dict(obj, str(path))
+
+
+def sniff_format(path: Path) -> str:
+    """``"safetensors"``, ``"torch"`` (zip or legacy pickle) or ``"unknown"``, from the first bytes.
+
+    The content decides, not the suffix: a renamed file is still read with the right (safe) reader.
+    """
+    head = _head(path, 16)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
+    if len(head) >= 9:
+        n = int.from_bytes(head[:8], "little")
+        if 0 < n < 100_000_000 and head[8:9] == b"{":
+            return "safetensors"
+    if path.suffix == ".safetensors":
+        return "safetensors"  # let safetensors say what is wrong (e.g. truncated header)
+    return "unknown"
+
+
+def _head(path: Path, n: int = 8) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = re.match(r"(\d+)\.(\d+)", torch.__version__).groups()  # type: ignore[union-attr]
+    return int(major), int(minor)
 
 
 def unwrap_state_dict(obj: object, where: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -114,6 +156,7 @@ class LoadReport:
     reinitialized: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
+    mismatched: list[str] = field(default_factory=list)
     sha256: str | None = None
 
     def __str__(self) -> str:
@@ -124,6 +167,8 @@ class LoadReport:
             parts.append(f"missing {len(self.missing)}: {_short(self.missing)}")
         if self.unexpected:
             parts.append(f"ignored {len(self.unexpected)} unexpected: {_short(self.unexpected)}")
+        if self.mismatched:
+            parts.append(f"skipped {len(self.mismatched)} of another shape: {_short(self.mismatched, 3)}")
         return "; ".join(parts)
 
 
@@ -136,7 +181,8 @@ def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
     """Copy ``state`` into ``net``: prefixes stripped, head tensors of another shape re-initialised.
 
     In strict mode any other missing key, unexpected key or shape mismatch raises
-    :class:`WeightsError` naming the keys (a file for another architecture).
+    :class:`WeightsError` naming the keys (a file for another architecture); with ``strict=False``
+    they are skipped and listed in the report.
     """
     state = strip_prefixes(state)
     if map_state_dict is not None:
@@ -161,8 +207,9 @@ def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
         to_load[key] = value
     report.unexpected = sorted(k for k in state if k not in own and not
                                any(k == h or k.startswith(h + ".") for h in head))
+    report.mismatched = mismatched
     problems = []
-    if mismatched:
+    if strict and mismatched:
         problems.append(f"{len(mismatched)} shape mismatch(es): {_short(mismatched, 4)}")
     if strict and report.missing:
         problems.append(f"{len(report.missing)} missing key(s): {_short(report.missing, 4)}")
@@ -179,7 +226,12 @@ def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
 
 # ---- the offline-first cache ----------------------------------------------------------------------
 def cache_path(weights: PretrainedWeights, plugin: str) -> Path:
-    return zoo_home() / "weights" / plugin / weights.filename
+    """``$ZOO_HOME/weights/<plugin>/<filename>``; a file name with a directory part is refused."""
+    name = weights.filename
+    if not name or Path(name).name != name or name in {".", ".."}:
+        raise WeightsError(f"plugin {plugin!r} gave weights {weights.tag!r} the file name {name!r}; "
+                           "it must be a plain file name (no directories)")
+    return zoo_home() / "weights" / plugin / name
 
 
 def pull_command(model: str, tag: str) -> str:
@@ -229,21 +281,29 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
     fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     tmp = Path(tmp_name)
     h = hashlib.sha256()
+    received = 0
     try:
-        try:
-            req = urllib.request.Request(url, headers={"User-Agent": "zoo"})
-            with urllib.request.urlopen(req, timeout=CONNECT_TIMEOUT_S) as resp, os.fdopen(fd, "wb") as out:
-                total = int(resp.headers.get("Content-Length") or 0) or None
-                bar = _progress(total, dest.name) if progress else None
-                while block := resp.read(1 << 20):
-                    out.write(block)
-                    h.update(block)
-                    if bar is not None:
-                        bar.update(len(block))
-                if bar is not None:
-                    bar.close()
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            raise WeightsError(f"could not download {url}: {getattr(exc, 'reason', exc)}. {hint}") from exc
+        with os.fdopen(fd, "wb") as out:
+            try:
+                req = urllib.request.Request(url, headers={"User-Agent": "zoo"})
+                with urllib.request.urlopen(req, timeout=download_timeout()) as resp:
+                    total = int(resp.headers.get("Content-Length") or 0) or None
+                    bar = _progress(total, dest.name) if progress else None
+                    try:
+                        while block := resp.read(1 << 20):
+                            out.write(block)
+                            h.update(block)
+                            received += len(block)
+                            if bar is not None:
+                                bar.update(len(block))
+                    finally:
+                        if bar is not None:
+                            bar.close()
+            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+                raise WeightsError(f"could not download {url}: {getattr(exc, 'reason', exc)}. {hint}") from exc
+        if total is not None and received != total:
+            raise WeightsError(f"download of {url} is truncated: got {received} of {total} bytes. The "
+                               "partial file was deleted; try again")
         actual = h.hexdigest()
         if weights.sha256 and actual != weights.sha256:
             raise WeightsError(f"download of {url} is corrupt or truncated: sha256 {actual}, expected "

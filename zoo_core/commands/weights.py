@@ -1,0 +1,105 @@
+"""``zoo weights``, ``zoo pull`` and ``zoo export``: list, mirror and ship weights.
+
+Nothing here imports torch until a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("weights", help="list every known pretrained weight of a model name")
+    p.add_argument("name", help="a model name, e.g. resnet50 or timm:resnet50")
+    p.add_argument("--task")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("pull", help="download weights into a mirror that an offline machine uses as ZOO_HOME")
+    p.add_argument("names", nargs="+", metavar="NAME[.TAG]",
+                   help="model (its default weights) or model.tag; 'NAME.all' pulls every tag")
+    p.add_argument("--to", required=True, type=Path, metavar="DIR",
+                   help="mirror directory, laid out like $ZOO_HOME (then: export ZOO_HOME=DIR)")
+    p.add_argument("--task")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("export", help="export a model to ONNX/TorchScript/torch.export, verified against eager")
+    p.add_argument("model", metavar="NAME_OR_DIR", help="a model name (random init unless --weights) "
+                   "or a directory written by model.save()")
+    p.add_argument("out", type=Path, metavar="OUT", help="output file")
+    p.add_argument("--format", default="onnx", help="onnx (default), torchscript or torch_export")
+    p.add_argument("--task")
+    p.add_argument("--weights", help="a tag, 'default', or a weights file")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--image-size", type=int, help="export input size (default: the model's)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the highest supported)")
+    p.add_argument("--static-batch", action="store_true", help="fixed batch axis instead of a dynamic one")
+    p.add_argument("--atol", type=float, help="tolerance on |exported - eager| (default: 1e-4 relative)")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    from ..weights_catalog import format_table, list_weights
+
+    rows = list_weights(args.name, task=args.task)
+    print(format_table(rows))
+    return 0
+
+
+@contextlib.contextmanager
+def _zoo_home(path: Path) -> Iterator[None]:
+    """Point ZOO_HOME at ``path`` and allow downloads (pulling is an explicit request for them)."""
+    saved = {k: os.environ.get(k) for k in ("ZOO_HOME", "ZOO_OFFLINE")}
+    os.environ["ZOO_HOME"] = str(path)
+    os.environ.pop("ZOO_OFFLINE", None)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from ..api import _split_tag
+    from ..errors import ZooError
+    from ..registry import get_registry
+    from ..weights import fetch
+    from ..weights_catalog import describe_weights, find_weights
+
+    reg = get_registry()
+    mirror = args.to.expanduser().resolve()
+    jobs = []
+    for name in args.names:
+        every = name.endswith(".all")
+        spec, tag = _split_tag(reg, name[:-4] if every else name, args.task, None)
+        if not spec.weights and not spec.weights_info:
+            raise ZooError(f"{spec.qualified_name} has no known pretrained weights to pull "
+                           f"(`zoo weights {spec.name}` lists what is known)")
+        described = (describe_weights(spec) if every
+                     else [find_weights(spec, tag or (spec.weights[0] if spec.weights else ""))])
+        jobs += [(spec, w) for w in described]
+    with _zoo_home(mirror):
+        for spec, w in jobs:
+            path = fetch(w, plugin=spec.plugin, model=spec.name)
+            print(f"{spec.qualified_name}.{w.tag}: {path}")
+    print(f"mirror ready: on the offline machine run `export ZOO_HOME={mirror}` (and ZOO_OFFLINE=1)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ..api import load
+
+    model = load(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
+    if args.image_size:
+        model.set_image_size(args.image_size)
+    result = model.export(args.format, args.out, opset=args.opset, atol=args.atol,
+                          dynamic_batch=False if args.static_batch else None)
+    print(result)
+    print(f"max abs difference: {result.max_abs_diff:.3g}")
+    return 0

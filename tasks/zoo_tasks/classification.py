@@ -1,0 +1,150 @@
+"""Single-label image classification: image folders in, cross-entropy, top-k predictions, accuracy out.
+
+Data: ``root/<class>/<image>`` folders (a root holding ``train/`` and ``val/`` is split by them),
+read by :mod:`zoo_core.data.folders`. Training augmentation is a random-resized crop (area 0.5-1)
+to the model's input size plus a horizontal flip; evaluation resizes and centre-crops as the model's
+library did (:class:`~zoo_core.model.Preprocess`); both normalise with the model's mean/std.
+
+Options (constructor defaults, overridden per model by ``model.config["task_options"]``):
+``label_smoothing`` (0.0), ``hflip`` (0.5, flip probability; 0 for data where left/right matters),
+``scale`` ((0.5, 1.0), crop area range), ``topk`` (5, length of each prediction's top-k list).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from zoo_core.data.folders import ImageFolderDataset, folder_class_names, scan_image_folder
+from zoo_core.errors import DataError
+from zoo_core.task import Batch, Classification, Metrics, Task
+
+from .cls_metrics import ClassificationMetrics
+from .transforms import eval_transform, train_transform
+
+if TYPE_CHECKING:
+    from zoo_core.model import ZooModel
+
+DEFAULT_OPTIONS: dict[str, Any] = {"label_smoothing": 0.0, "hflip": 0.5, "scale": (0.5, 1.0), "topk": 5}
+
+
+def _placeholder_names(names: Sequence[str]) -> bool:
+    """True for the ``class_0, class_1...`` names a model gets when nobody named its classes."""
+    return list(names) == [f"class_{i}" for i in range(len(names))]
+
+
+def _model_device(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _logits(output: Any) -> Tensor:
+    """The logits of a forward: a tensor, or the first field of a (named) tuple (aux-logit nets)."""
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), Tensor):
+        return output["logits"]
+    raise TypeError(f"a classification network must return logits (B, num_classes), got {type(output).__name__}")
+
+
+class ClassificationTask(Task):
+    """The ``classification`` task (aliases ``cls``, ``classify``)."""
+
+    name = "classification"
+    default_metric = "accuracy"
+    default_metric_mode = "max"
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"ClassificationTask got unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
+        self.defaults = {**DEFAULT_OPTIONS, **options}
+
+    def options(self, model: "ZooModel | None" = None) -> dict[str, Any]:
+        """This task's options for ``model``: defaults overridden by ``model.config["task_options"]``."""
+        extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
+        return {**self.defaults, **{k: v for k, v in extra.items() if k in DEFAULT_OPTIONS}}
+
+    def validate_num_classes(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise ValueError(f"classification needs num_classes >= 2, got {num_classes} (a yes/no problem is "
+                             "2 classes: put each in its own folder)")
+
+    # ---- data -----------------------------------------------------------------------------------
+    def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
+                     image_size: int | tuple[int, int] | None = None,
+                     class_names: Sequence[str] | None = None) -> ImageFolderDataset:
+        """Image folders under ``source``; labels follow ``class_names``, else the model's named
+        classes when the folders use them, else the sorted folder names."""
+        if class_names is None and not _placeholder_names(model.class_names):
+            folders = set(folder_class_names(source, split))
+            if folders and folders <= set(model.class_names):
+                class_names = list(model.class_names)
+        index = scan_image_folder(source, split, class_names=class_names)
+        if len(index.class_names) > model.num_classes:
+            raise DataError(f"{index.root} has {len(index.class_names)} classes but the model predicts "
+                            f"{model.num_classes}; load it with num_classes={len(index.class_names)} (or "
+                            "class_names=[...]) to give it a matching head", index.root)
+        opts = self.options(model)
+        if train:
+            transform = train_transform(model.preprocess, image_size, scale=tuple(opts["scale"]),
+                                        hflip=float(opts["hflip"]))
+        else:
+            transform = eval_transform(model.preprocess, image_size)
+        return ImageFolderDataset(index, transform, train=train)
+
+    def collate(self, samples: list[Any]) -> Batch:
+        images, labels, sources = zip(*samples)
+        return Batch(inputs=torch.stack([torch.as_tensor(i) for i in images]),
+                     targets=torch.as_tensor(labels, dtype=torch.long),
+                     meta=[{"source": s} for s in sources])
+
+    # ---- training and evaluation ----------------------------------------------------------------
+    def loss(self, model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
+        logits = _logits(model(batch.inputs))
+        smoothing = float(self.options(model)["label_smoothing"])
+        return {"loss": F.cross_entropy(logits.float(), batch.targets, label_smoothing=smoothing)}
+
+    def forward_eval(self, model: "ZooModel", batch: Batch) -> Tensor:
+        return _logits(model(batch.inputs))
+
+    def new_metrics(self, class_names: Sequence[str]) -> Metrics:
+        return ClassificationMetrics(class_names)
+
+    # ---- inference ------------------------------------------------------------------------------
+    def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
+                ) -> list[Classification]:
+        """Top-1 and top-k (``topk=``) for PIL images or ``(C, H, W)`` tensors in [0, 1]."""
+        k = min(int(options.get("topk", self.options(model)["topk"])), model.num_classes)
+        transform = eval_transform(model.preprocess)
+        device, dtype = _model_device(model)
+        x = torch.stack([torch.as_tensor(transform(img)) for img in images]).to(device=device, dtype=dtype)
+        probs = _logits(model(x)).float().softmax(dim=-1).cpu()
+        scores, labels = probs.topk(k, dim=-1)
+        names = model.class_names
+        out = []
+        for src, s_row, l_row in zip(sources, scores.tolist(), labels.tolist()):
+            topk = [(int(lab), names[lab], float(sc)) for lab, sc in zip(l_row, s_row)]
+            out.append(Classification(source=src, label=topk[0][0], name=topk[0][1], score=topk[0][2], topk=topk))
+        return out
+
+    def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],
+              out_dir: Path) -> list[Path]:
+        """``confusion_matrix.png`` from an evaluation report."""
+        from .plots import confusion_matrix_png
+
+        matrix = report.get("confusion_matrix")
+        if not matrix:
+            return []
+        names = getattr(dataset, "class_names", None) or model.class_names
+        if len(names) != len(matrix):
+            names = model.class_names
+        return [confusion_matrix_png(matrix, names, Path(out_dir) / "confusion_matrix.png")]

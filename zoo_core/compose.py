@@ -163,15 +163,18 @@ def compat(backbone: str, *, task: str | None = None, options: Mapping[str, Any]
            ) -> dict[str, str | None]:
     """Which heads ``backbone`` can feed: ``{head qualified name: None (fits) or the reason}``.
 
-    The backbone is built on the meta device (no memory, no weights) to read its declared
-    FeatureInfo; ``task`` restricts the heads to one task.
+    The backbone is built on the meta device (no memory, no weights; on the CPU when its constructor
+    needs real tensors) to read its declared FeatureInfo; ``task`` restricts the heads to one task.
     """
     import torch
 
     reg = get_registry()
     bspec = reg.resolve("backbone", backbone)
     assert isinstance(bspec, BackboneSpec)
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            bb, _ = build_backbone(bspec, options=options, check=False)
+    except (RuntimeError, NotImplementedError):  # some constructors read tensor values: build for real
         bb, _ = build_backbone(bspec, options=options, check=False)
     canon = reg.canonical_task(task) if task else None
     out: dict[str, str | None] = {}

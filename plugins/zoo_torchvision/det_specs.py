@@ -1,0 +1,57 @@
+"""Detection models and heads of the torchvision plugin, as data (no torch/torchvision import).
+
+Every row builds through :func:`zoo_torchvision.detection.build`; its tags are the members of the
+model's torchvision Weights enum (checked by ``tests/test_detection_models.py``). Labels: the zoo
+numbers classes 0..K-1; the network inside uses K+1 outputs with 0 as background (Faster R-CNN) or
+unused (RetinaNet, FCOS, SSD), exactly the layout of torchvision's COCO weights, so those load as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+BUILDER = "zoo_torchvision.detection:build"
+WEIGHTS_INFO = "zoo_torchvision.detection:weights_info"
+HEAD_BUILDER = "zoo_torchvision.detection:build_faster_rcnn_head"
+PRIORITY = 30
+
+#: state-dict prefix (inside torchvision's model) of the class-dependent layers, per family
+HEADS: dict[str, tuple[str, ...]] = {
+    "fasterrcnn": ("roi_heads.box_predictor",),
+    "retinanet": ("head.classification_head.cls_logits",),
+    "fcos": ("head.classification_head.cls_logits",),
+    "ssd": ("head.classification_head",),
+}
+
+#: (name, family, default min_size of the resize inside the model, description)
+MODELS: tuple[tuple[str, str, int, str], ...] = (
+    ("fasterrcnn_resnet50_fpn", "fasterrcnn", 800, "Faster R-CNN, ResNet-50 FPN (COCO box mAP 37.0)"),
+    ("fasterrcnn_resnet50_fpn_v2", "fasterrcnn", 800, "Faster R-CNN v2, ResNet-50 FPN (COCO box mAP 46.7)"),
+    ("fasterrcnn_mobilenet_v3_large_fpn", "fasterrcnn", 800,
+     "Faster R-CNN, MobileNetV3-Large FPN (COCO box mAP 32.8)"),
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", "fasterrcnn", 320,
+     "Faster R-CNN, MobileNetV3-Large FPN at 320 px, for CPUs and phones (COCO box mAP 22.8)"),
+    ("retinanet_resnet50_fpn", "retinanet", 800, "RetinaNet, ResNet-50 FPN (COCO box mAP 36.4)"),
+    ("retinanet_resnet50_fpn_v2", "retinanet", 800, "RetinaNet v2, ResNet-50 FPN (COCO box mAP 41.5)"),
+    ("fcos_resnet50_fpn", "fcos", 800, "FCOS, ResNet-50 FPN, anchor-free (COCO box mAP 39.2)"),
+    ("ssd300_vgg16", "ssd", 300, "SSD300, VGG-16 (COCO box mAP 25.1)"),
+    ("ssdlite320_mobilenet_v3_large", "ssd", 320, "SSDlite320, MobileNetV3-Large (COCO box mAP 21.3)"),
+)
+
+#: the faster_rcnn head: FPN over any backbone with 2+ maps at stride >= 4 (a single stride-16 map,
+#: e.g. a ViT's, gets the simple feature pyramid in front)
+FASTER_RCNN_REQUIRES = {"min_levels": 2, "min_stride": 4, "single_level_ok": False}
+
+
+def register_models(register: Callable[..., Any]) -> None:
+    """One spec per row of :data:`MODELS`."""
+    for name, family, min_size, description in MODELS:
+        register(name, BUILDER, tasks=("detection",), priority=PRIORITY, input_size=(3, min_size, min_size),
+                 weights=("COCO_V1",), weights_info=WEIGHTS_INFO, kwargs={"family": family},
+                 description=description)
+
+
+def register_heads(register: Callable[..., Any]) -> None:
+    """``faster_rcnn``: torchvision's Faster R-CNN (RPN + RoIAlign box head) on any compatible backbone."""
+    register("faster_rcnn", HEAD_BUILDER, task="detection", requires=FASTER_RCNN_REQUIRES, priority=PRIORITY,
+             description="Faster R-CNN (torchvision ops) with an FPN over the backbone's maps")

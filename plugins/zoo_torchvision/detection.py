@@ -1,0 +1,190 @@
+"""torchvision's detectors in the zoo, and the ``faster_rcnn`` head on any zoo backbone.
+
+Every network is wrapped in :class:`Detector`, whose labels are the zoo's (0..K-1, indexing
+``model.class_names``); inside, torchvision's model has K+1 outputs and sees label+1, index 0 being
+background (Faster R-CNN) or unused (RetinaNet, FCOS, SSD) — the layout of torchvision's COCO
+weights, which therefore load unchanged. ``forward(images, targets)`` returns torchvision's loss
+dict in training mode and, in eval mode, one dict (boxes xyxy in the pixels of each input image,
+scores, labels) per image. Nothing here downloads: ``weights_backbone`` is always None and COCO
+weights are described (:func:`weights_info`) for the zoo to fetch offline-first.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.models import detection as tvd
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from zoo_core.backbone import Backbone, HeadRequirements, usable_levels
+from zoo_core.model import BuiltModel, Preprocess, PretrainedWeights
+from zoo_core.specs import HeadSpec, ModelSpec
+
+from .det_specs import HEADS
+from .tv_weights import HASH_IN_NAME, entry
+
+PREFIX = "detector."
+#: torchvision's rule for fine-tuning from pretrained weights: the last 3 ResNet stages train
+RESNET_TRAINABLE_LAYERS = 3
+
+
+class Detector(nn.Module):
+    """A torchvision detection network speaking the zoo's labels (see the module docstring)."""
+
+    def __init__(self, detector: nn.Module, label_offset: int = 1) -> None:
+        super().__init__()
+        self.detector = detector
+        self.label_offset = label_offset
+        t = detector.transform
+        self._max_over_min = float(t.max_size) / float(t.min_size[-1])
+
+    def forward(self, images: list[Tensor], targets: list[dict[str, Tensor]] | None = None) -> Any:
+        if targets is not None:
+            targets = [{**t, "labels": t["labels"].long() + self.label_offset} for t in targets]
+        out = self.detector(images, targets)
+        if self.training:
+            return out
+        return [{**d, "labels": d["labels"] - self.label_offset} for d in out]
+
+    def set_input_size(self, size: Sequence[int]) -> None:
+        """Resize inputs so the short side is ``min(size)`` (long side capped at the model's ratio)."""
+        t = self.detector.transform
+        short = int(min(size))
+        if t.fixed_size is not None:
+            t.fixed_size = (int(size[0]), int(size[1]))
+        t.min_size = (short,)
+        t.max_size = int(round(short * self._max_over_min))
+
+
+# ---- whole models by name -----------------------------------------------------------------------
+def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrained: str | None = None,
+          **options: Any) -> BuiltModel:
+    """Build ``spec.name`` with ``num_classes`` zoo classes (default: COCO's 90 category slots).
+
+    ``options`` go to torchvision's constructor (``min_size``, ``max_size``, ``box_score_thresh``...).
+    With a weights tag the backbone's BatchNorm layers are frozen, as torchvision does when it
+    fine-tunes from pretrained weights.
+    """
+    family = spec.kwargs["family"]
+    coco = entry(spec.name, "COCO_V1")
+    n = num_classes if num_classes is not None else len(coco.meta["categories"]) - 1
+    net = getattr(tvd, spec.name)(weights=None, weights_backbone=None, num_classes=n + 1, **options)
+    if pretrained is not None:
+        freeze_batchnorm(net.backbone)
+        if family != "ssd" and hasattr(net.backbone, "body") and hasattr(net.backbone.body, "layer4"):
+            freeze_early_layers(net.backbone.body, RESNET_TRAINABLE_LAYERS)
+    wrapped = Detector(net)
+    return BuiltModel(net=wrapped, preprocess=preprocess_of(net), num_classes=n,
+                      head=tuple(PREFIX + h for h in HEADS[family]),
+                      pretrained=describe(spec.name, pretrained) if pretrained else None,
+                      map_state_dict=torchvision_keys(wrapped))
+
+
+def preprocess_of(net: nn.Module) -> Preprocess:
+    """The zoo's Preprocess of a torchvision detector: its resize target and (internal) normalisation."""
+    t = net.transform
+    size = (int(t.fixed_size[0]), int(t.fixed_size[1])) if t.fixed_size else (int(t.min_size[-1]),) * 2
+    return Preprocess(input_size=size, mean=tuple(t.image_mean), std=tuple(t.image_std))
+
+
+def describe(name: str, tag: str) -> PretrainedWeights:
+    """Weights ``name.tag`` from torchvision's enum: url, cache name, hash prefix, COCO class names."""
+    member = entry(name, tag)
+    filename = member.url.rsplit("/", 1)[-1]
+    match = HASH_IN_NAME.search(filename)
+    categories = list(member.meta["categories"])[1:]  # drop "__background__": zoo labels start at 0
+    return PretrainedWeights(tag=tag, url=member.url, filename=filename,
+                             hash_prefix=match.group(1) if match else None, num_classes=len(categories),
+                             class_names=categories, license="BSD-3-Clause (torchvision); COCO terms apply",
+                             metrics=dict(member.meta.get("_metrics") or {}))
+
+
+def weights_info(spec: ModelSpec) -> list[PretrainedWeights]:
+    """Every tag of a detection spec, described (for ``zoo.list_weights`` / ``zoo pull``)."""
+    return [describe(spec.name, tag) for tag in spec.weights]
+
+
+def torchvision_keys(net: nn.Module):
+    """A ``map_state_dict`` that accepts torchvision's own files (no ``detector.`` prefix) and either
+    BatchNorm flavour (frozen BN has no ``num_batches_tracked``)."""
+    def convert(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        own = net.state_dict()
+        out = {(k if k.startswith(PREFIX) else PREFIX + k): v for k, v in state.items()}
+        out = {k: v for k, v in out.items() if k in own or not k.endswith("num_batches_tracked")}
+        for k, v in own.items():
+            if k.endswith("num_batches_tracked") and k not in out:
+                out[k] = v
+        return out
+
+    return convert
+
+
+def freeze_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d under ``module`` by a FrozenBatchNorm2d (in place; stats kept)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(module, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return module
+
+
+def freeze_early_layers(body: nn.Module, trainable: int) -> None:
+    """Stop gradients in every parameterised top-level block of ``body`` but the last ``trainable``."""
+    blocks = [m for m in body.children() if any(True for _ in m.parameters())]
+    for block in blocks[:max(len(blocks) - trainable, 0)]:
+        block.requires_grad_(False)
+
+
+# ---- the faster_rcnn head on any backbone -------------------------------------------------------
+class FPNOverBackbone(nn.Module):
+    """A zoo Backbone + torchvision FPN, giving the OrderedDict of maps torchvision's detectors take."""
+
+    def __init__(self, backbone: Backbone, levels: Sequence[int], out_channels: int) -> None:
+        super().__init__()
+        self.body = backbone
+        self.levels = list(levels)
+        chans = [backbone.feature_info.channels(i) for i in self.levels]
+        self.fpn = FeaturePyramidNetwork(chans, out_channels, extra_blocks=LastLevelMaxPool())
+        self.out_channels = out_channels
+
+    def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
+        feats = self.body(x)
+        return self.fpn(OrderedDict((str(i), feats[lvl]) for i, lvl in enumerate(self.levels)))
+
+
+def build_faster_rcnn_head(spec: HeadSpec, *, backbone: Backbone, num_classes: int, min_size: int = 800,
+                           max_size: int = 1333, fpn_channels: int = 256, representation_size: int = 1024,
+                           max_levels: int = 4, **options: Any) -> BuiltModel:
+    """Faster R-CNN on ``backbone``: FPN over its deepest ``max_levels`` maps at stride >= 4.
+
+    Anchors are 8x each level's stride (torchvision's 32..512 on a ResNet), three aspect ratios;
+    ``options`` go to torchvision's ``FasterRCNN`` (``box_score_thresh``, ``rpn_batch_size_per_image``...).
+    """
+    levels = usable_levels(backbone.feature_info, HeadRequirements.from_dict(spec.requires))[-max_levels:]
+    strides = [backbone.feature_info.reduction(i) for i in levels]
+    body = FPNOverBackbone(backbone, levels, fpn_channels)
+    sizes = tuple((8 * s,) for s in strides) + ((16 * strides[-1],),)
+    anchors = tvd.anchor_utils.AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+    roi_pool = MultiScaleRoIAlign([str(i) for i in range(len(levels))], output_size=7, sampling_ratio=2)
+    box_head = tvd.faster_rcnn.TwoMLPHead(fpn_channels * 7 * 7, representation_size)
+    predictor = tvd.faster_rcnn.FastRCNNPredictor(representation_size, num_classes + 1)
+    pre = backbone.preprocess
+    if backbone.fixed_input_size is not None:
+        options.setdefault("fixed_size", tuple(backbone.fixed_input_size))
+        min_size = max_size = max(backbone.fixed_input_size)
+    net = tvd.FasterRCNN(body, num_classes=None, min_size=min_size, max_size=max_size,
+                         image_mean=list(pre.mean), image_std=list(pre.std), rpn_anchor_generator=anchors,
+                         box_roi_pool=roi_pool, box_head=box_head, box_predictor=predictor, **options)
+    wrapped = Detector(net)
+    return BuiltModel(net=wrapped, preprocess=preprocess_of(net), num_classes=num_classes,
+                      head=(PREFIX + "roi_heads.box_predictor",))
+

@@ -1,0 +1,151 @@
+"""The ``detection`` task (aliases ``det``, ``detect``): COCO json data, the model's own losses, COCO mAP.
+
+Contract with detection networks (``model.net``): ``net(images, targets)`` in training mode returns
+a dict of losses; ``net(images)`` in eval mode returns one dict per image with ``boxes`` (xyxy, in
+the pixels of that input image), ``scores`` and ``labels`` (0..K-1, indexing ``model.class_names``).
+``images`` is a list of ``(3, H, W)`` float tensors in [0, 1] of any sizes: the network resizes and
+normalises inside (as torchvision's detectors do) and maps boxes back. A network with
+``set_input_size((H, W))`` is told the model's ``preprocess.input_size`` before each forward, so the
+Trainer's ``image_size`` reaches it. Data, labels and bad-annotation handling: :mod:`.det_data`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from zoo_core.data.images import pil_to_tensor
+from zoo_core.errors import DataError
+from zoo_core.task import Batch, Detections, Metrics, Task
+
+from .det_data import CocoDetection, eval_transform, read_coco, resolve_source, train_transform
+from .det_metrics import DetectionMetrics
+
+if TYPE_CHECKING:
+    from zoo_core.model import ZooModel
+
+DEFAULT_OPTIONS: dict[str, Any] = {"hflip": 0.5, "filter_empty": False, "score_threshold": 0.0}
+
+
+def _placeholder_names(names: Sequence[str]) -> bool:
+    return list(names) == [f"class_{i}" for i in range(len(names))]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
+def _sync_size(model: "ZooModel") -> None:
+    setter = getattr(model.net, "set_input_size", None)
+    if callable(setter):
+        setter(model.preprocess.input_size)
+
+
+class DetectionTask(Task):
+    """Object detection on COCO-format data, scored by pycocotools' COCOeval."""
+
+    name = "detection"
+    default_metric = "map"
+    default_metric_mode = "max"
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"DetectionTask got unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
+        self.defaults = {**DEFAULT_OPTIONS, **options}
+
+    def options(self, model: "ZooModel | None" = None) -> dict[str, Any]:
+        """Defaults overridden by ``model.config["task_options"]`` (e.g. ``{"filter_empty": True}``)."""
+        extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
+        return {**self.defaults, **{k: v for k, v in extra.items() if k in DEFAULT_OPTIONS}}
+
+    # ---- data -----------------------------------------------------------------------------------
+    def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
+                     image_size: int | tuple[int, int] | None = None,
+                     class_names: Sequence[str] | None = None) -> CocoDetection:
+        """COCO data from ``source`` (a folder with annotations.json, a root with train/ and val/,
+        a .json path, or an (images_dir, json) pair). Labels follow ``class_names``, else the
+        model's named classes, else the categories in id order. ``image_size`` is applied by the
+        model (its internal resize), not here."""
+        json_path, images_dir = resolve_source(source, split)
+        if class_names is None and not _placeholder_names(model.class_names):
+            class_names = model.class_names
+        opts = self.options(model)
+        index = read_coco(json_path, images_dir, class_names=class_names, train=train,
+                          filter_empty=bool(opts["filter_empty"]) and train)
+        if len(index.class_names) > model.num_classes:
+            raise DataError(f"{json_path} has {len(index.class_names)} categories but the model predicts "
+                            f"{model.num_classes}; load it with num_classes={len(index.class_names)} (or "
+                            "class_names=[...]) for a matching head", json_path)
+        transform = train_transform(float(opts["hflip"])) if train else eval_transform()
+        return CocoDetection(index, transform, train=train)
+
+    def collate(self, samples: list[Any]) -> Batch:
+        images, targets, meta = zip(*samples)
+        return Batch(inputs=list(images), targets=list(targets), meta=list(meta))
+
+    # ---- training and evaluation ----------------------------------------------------------------
+    def loss(self, model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
+        """The network's own loss dict, with their sum under ``"loss"``."""
+        _sync_size(model)
+        losses = model(batch.inputs, batch.targets)
+        if not isinstance(losses, Mapping) or not losses:
+            raise TypeError(f"a detection network must return a dict of losses in training mode, got "
+                            f"{type(losses).__name__} (is the model in train mode?)")
+        out = {k: v for k, v in losses.items()}
+        out["loss"] = sum(losses.values())  # type: ignore[assignment]
+        return out
+
+    def forward_eval(self, model: "ZooModel", batch: Batch) -> list[dict[str, Tensor]]:
+        _sync_size(model)
+        return model(batch.inputs)
+
+    def new_metrics(self, class_names: Sequence[str]) -> Metrics:
+        return DetectionMetrics(class_names)
+
+    # ---- inference ------------------------------------------------------------------------------
+    def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
+                ) -> list[Detections]:
+        """Boxes in each input image's pixels; ``score_threshold=`` drops weaker detections."""
+        thresh = float(options.get("score_threshold", self.options(model)["score_threshold"]))
+        device = _device(model)
+        tensors = [(img if isinstance(img, Tensor) else pil_to_tensor(img)).to(device) for img in images]
+        _sync_size(model)
+        outputs = model(tensors)
+        result = []
+        for src, out in zip(sources, outputs):
+            keep = out["scores"] >= thresh
+            labels = out["labels"][keep].cpu()
+            result.append(Detections(source=src, boxes=out["boxes"][keep].cpu(), scores=out["scores"][keep].cpu(),
+                                     labels=labels, names=[model.class_names[int(i)] for i in labels]))
+        return result
+
+    def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],
+              out_dir: Path) -> list[Path]:
+        """``pr_curve.png`` (IoU .50, per class) and ``predictions.png`` (a few images, boxes drawn)."""
+        from .det_plots import pr_curve_png, predictions_png
+
+        out_dir = Path(out_dir)
+        paths = []
+        if report.get("pr_curve"):
+            paths.append(pr_curve_png(report["pr_curve"], out_dir / "pr_curve.png"))
+        if len(dataset):  # type: ignore[arg-type]
+            paths.append(predictions_png(model, dataset, out_dir / "predictions.png"))
+        return paths
+
+    def example_samples(self, model: "ZooModel", *, n: int = 2, seed: int = 0) -> list[Any]:
+        """``n`` 64x64 noise images with one box each, shaped like :class:`CocoDetection` samples."""
+        g = torch.Generator().manual_seed(seed)
+        samples = []
+        for i in range(n):
+            box = torch.tensor([[8.0, 10.0, 40.0, 50.0]]) + torch.rand(1, 4, generator=g) * 4
+            label = torch.randint(0, model.num_classes, (1,), generator=g)
+            meta = {"image_id": i + 1, "source": f"<example {i}>", "orig_size": (64, 64),
+                    "gt_boxes": torch.cat([box[:, :2], box[:, 2:] - box[:, :2]], 1), "gt_labels": label,
+                    "gt_areas": ((box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])).double(),
+                    "gt_crowd": torch.zeros(1, dtype=torch.bool)}
+            samples.append((torch.rand(3, 64, 64, generator=g), {"boxes": box, "labels": label}, meta))
+        return samples

@@ -1,0 +1,190 @@
+"""Callbacks: what runs at named points of the Trainer's loop.
+
+The Trainer calls, by name: ``on_fit_start``, ``on_train_epoch_start``, ``on_optimizer_step`` (after
+every optimizer step), ``on_validation_end(metrics)``, ``on_epoch_end``, ``on_fit_end``. A callback
+overrides the hooks it needs; ``state_dict``/``load_state_dict`` make it part of the checkpoint
+(stored under its ``state_key``). Every rank runs every callback (metrics are identical on all
+ranks); only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+HOOKS = ("on_fit_start", "on_train_epoch_start", "on_optimizer_step", "on_validation_end",
+         "on_epoch_end", "on_fit_end")
+
+
+class Callback:
+    """Base class: every hook does nothing."""
+
+    @property
+    def state_key(self) -> str:
+        return type(self).__name__
+
+    def on_fit_start(self, trainer: "Trainer") -> None: ...
+    def on_train_epoch_start(self, trainer: "Trainer") -> None: ...
+    def on_optimizer_step(self, trainer: "Trainer") -> None: ...
+    def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer") -> None: ...
+    def on_fit_end(self, trainer: "Trainer") -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """Is ``value`` better than ``best`` by more than ``min_delta`` (``mode``: max or min)?"""
+    if value is None or not math.isfinite(value):
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if mode == "max" else value < best - min_delta
+
+
+def metric_value(metrics: dict[str, float], name: str, who: str) -> float:
+    if name not in metrics:
+        from ..errors import UnknownNameError
+
+        raise UnknownNameError("metric", name, metrics, f"{who} watches it, but the run reports only "
+                               f"{', '.join(sorted(metrics)) or 'nothing'}; pick one of those")
+    return float(metrics[name])
+
+
+class ModelCheckpoint(Callback):
+    """``last.pt`` at every epoch end (and every ``every_n_steps`` steps); ``best.pt`` on improvement."""
+
+    def __init__(self, monitor: str, mode: str, *, save_best: bool = True, every_n_steps: int = 0) -> None:
+        self.monitor, self.mode, self.save_best, self.every_n_steps = monitor, mode, save_best, every_n_steps
+        self.best_value: float | None = None
+        self.best_epoch: int | None = None
+        self._improved = False
+
+    def on_optimizer_step(self, trainer: "Trainer") -> None:
+        if self.every_n_steps and trainer.state.step % self.every_n_steps == 0:
+            trainer.save_checkpoint(trainer.last_path)
+
+    def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        value = metric_value(metrics, self.monitor, "the best checkpoint")
+        self._improved = improved(value, self.best_value, self.mode)
+        if self._improved:
+            self.best_value, self.best_epoch = value, trainer.state.epoch
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        trainer.save_checkpoint(trainer.last_path)
+        if self.save_best and self._improved:
+            trainer.save_checkpoint(trainer.best_path)
+        self._improved = False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"monitor": self.monitor, "best_value": self.best_value, "best_epoch": self.best_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("monitor") == self.monitor:
+            self.best_value, self.best_epoch = state["best_value"], state["best_epoch"]
+
+
+class EarlyStopping(Callback):
+    """Stop when ``metric`` has not improved by ``min_delta`` for ``patience`` validations."""
+
+    def __init__(self, metric: str, patience: int, mode: str, min_delta: float = 0.0) -> None:
+        self.metric, self.patience, self.mode, self.min_delta = metric, patience, mode, min_delta
+        self.best: float | None = None
+        self.bad = 0
+        self.stopped_epoch: int | None = None
+
+    def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+        value = metric_value(metrics, self.metric, "early stopping")
+        if improved(value, self.best, self.mode, self.min_delta):
+            self.best, self.bad = value, 0
+            return
+        self.bad += 1
+        if self.bad >= self.patience:
+            self.stopped_epoch = trainer.state.epoch
+            trainer.should_stop = True
+            trainer.stop_reason = (f"early stopping: {self.metric} did not improve for {self.patience} "
+                                   f"validation(s) (best {self.best})")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = state["best"], int(state["bad"])
+
+
+class ModelEMA(Callback):
+    """An exponential moving average of the weights, updated after every optimizer step.
+
+    The decay ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates, so early
+    averages are not dominated by the random initialisation. Floating buffers (BatchNorm statistics)
+    are averaged too; integer buffers are copied. The update is a few fused ops on the device.
+    """
+
+    state_key = "ema"
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        self.decay = float(decay)
+        self.module = copy.deepcopy(net).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.updates = 0
+        self._bind(net)
+
+    def _bind(self, net: nn.Module) -> None:
+        src, dst = net.state_dict(keep_vars=True), self.module.state_dict(keep_vars=True)
+        pairs = [(dst[k].data, src[k].data) for k in src]
+        self._float = [(d, s) for d, s in pairs if d.is_floating_point()]
+        self._other = [(d, s) for d, s in pairs if not d.is_floating_point()]
+
+    @torch.no_grad()
+    def on_optimizer_step(self, trainer: "Trainer") -> None:
+        self.update()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        if self._float:
+            torch._foreach_lerp_([x for x, _ in self._float], [y for _, y in self._float], 1.0 - d)
+        for x, y in self._other:
+            x.copy_(y)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"updates": self.updates, "decay": self.decay}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.updates = int(state["updates"])
+
+
+class LRMonitor(Callback):
+    """Adds each parameter group's learning rate to the epoch's logged values (``lr/<group>``)."""
+
+    def on_epoch_end(self, trainer: "Trainer") -> None:
+        if trainer.optimizer is None:
+            return
+        for i, group in enumerate(trainer.optimizer.param_groups):
+            trainer.epoch_log[f"lr/{group.get('name', i)}"] = float(group["lr"])
+
+
+def check_callbacks(callbacks: list[Any]) -> list[Callback]:
+    """Refuse objects that are not :class:`Callback` s (a common slip: passing the class)."""
+    out = []
+    for cb in callbacks:
+        if isinstance(cb, type) and issubclass(cb, Callback):
+            raise TypeError(f"callbacks=[{cb.__name__}] passes the class; pass an instance: {cb.__name__}(...)")
+        if not isinstance(cb, Callback):
+            warnings.warn(f"{type(cb).__name__} does not subclass zoo_core.train.callbacks.Callback; "
+                          "only the hooks it defines are called", stacklevel=3)
+        out.append(cb)
+    return out

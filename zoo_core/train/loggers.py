@@ -1,0 +1,148 @@
+"""What a run writes and shows: CSV metrics, TensorBoard events, a progress bar, a summary table.
+
+Only rank 0 logs (the Trainer builds :class:`RunLogger` with ``enabled=False`` elsewhere). Files in
+``out_dir``: ``metrics.csv`` (one row per epoch, rewritten atomically as columns appear),
+``tensorboard/`` (real event files; on resume, events after the resumed step are purged),
+``config.yaml`` (the resolved run configuration).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..saving import atomic_write_bytes
+
+
+def make_progress(total: int | None, desc: str, *, enabled: bool | None = None, leave: bool = False) -> Any:
+    """A tqdm bar on stderr, or None when disabled (default: only when stderr is a terminal)."""
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, leave=leave, dynamic_ncols=True, mininterval=0.5)
+
+
+class CSVLogger:
+    """``metrics.csv``: one row per epoch; a resumed run drops rows from the resumed epoch on."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+
+    def resume(self, from_epoch: int) -> None:
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch") or 0) < from_epoch]
+
+    def log(self, row: Mapping[str, Any]) -> None:
+        self.rows.append(dict(row))
+        columns: list[str] = []
+        for r in self.rows:
+            columns += [k for k in r if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_bytes(self.path, buf.getvalue().encode())
+
+
+class TensorBoardLogger:
+    """Scalars to ``out_dir/tensorboard`` through ``torch.utils.tensorboard``."""
+
+    def __init__(self, log_dir: Path, *, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+    def log(self, values: Mapping[str, float], step: int) -> None:
+        for key, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(key, value, global_step=step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+def _tag(key: str) -> str:
+    """TensorBoard tag of an epoch value: ``lr/head`` as is, ``train_loss`` -> ``epoch/train_loss``,
+    validation metrics -> ``val/<name>``."""
+    if "/" in key:
+        return key
+    return f"epoch/{key}" if key.startswith("train_") else f"val/{key}"
+
+
+class RunLogger:
+    """The run's loggers together; every method is a no-op when not ``enabled`` (ranks > 0)."""
+
+    def __init__(self, out_dir: Path, *, enabled: bool, tensorboard: bool, verbose: bool) -> None:
+        self.out_dir, self.enabled, self.verbose = out_dir, enabled, verbose
+        self.csv = CSVLogger(out_dir / "metrics.csv") if enabled else None
+        self.use_tensorboard = tensorboard and enabled
+        self.tb: TensorBoardLogger | None = None
+
+    def start(self, *, resume_epoch: int = 0, resume_step: int | None = None) -> None:
+        if not self.enabled:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.csv is not None and resume_step is not None:
+            self.csv.resume(resume_epoch)
+        if self.use_tensorboard:
+            self.tb = TensorBoardLogger(self.out_dir / "tensorboard", purge_step=resume_step)
+
+    def write_config(self, config: Mapping[str, Any]) -> Path | None:
+        """The resolved configuration as ``config.yaml``."""
+        if not self.enabled:
+            return None
+        import yaml
+
+        path = self.out_dir / "config.yaml"
+        atomic_write_bytes(path, yaml.safe_dump(dict(config), sort_keys=False).encode())
+        return path
+
+    def log_step(self, values: Mapping[str, float], step: int) -> None:
+        if self.tb is not None:
+            self.tb.log({f"train/{k}": v for k, v in values.items()}, step)
+
+    def log_epoch(self, epoch: int, step: int, values: Mapping[str, float], seconds: float) -> None:
+        if not self.enabled:
+            return
+        row = {"epoch": epoch, "step": step, **values, "epoch_seconds": round(seconds, 3)}
+        if self.csv is not None:
+            self.csv.log(row)
+        if self.tb is not None:
+            self.tb.log({_tag(k): v for k, v in values.items()}, step)
+            self.tb.writer.flush()
+        if self.verbose:
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if not k.startswith("lr"))
+            print(f"epoch {epoch + 1}: {shown}  ({seconds:.1f} s)", flush=True)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+
+
+def summary_table(title: str, rows: list[tuple[str, str]], *, file: Any = None) -> str:
+    """Print a two-column table with rich (plain text when not a terminal); return its text."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    for key, value in rows:
+        table.add_row(key, value)
+    console = Console(file=file or sys.stdout, width=max(100, Console().width))
+    with console.capture() as cap:
+        console.print(table)
+    text = cap.get()
+    (file or sys.stdout).write(text)
+    return text

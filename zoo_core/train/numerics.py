@@ -1,0 +1,80 @@
+"""Numerics of a run: seeding, deterministic mode, and the non-finite loss guard.
+
+The guard keeps the hot loop free of host syncs: each step appends an on-device "is the loss
+finite" flag and the names of the batch's samples; :meth:`FiniteGuard.check` reads the flags back
+(at log steps, before every checkpoint save, at epoch ends) and raises naming the first bad step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import ZooError
+from . import distributed as D
+
+
+class NonFiniteLossError(ZooError, FloatingPointError):
+    """The loss became NaN or Inf; the message names the step and the batch's samples."""
+
+
+class FiniteGuard:
+    """Records, without a host sync, whether each step's loss was finite and which samples it saw."""
+
+    def __init__(self) -> None:
+        self.flags: list[torch.Tensor] = []
+        self.where: list[tuple[int, int, int, list[str]]] = []
+
+    def record(self, loss: torch.Tensor, step: int, epoch: int, batch_index: int, meta: list[dict]) -> None:
+        self.flags.append(torch.isfinite(loss.detach()))
+        self.where.append((step, epoch, batch_index, [str(m.get("source", "?")) for m in meta[:8]]))
+
+    def check(self, env: D.DistEnv, last_good: Path | None) -> None:
+        if not self.flags:
+            return
+        ok = torch.stack(self.flags)
+        bad = (~ok).any().to(torch.int32).reshape(1)
+        D.all_reduce_sum(bad, env)
+        if int(bad.item()):
+            local = (~ok).nonzero()
+            if local.numel():
+                step, epoch, index, sources = self.where[int(local[0, 0])]
+                where = f"at step {step + 1} (epoch {epoch + 1}, batch {index}); batch samples: {', '.join(sources)}"
+            else:
+                where = "on another rank"
+            kept = f"the last good checkpoint is {last_good}" if last_good and last_good.exists() else \
+                "no checkpoint had been written yet"
+            raise NonFiniteLossError(f"the loss became NaN/Inf {where}. Training stopped; {kept}. Lower lr, "
+                                     "set gradient_clip_val, use precision='32', or check these samples")
+        self.flags.clear()
+        self.where.clear()
+
+
+@contextlib.contextmanager
+def numerics(deterministic: bool):
+    """Deterministic algorithms (or cuDNN autotuning) for the run, restored afterwards."""
+    old = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+           torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    change = deterministic != old[0]  # the call imports torch._inductor (seconds): only when needed
+    if change:
+        torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
+    try:
+        yield
+    finally:
+        if change:
+            torch.use_deterministic_algorithms(old[0], warn_only=old[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[2], old[3]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,142 @@
+"""Optimizers with sensible parameter groups, and freezing, for any model.
+
+The zoo knows no architecture, so "backbone" is defined generically: every parameter of
+``model.net`` that is not under one of the model's head prefixes (``ZooModel.head_prefixes``, the
+tensors a new ``num_classes`` re-initialises). Groups:
+
+- weight decay only on weights of dimension >= 2 that are not in a normalisation layer
+  (biases, norm scales/shifts, 1-d parameters and names the network lists in ``no_weight_decay()``,
+  a timm convention for position embeddings and tokens, get none);
+- the backbone's learning rate is ``lr x backbone_lr_mult``;
+- frozen parameters (``freeze_backbone``, ``freeze_blocks``) are left out, and frozen norm layers
+  are kept in eval mode so their running statistics do not drift (:func:`frozen_norm_modules`).
+
+Each group carries ``base_lr`` (its peak lr) and a ``name``; the schedules scale ``base_lr``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Iterable
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+
+if TYPE_CHECKING:
+    from ..model import ZooModel
+
+NORM_TYPES: tuple[type[nn.Module], ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
+                                          nn.LocalResponseNorm)
+if hasattr(nn, "RMSNorm"):
+    NORM_TYPES += (nn.RMSNorm,)
+
+
+def in_head(name: str, head: Iterable[str]) -> bool:
+    """Is parameter ``name`` (relative to ``model.net``) under one of the head prefixes?"""
+    return any(name == h or name.startswith(h + ".") for h in head)
+
+
+def block_of(name: str) -> str:
+    """The block a parameter belongs to: its path up to the first numbered entry, else its top module.
+
+    ``layer1.0.conv1.weight`` -> ``layer1.0``; ``blocks.3.attn.qkv.weight`` -> ``blocks.3``;
+    ``conv1.weight`` -> ``conv1``; ``cls_token`` -> ``cls_token``.
+    """
+    parts = name.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part.isdigit():
+            return ".".join(parts[: i + 1])
+    return parts[0] if len(parts) > 1 else name
+
+
+def backbone_blocks(model: "ZooModel") -> list[str]:
+    """The backbone's blocks in registration order (what ``freeze_blocks`` counts)."""
+    seen: dict[str, None] = {}
+    for name, _ in model.net.named_parameters():
+        if not in_head(name, model.head_prefixes):
+            seen.setdefault(block_of(name))
+    return list(seen)
+
+
+def apply_freezing(model: "ZooModel", config: TrainConfig) -> list[str]:
+    """Set ``requires_grad=False`` on the frozen part; return the frozen parameter names."""
+    if not (config.freeze_backbone or config.freeze_blocks):
+        return []
+    if not model.head_prefixes and config.freeze_backbone:
+        raise ValueError(f"freeze_backbone: model {model.config.get('model')!r} declares no head prefixes, "
+                         "so the zoo cannot tell its head from its backbone; use freeze_blocks=N instead")
+    blocks = set(backbone_blocks(model)[: config.freeze_blocks]) if config.freeze_blocks else set()
+    frozen = []
+    for name, p in model.net.named_parameters():
+        if in_head(name, model.head_prefixes):
+            continue
+        if config.freeze_backbone or block_of(name) in blocks:
+            p.requires_grad_(False)
+            frozen.append(name)
+    return frozen
+
+
+def frozen_norm_modules(net: nn.Module) -> list[nn.Module]:
+    """Norm layers whose parameters are all frozen: the Trainer keeps them in eval mode."""
+    out = []
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                out.append(module)
+    return out
+
+
+def _no_decay_names(net: nn.Module) -> set[str]:
+    names: set[str] = set()
+    for mod_name, module in net.named_modules():
+        if isinstance(module, NORM_TYPES):
+            names.update(f"{mod_name}.{p}" if mod_name else p for p, _ in module.named_parameters(recurse=False))
+    skip = getattr(net, "no_weight_decay", None)
+    patterns = set(skip()) if callable(skip) else set()
+    for name, p in net.named_parameters():
+        if p.ndim <= 1 or name.endswith(".bias") or name in patterns or \
+                any(re.fullmatch(pat.replace("*", ".*"), name) for pat in patterns if "*" in pat):
+            names.add(name)
+    return names
+
+
+def param_groups(model: "ZooModel", config: TrainConfig) -> list[dict]:
+    """The optimizer's parameter groups (see the module docstring); empty groups are dropped."""
+    no_decay = _no_decay_names(model.net)
+    groups: dict[str, dict] = {}
+    for name, p in model.net.named_parameters():
+        if not p.requires_grad:
+            continue
+        part = "head" if in_head(name, model.head_prefixes) or not model.head_prefixes else "backbone"
+        decay = name not in no_decay
+        key = f"{part}_{'decay' if decay else 'no_decay'}"
+        lr = config.lr * (config.backbone_lr_mult if part == "backbone" else 1.0)
+        group = groups.setdefault(key, {"params": [], "name": key, "base_lr": lr, "lr": lr,
+                                        "weight_decay": config.weight_decay if decay else 0.0})
+        group["params"].append(p)
+    if not groups:
+        raise ValueError("no trainable parameter left: everything is frozen (freeze_backbone on a model "
+                         "whose head is empty, or freeze_blocks too large)")
+    order = ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay")
+    return [groups[k] for k in order if k in groups]
+
+
+def build_optimizer(model: "ZooModel", config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD / AdamW / Adam / RMSprop over :func:`param_groups`; fused kernels on CUDA."""
+    groups = param_groups(model, config)
+    on_cuda = all(p.is_cuda for g in groups for p in g["params"])
+    kind = config.optimizer.lower()
+    fast: dict = {"fused": True} if on_cuda and kind in ("sgd", "adam", "adamw") else {}
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **fast)
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), **fast)
+    if kind == "adam":
+        return torch.optim.Adam(groups, lr=config.lr, betas=(config.momentum, 0.999), **fast)
+    if kind == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=config.lr, momentum=config.momentum,
+                                   foreach=True if on_cuda else None)
+    raise ValueError(f"unknown optimizer {config.optimizer!r}; choose one of sgd, adamw, adam, rmsprop")

@@ -1,0 +1,425 @@
+"""The Trainer: one training loop for every task.
+
+>>> trainer = zoo.Trainer(max_epochs=20, batch_size=64, lr=1e-3, precision="bf16-mixed", out_dir="runs/x")
+>>> result = trainer.fit(model, "data/train", "data/val")            # paths, Datasets or DataLoaders
+>>> trainer.fit(model, "data/train", "data/val", resume="last")      # or a checkpoint path
+
+It knows no task: reading data, collating, the loss, the evaluation forward, the metrics and the
+plots all come from ``model.task_impl``. Settings are the fields of
+:class:`~zoo_core.train.config.TrainConfig`. The loop below reads top to bottom; callbacks
+(:mod:`zoo_core.train.callbacks`) are called by hook name. The hot loop never reads a value back from
+the device: losses are summed on the device and read every ``log_every_n_steps`` steps, which is
+also when a non-finite loss is detected (the step and the batch's sources are still named exactly).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import torch
+
+from ..errors import IncompatibleError, ZooError
+from ..evaluate import autocast, evaluation_loop, scalar_metrics
+from . import checkpoint as C
+from . import distributed as D
+from .callbacks import Callback, EarlyStopping, LRMonitor, ModelCheckpoint, ModelEMA, check_callbacks
+from .config import TrainConfig
+from .data import base_dataset, make_loader, read_data, set_loader_epoch
+from .loggers import RunLogger, make_progress, summary_table
+from .numerics import FiniteGuard, NonFiniteLossError, numerics, seed_everything  # noqa: F401
+from .optim import apply_freezing, build_optimizer, frozen_norm_modules
+from .schedulers import LRSchedule
+
+if TYPE_CHECKING:
+    from ..model import ZooModel
+
+
+@dataclass
+class TrainState:
+    """Where the run is: ``epoch`` in progress (0-based), optimizer ``step`` s so far, and how many
+    batches of the current epoch are done (non-zero only in a mid-epoch checkpoint)."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the last validation's metrics, best value, files written."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    monitor: str = ""
+    best_value: float | None = None
+    best_epoch: int | None = None
+    epochs: int = 0
+    steps: int = 0
+    stopped_early: bool = False
+    out_dir: Path | None = None
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+    model_dir: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains any zoo model; settings are :class:`TrainConfig` fields (``Trainer(max_epochs=5, ...)``).
+
+    ``callbacks``: extra :class:`~zoo_core.train.callbacks.Callback` instances.
+    """
+
+    def __init__(self, config: TrainConfig | None = None, *, callbacks: Iterable[Callback] = (),
+                 **settings: Any) -> None:
+        self.config = config.replace(**settings) if config is not None else TrainConfig.from_dict(settings)
+        self.user_callbacks = check_callbacks(list(callbacks))
+        self.state = TrainState()
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.should_stop = False
+        self.stop_reason = ""
+        self.epoch_log: dict[str, float] = {}
+        self.metrics: dict[str, Any] = {}
+
+    # ---- the run ----------------------------------------------------------------------------------
+    def fit(self, model: "ZooModel", train: Any, val: Any = None, *, resume: str | Path | None = None) -> FitResult:
+        """Train ``model`` in place on ``train`` (validating on ``val`` each epoch); see the module doc."""
+        cfg = self.config
+        self.env = env = D.setup(cfg.device)
+        self.out_dir = Path(cfg.out_dir)
+        self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
+        if env.is_main:
+            C.remove_stale_temps(self.out_dir)
+        ckpt = self._read_resume(resume)
+        self.model, self.task = model, model.task_impl
+        self.should_stop, self.stop_reason = False, ""
+        try:
+            with numerics(cfg.deterministic):
+                seed_everything(cfg.seed)
+                return self._fit(model, train, val, ckpt)
+        finally:
+            D.teardown(env)
+
+    def _fit(self, model: "ZooModel", train: Any, val: Any, ckpt: dict | None) -> FitResult:
+        cfg, env, task = self.config, self.env, self.task
+        if cfg.image_size:
+            model.set_image_size(cfg.image_size)
+        self.train_loader = self._loader(train, train=True)
+        train_names = getattr(base_dataset(self.train_loader), "class_names", None)
+        self.val_loader = self._loader(val, train=False, class_names=train_names) if val is not None else None
+        if train_names and len(train_names) == model.num_classes and \
+                model.class_names == [f"class_{i}" for i in range(model.num_classes)]:
+            model.class_names = list(train_names)
+        self.monitor, self.mode = self._monitor()
+
+        model.to(env.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.raw_net = raw_net = model.net
+        apply_freezing(model, cfg)
+        self.frozen_norms = frozen_norm_modules(raw_net)
+        sync_bn = D.convert_sync_batchnorm(raw_net) if cfg.sync_batchnorm and env.distributed else {}
+        self.optimizer = build_optimizer(model, cfg)
+        n_batches = len(self.train_loader) if cfg.limit_train_batches is None else \
+            min(len(self.train_loader), cfg.limit_train_batches)
+        self.batches_per_epoch = n_batches
+        self.scheduler = LRSchedule(self.optimizer, cfg, mode=self.mode,
+                                    steps_per_epoch=math.ceil(n_batches / cfg.accumulate_grad_batches))
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.precision == "16-mixed")
+        self.ema = ModelEMA(raw_net, cfg.ema) if cfg.ema is not None else None
+        self.checkpointer = ModelCheckpoint(self.monitor, self.mode, save_best=cfg.save_best,
+                                            every_n_steps=cfg.save_every_n_steps)
+        self.callbacks: list[Any] = [c for c in (self.ema, self.checkpointer, LRMonitor()) if c is not None]
+        if cfg.early_stopping:
+            metric = cfg.early_stopping_metric or self.monitor
+            self.callbacks.append(EarlyStopping(metric, cfg.early_stopping, self._mode_of(metric),
+                                                cfg.early_stopping_min_delta))
+        self.callbacks += self.user_callbacks
+        self.state, self.guard = TrainState(), FiniteGuard()
+        rng = self._restore(ckpt) if ckpt is not None else None
+
+        net = D.wrap_ddp(raw_net, env, find_unused_parameters=cfg.find_unused_parameters)
+        if cfg.compile:
+            net = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode)
+        self.logger = RunLogger(self.out_dir, enabled=env.is_main, tensorboard=cfg.tensorboard, verbose=cfg.verbose)
+        self.logger.start(resume_epoch=self.state.epoch, resume_step=self.state.step if ckpt else None)
+        self.logger.write_config(self.resolved_config())
+        model.net = net
+        try:
+            self._emit("on_fit_start")
+            if rng is not None:
+                C.set_rng_state(rng)  # last: nothing above may draw from the restored generators
+            while self.state.epoch < cfg.max_epochs and not self.should_stop:
+                t0 = time.perf_counter()
+                self.epoch_log = self.train_epoch()
+                last = self.state.epoch + 1 == cfg.max_epochs
+                if self.val_loader is not None and ((self.state.epoch + 1) % cfg.val_every_n_epochs == 0 or last):
+                    self.metrics = self.validate()
+                else:
+                    self.metrics = {"train_loss": self.epoch_log.get("train_loss", float("nan"))}
+                self._emit("on_validation_end", scalar_metrics(self.metrics))
+                self.scheduler.on_validation(scalar_metrics(self.metrics).get(self.monitor))
+                self.epoch_log.update(scalar_metrics(self.metrics))
+                self.state.epoch += 1
+                self.state.batch_in_epoch = 0
+                self._emit("on_epoch_end")
+                self.logger.log_epoch(self.state.epoch - 1, self.state.step, self.epoch_log, time.perf_counter() - t0)
+            self._emit("on_fit_end")
+        finally:
+            model.net = raw_net
+            D.restore_modules(raw_net, sync_bn)
+            self.logger.close()
+        return self._finish(model)
+
+    def train_epoch(self) -> dict[str, float]:
+        """One pass over the training data (from ``batch_in_epoch`` when resuming mid-epoch)."""
+        cfg, env, model, state = self.config, self.env, self.model, self.state
+        model.train()
+        for m in self.frozen_norms:
+            m.eval()
+        self._emit("on_train_epoch_start")
+        skip = state.batch_in_epoch
+        loader = self.train_loader
+        positioned = set_loader_epoch(loader, state.epoch, skip * (loader.batch_size or 1))
+        batches = iter(loader)
+        if not positioned:
+            warnings.warn(f"resuming mid-epoch with a user DataLoader: re-reading and dropping {skip} batches")
+            for _ in range(skip):
+                next(batches)
+        accum, total = cfg.accumulate_grad_batches, self.batches_per_epoch
+        sums: dict[str, torch.Tensor] = {}
+        count = 0
+        logged: tuple[dict[str, float], int] = ({}, 0)
+        bar = make_progress(total, f"epoch {state.epoch + 1}/{cfg.max_epochs}",
+                            enabled=cfg.progress_bar if env.is_main else False)
+        if bar is not None:
+            bar.update(skip)
+        ddp = getattr(model.net, "no_sync", None) or getattr(getattr(model.net, "_orig_mod", None), "no_sync", None)
+        for i, batch in enumerate(batches, start=skip):
+            if i >= total:
+                break
+            boundary = (i + 1) % accum == 0 or i + 1 == total
+            data = batch.to(env.device, channels_last=cfg.channels_last, non_blocking=True)
+            with (ddp() if ddp is not None and not boundary else contextlib.nullcontext()):
+                with autocast(env.device, cfg.precision):
+                    losses = self.task.loss(model, data)
+                loss = losses["loss"]
+                self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+            self.guard.record(loss, state.step, state.epoch, i, batch.meta)
+            for k, v in losses.items():
+                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
+            count += 1
+            if boundary:
+                self.optimizer_step()
+                state.batch_in_epoch = i + 1
+                self._emit("on_optimizer_step")
+                if state.step % cfg.log_every_n_steps == 0:
+                    logged = self._log_steps(sums, count, logged, bar)
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        self.guard.check(env, self.last_path)
+        totals = self._reduce(sums, count)
+        return {("train_" + k if not k.startswith("train") else k): v for k, v in totals.items()}
+
+    def optimizer_step(self) -> None:
+        """Unscale and clip (if asked), step (the scaler skips steps with inf/NaN gradients), schedule."""
+        cfg = self.config
+        if cfg.gradient_clip_val:
+            self.scaler.unscale_(self.optimizer)
+            params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+            torch.nn.utils.clip_grad_norm_(params, cfg.gradient_clip_val, foreach=True)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.state.step += 1
+
+    def validate(self) -> dict[str, Any]:
+        """The evaluator's loop over the validation data with the evaluated weights (EMA when on)."""
+        model, cfg = self.model, self.config
+        wrapped, model.net = model.net, (self.ema.module if self.ema is not None else self.raw_net)
+        try:
+            names = getattr(base_dataset(self.val_loader), "class_names", None) or model.class_names
+            metrics = self.task.new_metrics(list(names))
+            evaluation_loop(model, self.task, self.val_loader, metrics, device=self.env.device,
+                            precision=cfg.precision, channels_last=cfg.channels_last,
+                            limit_batches=cfg.limit_val_batches)
+        finally:
+            model.net = wrapped
+        return D.merge_metrics(metrics, self.env).compute()
+
+    # ---- checkpoints ------------------------------------------------------------------------------
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (see :mod:`zoo_core.train.checkpoint`)."""
+        from ..saving import versions
+
+        model, env = self.model, self.env
+        weights = (self.ema.module if self.ema is not None else self.raw_net).state_dict()
+        rng = C.rng_state()
+        ranks = [None] * env.world_size
+        if env.distributed:
+            torch.distributed.all_gather_object(ranks, rng)
+        out = {"format": C.FORMAT, "format_version": C.FORMAT_VERSION, "zoo_version": versions()["zoo"],
+               "versions": C.plain(versions()), "task": model.task, "model_config": C.plain(model.config),
+               "class_names": list(model.class_names), "preprocess": C.plain(model.preprocess.to_dict()),
+               "model": weights, "optimizer": self.optimizer.state_dict(),
+               "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+               "progress": {"epoch": self.state.epoch, "step": self.state.step,
+                            "batch_in_epoch": self.state.batch_in_epoch, "world_size": env.world_size,
+                            "batch_size": self.config.batch_size},
+               "rng": rng, "rng_per_rank": ranks if env.distributed else [],
+               "data": {"seed": self.config.seed, "epoch": self.state.epoch,
+                        "batches_done": self.state.batch_in_epoch},
+               "callbacks": {cb.state_key: C.plain(cb.state_dict()) for cb in self.callbacks
+                             if hasattr(cb, "state_dict")},
+               "config": self.config.to_dict(), "metrics": scalar_metrics(self.metrics)}
+        if self.ema is not None:
+            out["train_model"] = self.raw_net.state_dict()
+        return out
+
+    def save_checkpoint(self, path: Path) -> Path:
+        """Write a checkpoint atomically (rank 0); refuses to save weights a NaN loss has touched."""
+        self.guard.check(self.env, self.last_path)
+        ckpt = self.checkpoint_dict()
+        if self.env.is_main:
+            C.atomic_save(ckpt, path)
+        return path
+
+    def _read_resume(self, resume: str | Path | None) -> dict | None:
+        if resume is None:
+            return None
+        path = self.last_path if str(resume) == "last" else Path(resume)
+        if str(resume) == "last" and not path.exists():
+            raise ZooError(f"resume='last' but {path} does not exist: nothing to resume in {self.out_dir}; "
+                           "start without resume or pass the checkpoint's path")
+        return C.load_checkpoint(path)
+
+    def _restore(self, ckpt: dict) -> dict | None:
+        """Load a checkpoint into the run's components; return the RNG state to restore at the start."""
+        from ..weights import load_into
+
+        model, env = self.model, self.env
+        if ckpt["task"] != model.task:
+            raise IncompatibleError(f"the checkpoint is for task {ckpt['task']!r} (model "
+                                    f"{ckpt['model_config'].get('model')!r}), this model is {model.task!r}")
+        theirs, ours = ckpt["model_config"].get("model"), model.config.get("model")
+        source = f"checkpoint of {theirs} (this model: {ours})"
+        load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])  # the EMA weights, or the raw ones if EMA is new
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and cb.state_key in ckpt.get("callbacks", {}):
+                cb.load_state_dict(ckpt["callbacks"][cb.state_key])
+        p = ckpt["progress"]
+        self.state = TrainState(p["epoch"], p["step"], p["batch_in_epoch"])
+        self.metrics = dict(ckpt.get("metrics", {}))
+        same = p["world_size"] == env.world_size and p["batch_size"] == self.config.batch_size
+        if not same and p["batch_in_epoch"]:
+            warnings.warn(f"the checkpoint was written with world size {p['world_size']} and batch size "
+                          f"{p['batch_size']}, this run has {env.world_size} and {self.config.batch_size}: "
+                          f"resuming at the start of epoch {p['epoch'] + 1} instead of mid-epoch")
+            self.state.batch_in_epoch = 0
+        elif not same:
+            warnings.warn(f"resuming with world size {env.world_size} (checkpoint: {p['world_size']}): "
+                          "the data order and random streams differ from an uninterrupted run")
+        per_rank = ckpt.get("rng_per_rank") or []
+        return per_rank[env.rank] if same and len(per_rank) == env.world_size else ckpt["rng"]
+
+    # ---- helpers ----------------------------------------------------------------------------------
+    def _emit(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            fn = getattr(cb, hook, None)
+            if fn is not None:
+                fn(self, *args)
+
+    def _loader(self, data: Any, *, train: bool, class_names: list[str] | None = None) -> Any:
+        cfg, env = self.config, self.env
+        data = read_data(data, self.task, self.model, split="train" if train else "val", train=train,
+                         image_size=cfg.image_size, class_names=class_names)
+        if isinstance(data, torch.utils.data.DataLoader):
+            return data
+        bs = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
+        return make_loader(data, self.task.collate, batch_size=bs, train=train, seed=cfg.seed, rank=env.rank,
+                           world_size=env.world_size, num_workers=cfg.num_workers,
+                           prefetch_factor=cfg.prefetch_factor, pin_memory=env.device.type == "cuda")
+
+    def _mode_of(self, metric: str) -> str:
+        if metric == self.task.default_metric:
+            return self.task.default_metric_mode
+        return "min" if "loss" in metric else "max"
+
+    def _monitor(self) -> tuple[str, str]:
+        cfg = self.config
+        metric = cfg.monitor or (self.task.default_metric if self.val_loader is not None else "train_loss")
+        return metric, cfg.monitor_mode or self._mode_of(metric)
+
+    def _reduce(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+        if not sums:
+            return {}
+        keys = sorted(sums)
+        t = torch.stack([sums[k] for k in keys] + [torch.tensor(float(count), device=sums[keys[0]].device)])
+        t = D.all_reduce_sum(t, self.env).tolist()
+        return {k: v / max(t[-1], 1.0) for k, v in zip(keys, t[:-1])}
+
+    def _log_steps(self, sums: dict[str, torch.Tensor], count: int, prev: tuple[dict[str, float], int],
+                   bar: Any) -> tuple[dict[str, float], int]:
+        self.guard.check(self.env, self.last_path)
+        keys = sorted(sums)
+        t = torch.stack([sums[k] for k in keys] + [torch.tensor(float(count), device=sums[keys[0]].device)])
+        now = D.all_reduce_sum(t, self.env).tolist()
+        done = now[-1] - prev[1]
+        values = {k: (v - prev[0].get(k, 0.0)) / max(done, 1.0) for k, v in zip(keys, now[:-1])}
+        values["lr"] = float(self.optimizer.param_groups[-1]["lr"])
+        self.logger.log_step(values, self.state.step)
+        if bar is not None:
+            bar.set_postfix(loss=f"{values.get('loss', float('nan')):.4g}", refresh=False)
+        return dict(zip(keys, now[:-1])), now[-1]
+
+    def resolved_config(self) -> dict[str, Any]:
+        """The run's settings with defaults resolved, plus what was trained (written to config.yaml)."""
+        m = self.model
+        return {"trainer": {**self.config.to_dict(), "monitor": self.monitor, "monitor_mode": self.mode},
+                "model": C.plain(m.config), "task": m.task, "class_names": list(m.class_names),
+                "preprocess": C.plain(m.preprocess.to_dict()), "world_size": self.env.world_size,
+                "device": str(self.env.device)}
+
+    def _finish(self, model: "ZooModel") -> FitResult:
+        cfg, env = self.config, self.env
+        if self.ema is not None:
+            self.raw_net.load_state_dict(self.ema.module.state_dict())
+        model.last_metrics = scalar_metrics(self.metrics)
+        model.eval()
+        result = FitResult(metrics=scalar_metrics(self.metrics), monitor=self.monitor,
+                           best_value=self.checkpointer.best_value, best_epoch=self.checkpointer.best_epoch,
+                           epochs=self.state.epoch, steps=self.state.step, stopped_early=bool(self.stop_reason),
+                           out_dir=self.out_dir, last_checkpoint=self.last_path,
+                           best_checkpoint=self.best_path if self.best_path.exists() else None)
+        if not env.is_main:
+            return result
+        if cfg.plots and self.val_loader is not None and self.metrics:
+            result.plots = list(self.task.plots(model, base_dataset(self.val_loader), self.metrics,
+                                                self.out_dir / "plots"))
+        model.config["training"] = {"epochs": self.state.epoch, "steps": self.state.step,
+                                    "monitor": self.monitor, "best": self.checkpointer.best_value,
+                                    "out_dir": str(self.out_dir)}
+        result.model_dir = model.save(self.out_dir / "model")
+        if cfg.verbose:
+            rows = [(k, f"{v:.4f}") for k, v in result.metrics.items()]
+            rows += [("best " + self.monitor, f"{result.best_value} (epoch {(result.best_epoch or 0) + 1})"),
+                     ("epochs / steps", f"{result.epochs} / {result.steps}")]
+            if self.stop_reason:
+                rows.append(("stopped", self.stop_reason))
+            rows += [("checkpoints", f"{self.last_path}" + (f", {self.best_path}" if result.best_checkpoint else "")),
+                     ("model", str(result.model_dir))] + [("plot", str(p)) for p in result.plots]
+            summary_table(f"zoo train: {model.config.get('model')} ({model.task})", rows)
+        return result

@@ -119,9 +119,10 @@ def _split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[
         except UnknownNameError:
             raise first from None
         if spec.weights and tag not in spec.weights:
-            # another provider of the same short name may know the tag
-            for other in reg.providers("model", spec.name, task):
-                if tag in other.weights:
+            # another provider of the same short name may know the tag (not for a qualified name)
+            canon = reg.canonical_task(task) if task else None
+            for other in ([] if ":" in base or provider else reg.providers("model", spec.name, canon)):
+                if isinstance(other, ModelSpec) and tag in other.weights:
                     return other, tag
             raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights) from None
         return spec, tag

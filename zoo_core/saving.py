@@ -7,9 +7,12 @@ rebuilds through the same registry path as ``zoo.load(name)`` and loads the weig
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -62,19 +65,20 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     """Write weights, config and model card into directory ``path`` (created if needed)."""
     from safetensors.torch import save
 
-    from .weights import sha256_file
-
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     state = _dedupe_shared(state)
-    atomic_write_bytes(path / WEIGHTS_NAME, save(state, metadata={"format": "pt"}))
+    blob = save(state, metadata={"format": "pt"})
+    atomic_write_bytes(path / WEIGHTS_NAME, blob)
+    provenance = {k: v for k, v in model.provenance.items() if _jsonable(v)}
+    provenance["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     config: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "zoo_version": __version__,
         **model.config, "task": model.task, "num_classes": model.num_classes,
         "class_names": model.class_names, "preprocess": model.preprocess.to_dict(),
-        "provenance": {k: v for k, v in model.provenance.items() if _jsonable(v)},
-        "metrics": {k: v for k, v in model.last_metrics.items() if isinstance(v, (int, float, str))},
-        "versions": versions(), "sha256": sha256_file(path / WEIGHTS_NAME),
+        "provenance": provenance, "metrics": _metrics(model.last_metrics),
+        "export_formats": list(model.export_formats),
+        "versions": versions(), "sha256": hashlib.sha256(blob).hexdigest(),
     }
     atomic_write_bytes(path / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     atomic_write_bytes(path / "README.md", model_card(config).encode())
@@ -92,6 +96,22 @@ def _dedupe_shared(state: dict) -> dict:
     return out
 
 
+def _metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The JSON-safe part of ``model.last_metrics``: numbers (tensor/numpy scalars become floats),
+    strings, and nested dicts of those (per-class values); anything else is dropped."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            value = _metrics(value)
+        elif hasattr(value, "item") and getattr(value, "ndim", getattr(value, "dim", lambda: 1)) in (0, ()):
+            value = value.item()
+        elif hasattr(value, "item") and callable(getattr(value, "numel", None)) and value.numel() == 1:
+            value = value.item()
+        if isinstance(value, (bool, int, float, str)) or (isinstance(value, dict) and value):
+            out[str(key)] = value
+    return out
+
+
 def _jsonable(v: Any) -> bool:
     try:
         json.dumps(v)
@@ -103,6 +123,9 @@ def _jsonable(v: Any) -> bool:
 def read_config(path: Path) -> dict[str, Any]:
     """Read and check a saved model's config.json (format and version)."""
     cfg_path = path / CONFIG_NAME
+    if not cfg_path.is_file():
+        raise WeightsError(f"{path} has no {CONFIG_NAME}: it is not a directory written by model.save() "
+                           "(pass a model name, or weights=<file> for a bare weights file)")
     try:
         config = json.loads(cfg_path.read_text())
     except json.JSONDecodeError as exc:
@@ -110,7 +133,10 @@ def read_config(path: Path) -> dict[str, Any]:
     if config.get("format") != FORMAT:
         raise WeightsError(f"{cfg_path} is not a zoo model config (format={config.get('format')!r})")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int):
+        raise WeightsError(f"{cfg_path} has no valid format_version ({version!r}); the saved model is "
+                           "damaged or was not written by the zoo")
+    if version > FORMAT_VERSION:
         raise WeightsError(f"{cfg_path} was written by a newer zoo (format_version {version}, zoo "
                            f"{config.get('zoo_version')}); this zoo {__version__} reads up to "
                            f"{FORMAT_VERSION}. Upgrade the zoo: pip install -U zoo")
@@ -146,29 +172,79 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
         model = build_model(spec, config["task"], num_classes=n, class_names=names, tag=None,
                             weights_path=weights, strict=strict, options=config.get("options", {}))
     check_task(model, task)
-    if not rehead:
-        model.preprocess = Preprocess.from_dict(config["preprocess"])
-    model.provenance.update(config.get("provenance", {}), weights=str(path))
-    model.last_metrics = dict(config.get("metrics", {}))
+    model.preprocess = Preprocess.from_dict(config["preprocess"])  # input handling survives a new head
+    if config.get("training"):
+        model.config["training"] = config["training"]
+    saved = dict(config.get("provenance", {}))
+    origin, origin_sha = saved.pop("weights", None), saved.pop("sha256", None)
+    if origin and "derived_from" not in saved:  # keep the chain: pretrained tag -> fine-tuned dir
+        saved.update(derived_from=origin, derived_from_sha256=origin_sha)
+    model.provenance.update(saved)
+    model.provenance["weights"] = str(path)
+    model.last_metrics = {} if rehead else dict(config.get("metrics", {}))
     return model
 
 
 def model_card(config: dict[str, Any]) -> str:
-    """A README.md describing the saved model: task, classes, metrics, training, provenance."""
-    names = config.get("class_names", [])
-    lines = [f"# {config.get('model') or config.get('backbone', '')} ({config['task']})", "",
-             "Saved by zoo. Load with:", "", "```python", "import zoo_core as zoo",
-             "model = zoo.load(\"path/to/this/directory\")", "```", "",
-             f"- task: {config['task']}", f"- classes ({len(names)}): {', '.join(map(str, names[:50]))}"
-             + (" ..." if len(names) > 50 else ""),
-             f"- input size: {config['preprocess']['input_size']}",
-             f"- weights provenance: {config.get('provenance', {}).get('weights') or 'random init / trained'}",
-             f"- zoo {config['zoo_version']}, torch {config['versions'].get('torch')}",
-             f"- model.safetensors sha256: {config['sha256']}"]
-    if config.get("metrics"):
-        lines += ["", "## Metrics (last evaluation)", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |"
-                  for k, v in sorted(config["metrics"].items())]
+    """A README.md describing the saved model: task, classes, metrics, training, provenance.
+
+    Metrics are ``model.last_metrics`` (set by ``zoo.evaluate`` and the Trainer's last validation);
+    the training section is ``model.config["training"]`` (the Trainer's resolved settings).
+    """
+    name = config.get("model") or f"{config.get('backbone', '')} + {config.get('head', '')}"
+    names = [str(c) for c in config.get("class_names", [])]
+    pre = config.get("preprocess", {})
+    prov = config.get("provenance", {})
+    vers = config.get("versions", {})
+    lines = [f"# {name} ({config['task']})", "",
+             f"A {config['task']} model with {len(names)} classes, saved by zoo {config.get('zoo_version')}.",
+             "", "```python", "import zoo_core as zoo", 'model = zoo.load("path/to/this/directory")',
+             'predictions = model.predict("image.jpg")', "```", "", "## Model", "",
+             f"- architecture: `{name}`" + (f" with options `{json.dumps(config['options'])}`"
+                                           if config.get("options") else ""),
+             f"- task: {config['task']}",
+             f"- classes ({len(names)}): {', '.join(names[:50])}" + (" ..." if len(names) > 50 else ""),
+             f"- input: {pre.get('in_chans', 3)} x {' x '.join(map(str, pre.get('input_size', [])))}, "
+             f"mean {_fmt_seq(pre.get('mean'))}, std {_fmt_seq(pre.get('std'))}, "
+             f"{pre.get('interpolation')} resize, crop_pct {pre.get('crop_pct')}",
+             f"- verified export formats: {', '.join(config.get('export_formats') or []) or 'not declared'}"]
+    metrics = config.get("metrics") or {}
+    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
+    lines += ["", "## Metrics (last evaluation)", ""]
+    if scalars:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {_fmt_value(v)} |" for k, v in sorted(scalars.items())]
+        nested = sorted(k for k, v in metrics.items() if isinstance(v, dict))
+        if nested:
+            lines += ["", f"Per-class and structured results ({', '.join(nested)}) are in config.json."]
+    else:
+        lines.append("Not evaluated yet (run `zoo.evaluate(model, data)` before saving).")
+    lines += ["", "## Training", ""]
     if config.get("training"):
-        lines += ["", "## Training", "", "```json", json.dumps(config["training"], indent=2), "```"]
+        lines += ["```json", json.dumps(config["training"], indent=2, sort_keys=True, default=str), "```"]
+    else:
+        lines.append("No training run recorded (weights as loaded or initialised).")
+    lines += ["", "## Provenance", "",
+              f"- weights: {prov.get('weights') or 'random initialisation'}"]
+    if prov.get("derived_from"):
+        lines.append(f"- fine-tuned from: {prov['derived_from']}"
+                     + (f" (sha256 {prov['derived_from_sha256']})" if prov.get("derived_from_sha256") else ""))
+    for key in ("url", "license"):
+        if prov.get(key):
+            lines.append(f"- {key}: {prov[key]}")
+    if prov.get("sha256"):
+        lines.append(f"- source file sha256: {prov['sha256']}")
+    lines += [f"- saved: {prov.get('saved', '-')}",
+              f"- model.safetensors sha256: {config['sha256']}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(vers.items()))]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else f"{v:.4f}"
+    return str(v)
+
+
+def _fmt_seq(seq: Any) -> str:
+    return "(" + ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in (seq or [])) + ")"

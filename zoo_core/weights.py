@@ -9,6 +9,7 @@ sha256 when downloaded and on every later load, and fail within seconds when the
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import pickle
 import re
@@ -299,7 +300,7 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
                     finally:
                         if bar is not None:
                             bar.close()
-            except (urllib.error.URLError, OSError, TimeoutError) as exc:
+            except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
                 raise WeightsError(f"could not download {url}: {getattr(exc, 'reason', exc)}. {hint}") from exc
         if total is not None and received != total:
             raise WeightsError(f"download of {url} is truncated: got {received} of {total} bytes. The "

@@ -1,0 +1,155 @@
+"""Export with proof: ONNX (run by ONNX Runtime), TorchScript and torch.export, compared with eager."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+import zoo_core as zoo
+from zoo_core.errors import IncompatibleError, UnknownNameError
+from zoo_core.export import ExportError, best_opset, export
+from zoo_core.model import Preprocess, ZooModel
+
+
+def _calibrate_bn(net: nn.Module, size: int, steps: int = 2, seed: int = 0) -> None:
+    """Give BatchNorm realistic running statistics so outputs are not degenerate (like trained nets)."""
+    gen = torch.Generator().manual_seed(seed)
+    net.train()
+    with torch.no_grad():
+        for _ in range(steps):
+            net(torch.rand(4, 3, size, size, generator=gen))
+    net.eval()
+
+
+def _wrap(net: nn.Module, task: str, size: int, formats=()) -> ZooModel:
+    return ZooModel(net, task=task, class_names=["a", "b", "c"], preprocess=Preprocess(input_size=(size, size)),
+                    config={"model": f"test:{type(net).__name__}"}, export_formats=formats)
+
+
+@pytest.fixture(scope="module")
+def classifier() -> ZooModel:
+    model = zoo.load("resnet18", task="cls", num_classes=3)
+    model.set_image_size(64)
+    _calibrate_bn(model.net, 64)
+    return model
+
+
+@pytest.fixture(scope="module")
+def segmenter() -> ZooModel:
+    """LR-ASPP (torchvision's segmentation head) on MobileNetV3-Small: the family, kept small."""
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.segmentation.lraspp import LRASPP
+
+    torch.manual_seed(0)
+    features = torchvision.models.mobilenet_v3_small().features
+    backbone = IntermediateLayerGetter(features, {"3": "low", "12": "high"})
+    net = LRASPP(backbone, low_channels=24, high_channels=576, num_classes=3, inter_channels=32)
+    _calibrate_bn(net, 64)
+    return _wrap(net, "segmentation", 64)
+
+
+@pytest.fixture(scope="module")
+def classifier_onnx(classifier, tmp_path_factory):
+    return classifier.export("onnx", tmp_path_factory.mktemp("onnx") / "m.onnx")
+
+
+def test_classifier_onnx_is_verified_by_onnxruntime(classifier, classifier_onnx):
+    res = classifier_onnx
+    print(f"classification resnet18 {res}")
+    assert res.exporter == "dynamo" and res.batch_sizes == (2, 1, 3)
+    assert res.max_abs_diff <= res.tolerance and res.tolerance == pytest.approx(1e-4 * max(1.0, _scale(classifier)))
+    assert [p.name for p in res.path.parent.iterdir()] == ["m.onnx"]  # no temp or external-data files
+
+
+@pytest.mark.parametrize("fmt,suffix", [("torchscript", "pt"), ("torch_export", "pt2")])
+def test_classifier_exports_verified(classifier, tmp_path, fmt, suffix):
+    res = classifier.export(fmt, tmp_path / f"m.{suffix}")
+    print(f"classification resnet18 {res}")
+    assert res.path.is_file() and res.batch_sizes == (2, 1, 3) and res.max_abs_diff <= res.tolerance
+    assert [p.name for p in tmp_path.iterdir()] == [f"m.{suffix}"]  # no temp files left
+
+
+def _scale(model: ZooModel) -> float:
+    with torch.no_grad():
+        from zoo_core.export import default_sample
+        return max(float(model(default_sample(model, b)).abs().max()) for b in (2,))
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript", "torch_export"])
+def test_segmentation_exports_verified(segmenter, tmp_path, fmt):
+    res = export(segmenter, fmt, tmp_path / "seg.out")
+    print(f"segmentation lraspp_mobilenet_v3_small {res}")
+    assert set(res.per_output) == {"['out']"} and res.max_abs_diff <= res.tolerance
+
+
+def test_onnx_dynamic_batch_runs_at_batch_1_and_3_in_onnxruntime(classifier, classifier_onnx):
+    res = classifier_onnx
+    proto = onnx.load(str(res.path))
+    assert proto.opset_import[0].version == res.opset == best_opset("dynamo")
+    session = ort.InferenceSession(str(res.path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].name == "input"
+    for batch in (1, 3):
+        x = torch.rand(batch, 3, 64, 64)
+        (got,) = session.run(None, {"input": x.numpy()})
+        with torch.no_grad():
+            ref = classifier(x).numpy()
+        assert got.shape == (batch, 3)
+        assert np.abs(got - ref).max() < 1e-3
+
+
+def test_faster_rcnn_exports_to_onnx_at_a_fixed_size(tmp_path):
+    torch.manual_seed(1)
+    net = torchvision.models.detection.fasterrcnn_mobilenet_v3_large_320_fpn(
+        weights=None, weights_backbone=None, num_classes=3, box_detections_per_img=20)
+    _calibrate_bn(net.backbone, 320, seed=1)
+    for m in net.roi_heads.modules():  # spread the scores as training does: ties would reorder boxes
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.05)
+    nn.init.normal_(net.roi_heads.box_predictor.cls_score.weight, std=1.0)
+    model = _wrap(net, "detection", 128, formats=("onnx",))
+    model.export_options = {"dynamic_batch": False, "onnx_exporter": "torchscript",
+                            "reasons": {"torchscript": "its post-processing is data-dependent"}}
+    sample = torch.rand(1, 3, 128, 128, generator=torch.Generator().manual_seed(0))
+    sample[:, :, 20:60, 30:90] = 1.0
+    res = model.export("onnx", tmp_path / "det.onnx", sample=sample)
+    print(f"detection fasterrcnn_mobilenet_v3_large_320_fpn {res} per output {res.per_output}")
+    assert set(res.per_output) == {"[0]['boxes']", "[0]['labels']", "[0]['scores']"}
+    assert res.per_output["[0]['labels']"] == 0 and res.max_abs_diff <= res.tolerance
+    assert not res.dynamic_batch and res.batch_sizes == (1,)
+    with pytest.raises(IncompatibleError, match=r"cannot be exported to torchscript: its post-processing is "
+                                                r"data-dependent\. Formats it supports: onnx"):
+        model.export("torchscript", tmp_path / "det.pt")
+
+
+def test_unsupported_and_unknown_formats_are_refused(classifier, tmp_path):
+    model = _wrap(nn.Sequential(nn.Conv2d(3, 3, 1)), "segmentation", 16, formats=("onnx", "torchscript"))
+    with pytest.raises(IncompatibleError, match=r"torch_export.*Formats it supports: onnx, torchscript"):
+        model.export("pt2", tmp_path / "m.pt2")
+    with pytest.raises(UnknownNameError, match="unknown export format 'onx'; did you mean 'onnx'"):
+        model.export("onx", tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _Drifting(nn.Module):
+    """A module whose Python state changes every call: a trace freezes it, so the export differs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.conv(x).mean((2, 3)) + self.calls
+
+
+def test_an_export_that_differs_from_eager_fails_loudly_and_writes_nothing(tmp_path):
+    model = _wrap(_Drifting(), "classification", 16)
+    with pytest.raises(ExportError, match=r"differs from eager by max \|diff\| = 3, above the tolerance 0\.000\d+"):
+        model.export("torchscript", tmp_path / "m.pt")
+    assert list(tmp_path.iterdir()) == []

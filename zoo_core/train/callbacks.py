@@ -170,7 +170,7 @@ class ModelEMA(Callback):
 class LRMonitor(Callback):
     """Adds each parameter group's learning rate to the epoch's logged values (``lr/<group>``)."""
 
-    def on_epoch_end(self, trainer: "Trainer") -> None:
+    def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
         if trainer.optimizer is None:
             return
         for i, group in enumerate(trainer.optimizer.param_groups):

@@ -164,10 +164,10 @@ class Trainer:
                 self._emit("on_validation_end", scalar_metrics(self.metrics))
                 self.scheduler.on_validation(scalar_metrics(self.metrics).get(self.monitor))
                 self.epoch_log.update(scalar_metrics(self.metrics))
+                self.logger.log_epoch(self.state.epoch, self.state.step, self.epoch_log, time.perf_counter() - t0)
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0
                 self._emit("on_epoch_end")
-                self.logger.log_epoch(self.state.epoch - 1, self.state.step, self.epoch_log, time.perf_counter() - t0)
             self._emit("on_fit_end")
         finally:
             model.net = raw_net

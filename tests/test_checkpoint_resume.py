@@ -1,0 +1,189 @@
+"""Checkpoints: exact resume (epoch boundary and mid-epoch), atomic writes, safe loading, refusals."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import trainer_toy as T
+import zoo_core as zoo
+from zoo_core.errors import IncompatibleError, WeightsError
+from zoo_core.train import checkpoint as C
+from zoo_core.train.callbacks import Callback
+
+# batchnorm + dropout + random augmentation + EMA + AdamW + warmup/cosine: every kind of state
+RUN = dict(max_epochs=2, batch_size=4, lr=0.02, ema=0.9, warmup_epochs=0.5, seed=7, deterministic=True,
+           num_workers=0, verbose=False, tensorboard=False, plots=False)
+
+
+@pytest.fixture
+def toy(fresh_registry):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    T.install()
+    yield
+    torch.set_num_threads(threads)
+
+
+class Crash(Callback):
+    """Simulates a crash (after the checkpoint callbacks ran) at an epoch end or an optimizer step."""
+
+    def __init__(self, *, epoch_end: int | None = None, step: int | None = None) -> None:
+        self.epoch_end, self.step = epoch_end, step
+
+    def on_optimizer_step(self, trainer):
+        if trainer.state.step == self.step:
+            raise KeyboardInterrupt
+
+    def on_epoch_end(self, trainer):
+        if trainer.state.epoch == self.epoch_end:
+            raise KeyboardInterrupt
+
+
+def _train(out: Path, *, resume=None, callbacks=(), **overrides):
+    model = zoo.load("toynet", task="toytrain")
+    trainer = zoo.Trainer(out_dir=out, callbacks=callbacks, **{**RUN, **overrides})
+    trainer.fit(model, "toy:n=32", "toy:n=8", resume=resume)
+    return trainer
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    ca, cb = (torch.load(p / "last.pt", weights_only=True) for p in (a, b))
+    for part in ("model", "train_model"):
+        assert ca[part].keys() == cb[part].keys()
+        for k in ca[part]:
+            assert torch.equal(ca[part][k], cb[part][k]), f"{part}.{k} differs"
+    sa, sb = ca["optimizer"]["state"], cb["optimizer"]["state"]
+    assert all(torch.equal(sa[i][n], sb[i][n]) for i in sa for n in sa[i])
+    assert ca["progress"] == cb["progress"] and ca["scheduler"] == cb["scheduler"]
+    assert ca["metrics"] == cb["metrics"] and ca["callbacks"] == cb["callbacks"]
+    assert torch.equal(ca["rng"]["torch"], cb["rng"]["torch"])
+
+
+def test_resume_at_an_epoch_boundary_is_bit_exact(toy, tmp_path):
+    _train(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path / "resumed", callbacks=[Crash(epoch_end=1)])
+    assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["progress"]["epoch"] == 1
+    _train(tmp_path / "resumed", resume="last")
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    rows = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
+    assert rows == (tmp_path / "straight" / "metrics.csv").read_text().splitlines()[:1] + rows[1:]
+    assert [r.split(",")[0] for r in rows[1:]] == ["0", "1"]
+
+
+def test_resume_mid_epoch_is_bit_exact_even_with_worker_processes(toy, tmp_path):
+    _train(tmp_path / "straight", save_every_n_steps=3)
+    with pytest.raises(KeyboardInterrupt):  # crash at step 13; the last save was at step 12 (epoch 2, batch 4)
+        _train(tmp_path / "resumed", save_every_n_steps=3, callbacks=[Crash(step=13)])
+    ckpt = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    assert ckpt["progress"] == {"epoch": 1, "step": 12, "batch_in_epoch": 4, "world_size": 1, "batch_size": 4}
+    assert ckpt["data"] == {"seed": 7, "epoch": 1, "batches_done": 4}
+    # per-sample seeding makes the augmentations independent of which process reads a sample
+    _train(tmp_path / "resumed", save_every_n_steps=3, num_workers=2, resume=tmp_path / "resumed" / "last.pt")
+    _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+
+
+def test_checkpoints_load_weights_only_and_hold_the_whole_state(toy, tmp_path):
+    _train(tmp_path, max_epochs=1, precision="16-mixed")
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(tmp_path / name, weights_only=True)  # tensors and plain data only
+        assert ckpt["format"] == "zoo.checkpoint" and ckpt["format_version"] == C.FORMAT_VERSION
+    assert {"model", "train_model", "optimizer", "scheduler", "scaler", "progress", "rng", "data", "callbacks",
+            "config", "class_names", "versions", "model_config", "task", "preprocess"} <= set(ckpt)
+    assert set(ckpt["rng"]) >= {"python", "numpy", "torch"} and ckpt["scaler"]["scale"] > 0
+    assert ckpt["versions"]["zoo-toytrain"] == "0.0.1" and ckpt["versions"]["torch"] == torch.__version__
+    assert ckpt["class_names"] == T.CLASSES and ckpt["config"]["lr"] == 0.02
+    # zoo.load reads the checkpoint's weights (the EMA ones) like any weights file
+    model = zoo.load("toynet", task="toytrain", weights=tmp_path / "best.pt")
+    assert torch.equal(model.net.state_dict()["fc.weight"], ckpt["model"]["fc.weight"])
+
+
+def test_a_full_disk_during_save_keeps_the_previous_checkpoint(toy, tmp_path, monkeypatch):
+    class FillDisk(Callback):  # after epoch 1's save, make every later write fail halfway
+        def on_epoch_end(self, trainer):
+            def half_then_enospc(obj, f):
+                f.write(b"x" * 1000)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(C, "_serialize", half_then_enospc)
+
+    with pytest.raises(OSError, match="previous checkpoint was kept") as err:
+        _train(tmp_path, callbacks=[FillDisk()])
+    assert err.value.errno == errno.ENOSPC
+    ckpt = C.load_checkpoint(tmp_path / "last.pt")
+    assert ckpt["progress"]["epoch"] == 1
+    assert not list(tmp_path.glob(".zoo-ckpt-*")) and sorted(p.name for p in tmp_path.glob("*.pt")) == \
+        ["best.pt", "last.pt"]
+
+
+def test_sigkill_during_a_save_leaves_the_previous_checkpoint_and_the_temp_is_cleaned(tmp_path):
+    script = textwrap.dedent(f"""
+        import sys, time, torch
+        from zoo_core.train import checkpoint as C
+        C.atomic_save({{"format": "zoo.checkpoint", "format_version": 1, "n": torch.arange(5)}}, {str(tmp_path / 'last.pt')!r})
+        def slow(obj, f):
+            f.write(b"partial" * 1000); f.flush()
+            print("writing", flush=True); time.sleep(60)
+        C._serialize = slow
+        C.atomic_save({{"format": "zoo.checkpoint", "format_version": 1, "n": torch.arange(9)}}, {str(tmp_path / 'last.pt')!r})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "writing"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    assert torch.equal(C.load_checkpoint(tmp_path / "last.pt")["n"], torch.arange(5))
+    stale = list(tmp_path.glob(".zoo-ckpt-*.tmp"))
+    assert len(stale) == 1
+    assert C.remove_stale_temps(tmp_path) == stale and not stale[0].exists()  # what Trainer.fit does first
+
+
+def test_a_checkpoint_of_another_model_or_task_is_refused_naming_the_keys(toy, tmp_path):
+    _train(tmp_path, max_epochs=1)
+    wide = zoo.load("toynet_wide", task="toytrain")
+    trainer = zoo.Trainer(out_dir=tmp_path, **RUN)
+    with pytest.raises(WeightsError, match=r"toytrain:toynet \(this model: toytrain:toynet_wide\).*shape "
+                                           r"mismatch.*stem\.0\.weight"):
+        trainer.fit(wide, "toy:n=32", resume="last")
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    ckpt["task"] = "segmentation"
+    torch.save(ckpt, tmp_path / "other_task.pt")
+    with pytest.raises(IncompatibleError, match="task 'segmentation'.*this model is 'toytrain'"):
+        trainer.fit(zoo.load("toynet", task="toytrain"), "toy:n=32", resume=tmp_path / "other_task.pt")
+
+
+def test_checkpoint_format_versions_migrate_or_fail_clearly(tmp_path, monkeypatch):
+    C.atomic_save({"format": "zoo.checkpoint", "format_version": 99, "zoo_version": "9.0"}, tmp_path / "new.pt")
+    with pytest.raises(WeightsError, match="newer zoo.*format 99.*pip install -U zoo"):
+        C.load_checkpoint(tmp_path / "new.pt")
+    C.atomic_save({"format": "zoo.checkpoint", "format_version": 0, "weights": {}}, tmp_path / "old.pt")
+    with pytest.raises(WeightsError, match="cannot upgrade"):
+        C.load_checkpoint(tmp_path / "old.pt")
+    monkeypatch.setitem(C.MIGRATIONS, 0, lambda ck: {**ck, "model": ck.pop("weights")})
+    upgraded = C.load_checkpoint(tmp_path / "old.pt")
+    assert upgraded["format_version"] == C.FORMAT_VERSION and upgraded["model"] == {}
+    torch.save({"format": "zoo.checkpoint", "format_version": 1, "evil": Path("x")}, tmp_path / "pickle.pt")
+    with pytest.raises(WeightsError, match="refused to load"):
+        C.load_checkpoint(tmp_path / "pickle.pt")
+
+
+def test_resuming_with_another_world_size_warns_and_restarts_the_epoch(toy, tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, save_every_n_steps=2, callbacks=[Crash(step=3)])
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert ckpt["progress"]["batch_in_epoch"] == 2
+    ckpt["progress"]["world_size"] = 2
+    torch.save(ckpt, tmp_path / "from_two.pt")
+    with pytest.warns(UserWarning, match="world size 2.*resuming at the start of epoch 1 instead of mid-epoch"):
+        trainer = _train(tmp_path / "b", resume=tmp_path / "from_two.pt")
+    assert trainer.state.step == 2 + 2 * 8  # the interrupted epoch ran again from its first batch

@@ -176,11 +176,12 @@ def _ddp_main(out: str, world: int) -> None:
     torch.set_num_threads(1)
     install()
     model = zoo.load("toynet_plain", task="toytrain")
+    initial = weights(model.net)
     trainer = zoo.Trainer(max_epochs=2, batch_size=8 // world, lr=0.05, optimizer="sgd", seed=3,
                           deterministic=True, num_workers=0, out_dir=out, verbose=False, tensorboard=False)
     result = trainer.fit(model, "toy:n=32", "toy:n=12")
     if trainer.env.is_main:
-        torch.save({"weights": weights(model.net), "metrics": result.metrics}, Path(out) / "final.pt")
+        torch.save({"weights": weights(model.net), "initial": initial, "metrics": result.metrics}, Path(out) / "final.pt")
 
 
 if __name__ == "__main__":

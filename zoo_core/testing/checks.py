@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
 import traceback
 import warnings
 from pathlib import Path
@@ -61,22 +62,22 @@ class _Runner:
         if blocked:
             self.report.results.append(CheckResult(name, "skip", f"needs {', '.join(blocked)}"))
             return False
+        start = time.perf_counter()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 detail = fn() or ""
         except _Skip as skip:
-            self.report.results.append(CheckResult(name, "skip", str(skip), skip.fix))
-            return False
+            result = CheckResult(name, "skip", str(skip), skip.fix)
         except _Fail as fail:
-            self.report.results.append(CheckResult(name, "fail", str(fail), fail.fix or fix))
-            return False
+            result = CheckResult(name, "fail", str(fail), fail.fix or fix)
         except Exception as exc:  # the plugin's code raised: report it with where it happened
-            where = _plugin_frame(exc)
-            self.report.results.append(CheckResult(name, "fail", f"{type(exc).__name__}: {exc}{where}", fix))
-            return False
-        self.report.results.append(CheckResult(name, "pass", detail))
-        return True
+            result = CheckResult(name, "fail", f"{type(exc).__name__}: {exc}{_plugin_frame(exc)}", fix)
+        else:
+            result = CheckResult(name, "pass", detail)
+        result.seconds = time.perf_counter() - start
+        self.report.results.append(result)
+        return result.status == "pass"
 
 
 def _closure(names: set[str], needs: dict[str, tuple[str, ...]]) -> set[str]:

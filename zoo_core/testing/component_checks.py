@@ -164,11 +164,15 @@ def _check_head(spec: HeadSpec, checks: Sequence[str] | None, backbone: str | No
 
 
 def _compatible_backbone(spec: HeadSpec) -> str | None:
-    """The first backbone of the head's own plugin whose declared FeatureInfo the head accepts."""
+    """The smallest backbone of the head's own plugin whose declared FeatureInfo the head accepts.
+
+    Candidates are built on the meta device (no memory, no weights) to read FeatureInfo and size.
+    """
     import torch
 
     from ..compose import build_backbone, pairing
 
+    best: tuple[int, str] | None = None
     for bspec in get_registry().specs("backbone"):
         if bspec.plugin != spec.plugin:
             continue
@@ -176,10 +180,11 @@ def _compatible_backbone(spec: HeadSpec) -> str | None:
             with torch.device("meta"):
                 bb, _ = build_backbone(bspec, check=False)  # type: ignore[arg-type]
             if pairing(bb.feature_info, spec)[0] is None:
-                return bspec.qualified_name
+                size = sum(p.numel() for p in bb.parameters())
+                best = min(best or (size, bspec.qualified_name), (size, bspec.qualified_name))
         except Exception:  # a broken backbone is reported by its own checks
             continue
-    return None
+    return best[1] if best else None
 
 
 __all__ = ["check_component", "TASK_CHECKS", "BACKBONE_CHECKS", "MODEL_CHECKS"]

@@ -22,9 +22,10 @@ class CheckResult:
     status: Status
     detail: str = ""
     fix: str = ""
+    seconds: float = 0.0
 
     def __str__(self) -> str:
-        text = f"[{self.status}] {self.check}"
+        text = f"[{self.status}] {self.check}" + (f" ({self.seconds:.1f}s)" if self.seconds >= 0.1 else "")
         if self.detail:
             text += f": {self.detail}"
         if self.fix and self.status != "pass":

@@ -124,8 +124,14 @@ def _split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[
             for other in ([] if ":" in base or provider else reg.providers("model", spec.name, canon)):
                 if isinstance(other, ModelSpec) and tag in other.weights:
                     return other, tag
-            raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights) from None
+            raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights,
+                                   _known_tags(spec)) from None
         return spec, tag
+
+
+def _known_tags(spec: ModelSpec) -> str:
+    tags = ", ".join(spec.weights[:8]) + (" ..." if len(spec.weights) > 8 else "")
+    return f"known tags: {tags} (`zoo weights {spec.name}` describes them)"
 
 
 def load(name: str | Path, task: str | None = None, *, num_classes: int | None = None,
@@ -159,7 +165,7 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
     elif weights is not None:
         tag = spec.weights[0] if weights == "default" and spec.weights else str(weights)
         if spec.weights and tag not in spec.weights:
-            raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights)
+            raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights, _known_tags(spec))
     return build_model(spec, task_name, num_classes=num_classes, class_names=class_names, tag=tag,
                        weights_path=weights_path, strict=strict, options=options)
 

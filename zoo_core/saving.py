@@ -65,6 +65,10 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     """Write weights, config and model card into directory ``path`` (created if needed)."""
     from safetensors.torch import save
 
+    if model.config.get("quantized"):
+        raise WeightsError("an int8 model cannot be saved with model.save() (safetensors holds plain tensors, "
+                           "not packed int8 kernels); export it with model.export('torchscript', path), or "
+                           "save the float model and quantize after loading")
     path.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     state = _dedupe_shared(state)

@@ -65,8 +65,9 @@ def find_weights(spec: ModelSpec, tag: str) -> Any:
     for w in describe_weights(spec):
         if w.tag == tag:
             return w
+    known = f"known tags: {', '.join(spec.weights[:8]) or 'none'}"
     raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights,
-                           "" if spec.weights_info else f"plugin {spec.plugin!r} describes no weights")
+                           known if spec.weights_info else f"plugin {spec.plugin!r} describes no weights")
 
 
 def list_weights(name: str, task: str | None = None) -> list[WeightInfo]:

@@ -191,6 +191,8 @@ def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
             class_names = [f"class_{i}" for i in range(built.num_classes)]
     config = {"model": spec.qualified_name, "task": task_name, "num_classes": built.num_classes,
               "options": options}
+    if built.extra.get("task_options"):  # the plugin's defaults for the task (e.g. U-Net's loss)
+        config["task_options"] = dict(built.extra["task_options"])
     provenance: dict[str, Any] = {"weights": None}
     model = ZooModel(built.net, task=task_name, class_names=class_names,
                      preprocess=(pre.preprocess if pre is not None and pre.preprocess else built.preprocess),

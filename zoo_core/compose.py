@@ -60,6 +60,8 @@ def build(task: str, *, backbone: str, head: str, num_classes: int | None = None
         saved_options["adapter_channels"] = adapter_channels
     config = {"backbone": bspec.qualified_name, "head": hspec.qualified_name, "task": task_name,
               "num_classes": built.num_classes, "options": saved_options}
+    if built.extra.get("task_options"):  # the head's defaults for the task (e.g. U-Net's loss)
+        config["task_options"] = dict(built.extra["task_options"])
     return ZooModel(built.net, task=task_name, class_names=names, preprocess=built.preprocess, config=config,
                     head=built.head, export_formats=built.export_formats, provenance=provenance)
 

@@ -81,6 +81,8 @@ class BuiltModel:
     ``head`` lists state-dict key prefixes of the task head: when ``num_classes`` differs from the
     pretrained weights, those tensors are re-initialised (and reported) instead of loaded.
     ``map_state_dict`` converts foreign key layouts (another library's) to this network's.
+    ``extra["task_options"]`` (a dict) becomes ``model.config["task_options"]``: the plugin's defaults
+    for the task's options (e.g. ``{"loss": "dice_ce"}`` for U-Net), which the user may override.
     """
 
     net: nn.Module

@@ -179,6 +179,8 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
     model.preprocess = Preprocess.from_dict(config["preprocess"])  # input handling survives a new head
     if config.get("training"):
         model.config["training"] = config["training"]
+    if config.get("task_options"):  # the task options the model was saved with (a user's edits too)
+        model.config["task_options"] = dict(config["task_options"])
     saved = dict(config.get("provenance", {}))
     origin, origin_sha = saved.pop("weights", None), saved.pop("sha256", None)
     if origin and "derived_from" not in saved:  # keep the chain: pretrained tag -> fine-tuned dir

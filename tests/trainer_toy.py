@@ -79,7 +79,10 @@ class ToyTask(Task):
         return ToyMetrics()
 
     def predict(self, model, images, sources, **options):
-        x = torch.stack([nn.functional.interpolate(torch.as_tensor(i)[None], size=(8, 8))[0] for i in images])
+        from zoo_core.data.images import pil_to_tensor
+
+        tensors = [i if isinstance(i, torch.Tensor) else pil_to_tensor(i) for i in images]
+        x = torch.stack([nn.functional.interpolate(i[None], size=(8, 8))[0] for i in tensors])
         probs = model(x).softmax(-1)
         return [Classification(source=s, label=int(p.argmax()), name=model.class_names[int(p.argmax())],
                                score=float(p.max())) for s, p in zip(sources, probs)]

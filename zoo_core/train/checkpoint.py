@@ -28,13 +28,16 @@ import pickle
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
 from .._version import __version__
 from ..errors import WeightsError
+
+if TYPE_CHECKING:
+    from ..model import ZooModel
 
 FORMAT = "zoo.checkpoint"
 FORMAT_VERSION = 1
@@ -189,3 +192,25 @@ def plain(obj: Any) -> Any:
 
 def _ok(v: Any) -> bool:
     return not callable(v) or isinstance(v, torch.Tensor)
+
+
+def model_from_checkpoint(path: str | Path) -> "ZooModel":
+    """Rebuild the model a checkpoint was trained from and load its weights (the EMA ones with EMA)."""
+    from ..api import load
+    from ..model import Preprocess
+    from ..weights import load_into
+
+    ckpt = load_checkpoint(path)
+    config, task, names = ckpt["model_config"], ckpt["task"], ckpt["class_names"]
+    options = dict(config.get("options") or {})
+    if "backbone" in config:
+        from ..compose import build
+
+        model = build(task, backbone=config["backbone"], head=config["head"], class_names=names, **options)
+    else:
+        model = load(config["model"], task=task, class_names=names, **options)
+    load_into(model.net, ckpt["model"], source=f"checkpoint {path}", strict=True)
+    model.preprocess = Preprocess.from_dict(ckpt["preprocess"])
+    model.provenance["weights"] = str(path)
+    model.last_metrics = dict(ckpt.get("metrics") or {})
+    return model

@@ -187,9 +187,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                metavar=f.name.upper(), help=help_text)
 
 
-def from_sources(yaml_values: Mapping[str, Any], args: argparse.Namespace) -> TrainConfig:
-    """Defaults < YAML file < explicit flags."""
+def from_sources(yaml_values: Mapping[str, Any], args: argparse.Namespace, *,
+                 other_keys: tuple[str, ...] = ()) -> TrainConfig:
+    """Defaults < YAML file < explicit flags. YAML keys that are neither fields nor ``other_keys``
+    (the command's own, such as ``model``) raise naming the closest field."""
     names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = [k for k in yaml_values if k not in names and k not in other_keys]
+    if unknown:
+        raise UnknownNameError("setting in the config file", unknown[0], [*names, *other_keys])
     values = {k: v for k, v in yaml_values.items() if k in names}
     values.update({k: v for k, v in vars(args).items() if k in names})
     return TrainConfig.from_dict(values)

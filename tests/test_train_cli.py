@@ -1,0 +1,122 @@
+"""``zoo train`` / ``zoo eval`` / ``zoo predict`` / ``zoo demo``: flags generated from the one schema."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import trainer_toy as T
+from zoo_core.cli import main, make_parser
+from zoo_core.errors import UnknownNameError
+from zoo_core.train.config import TrainConfig, add_arguments, from_sources
+
+
+@pytest.fixture
+def toy(fresh_registry):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    T.install()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _subparser(name: str) -> argparse.ArgumentParser:
+    parser = make_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
+def test_every_trainer_setting_is_a_flag_of_zoo_train():
+    flags = {s for a in _subparser("train")._actions for s in a.option_strings}
+    for f in dataclasses.fields(TrainConfig):
+        assert "--" + f.name.replace("_", "-") in flags, f.name
+    assert {"--epochs", "--no-channels-last", "--config", "--resume", "--model", "--data"} <= flags
+
+
+def test_yaml_then_flags_override_defaults(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--epochs", "7", "--channels-last", "--ema", "none", "--image-size", "64"])
+    config = from_sources({"max_epochs": 3, "lr": 0.5, "ema": 0.99, "model": "x"}, args, other_keys=("model",))
+    assert (config.max_epochs, config.lr, config.ema, config.channels_last, config.image_size) == \
+        (7, 0.5, None, True, 64)
+    assert config.batch_size == TrainConfig().batch_size
+    with pytest.raises(UnknownNameError, match="'lrr'.*did you mean 'lr'"):
+        from_sources({"lrr": 0.1}, parser.parse_args([]))
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "fp8"])
+
+
+def test_train_eval_and_predict_from_the_command_line(toy, tmp_path, capsys):
+    run = tmp_path / "run"
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({"model": "toynet", "task": "toytrain", "max_epochs": 3,
+                                                       "batch_size": 8, "num_workers": 0, "lr": 0.01}))
+    code = main(["train", "--config", str(tmp_path / "run.yaml"), "--train", "toy:n=16", "--val", "toy:n=8",
+                 "--epochs", "1", "--out-dir", str(run), "--no-tensorboard", "--no-verbose"])
+    assert code == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())["trainer"]
+    assert (saved["max_epochs"], saved["batch_size"], saved["lr"]) == (1, 8, 0.01)  # flag beat YAML
+    capsys.readouterr()
+
+    for target in (run, run / "model", run / "last.pt"):  # a run, a saved model, a checkpoint
+        assert main(["eval", str(target), "--data", "toy:n=8", "--json", "--no-plots", "--num-workers", "0"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["metrics"]["num_samples"] == 8 and out["images_per_s"] > 0
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(2):
+        Image.new("RGB", (8, 8), (200 * i, 10, 10)).save(images / f"{i}.png")
+    assert main(["predict", str(run), str(images), "--json"]) == 0
+    preds = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [p["source"] for p in preds] == [str(images / "0.png"), str(images / "1.png")]
+    assert all(p["name"] in T.CLASSES and 0 <= p["score"] <= 1 for p in preds)
+
+
+def test_train_errors_are_one_line_messages(toy, tmp_path, capsys):
+    assert main(["train", "--model", "toynet", "--task", "toytrain", "--out-dir", str(tmp_path)]) == 1
+    assert "needs --data" in capsys.readouterr().err
+    (tmp_path / "bad.yaml").write_text("max_epoch: 3\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yaml"), "--model", "toynet", "--data", "toy:"]) == 1
+    assert "did you mean 'max_epochs'" in capsys.readouterr().err
+
+
+def test_the_cli_modules_do_not_import_torch():
+    code = "import sys, zoo_core.cli as c; c.make_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_demo_recipes_name_registered_models_and_builtin_datasets():
+    import zoo_core as zoo
+    from zoo_core.commands.train import DEMOS
+    from zoo_core.specs import import_object
+
+    assert set(DEMOS) == {"cls", "det", "seg"}
+    for recipe in DEMOS.values():
+        assert zoo.get_task(recipe.task).name in zoo.info(recipe.model, task=recipe.task).tasks
+        assert callable(import_object(recipe.make, "demo dataset"))
+        TrainConfig(**recipe.train)
+
+
+@pytest.mark.slow
+def test_zoo_demo_quick_trains_evaluates_and_reports(tmp_path, capsys):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["demo", "--quick", "--tasks", "cls", "--dir", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "zoo demo (quick)" in out and "cls: resnet18" in out and "accuracy" in out
+    assert (tmp_path / "runs" / "cls" / "best.pt").is_file()
+    assert (tmp_path / "runs" / "cls" / "plots" / "confusion_matrix.png").is_file()
+    assert (tmp_path / "data" / "cls" / "train").is_dir()

@@ -1,0 +1,267 @@
+"""``zoo train``, ``zoo eval``, ``zoo predict`` and ``zoo demo``.
+
+``zoo train`` has one flag per :class:`~zoo_core.train.config.TrainConfig` field (generated, so the
+flags, the YAML keys of ``--config run.yaml`` and ``Trainer(...)`` never disagree); precedence is
+defaults < YAML < flags. It runs unchanged under ``torchrun``. torch is imported only inside the
+command functions, so ``zoo list`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..train.config import add_arguments, from_sources, load_yaml
+
+#: keys of a --config YAML file that describe the run rather than the Trainer
+RUN_KEYS = ("model", "task", "data", "train", "val", "num_classes", "weights", "resume", "options")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a model (every Trainer setting is a flag)",
+                       description="Train MODEL on a dataset in its task's format. Settings come from "
+                                   "--config YAML (Trainer fields plus model/task/data/train/val/num_classes/"
+                                   "weights/options keys), overridden by flags.")
+    p.add_argument("--model", help="model name (zoo list), or a saved model directory to fine-tune")
+    p.add_argument("--task", help="task (cls, det, seg...; default: the model's first)")
+    p.add_argument("--data", help="dataset root holding train/ and val/ in the task's format")
+    p.add_argument("--train", dest="train_data", help="training data (default: --data)")
+    p.add_argument("--val", dest="val_data", help="validation data (default: --data; 'none' to skip)")
+    p.add_argument("--num-classes", type=int, help="replace the head for this many classes")
+    p.add_argument("--weights", help="pretrained tag ('default') or a weights file / saved model")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="builder option for zoo.load (repeatable), e.g. --option backbone=resnet34")
+    p.add_argument("--config", type=Path, help="YAML file of settings (flags override it)")
+    p.add_argument("--resume", nargs="?", const="last", help="resume from out_dir/last.pt or a checkpoint path")
+    add_arguments(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a model on a dataset: metrics, images/s, plots")
+    p.add_argument("model", help="model name, saved model directory, run directory or checkpoint .pt")
+    p.add_argument("--data", required=True, help="dataset (a root with val/, or the split folder itself)")
+    _model_flags(p)
+    p.add_argument("--split", default="val", help="split to read from a root holding several (default val)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"])
+    p.add_argument("--out", type=Path, help="folder for the plots (default zoo_eval/<model>)")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("predict", help="predict images with a model")
+    p.add_argument("model", help="model name, saved model directory, run directory or checkpoint .pt")
+    p.add_argument("images", nargs="+", help="image files or folders of images")
+    _model_flags(p)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="synthesise data, fine-tune a small model per task on the CPU, evaluate",
+                       description="For each task: write a small synthetic dataset (digits for cls, shapes for "
+                                   "det and seg), train a small model on it, evaluate it, and print one table "
+                                   "with the metrics and where the checkpoints and plots are.")
+    p.add_argument("--tasks", default="cls,det,seg", help="comma-separated subset of: " + ", ".join(DEMOS))
+    p.add_argument("--quick", action="store_true", help="a few steps per task (smoke test, under a minute)")
+    p.add_argument("--dir", type=Path, help="where to write data and runs (default: a new temp folder)")
+    p.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    p.add_argument("--device", help="device (default: cuda when available)")
+    p.set_defaults(func=cmd_demo)
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", help="task of a model name (default: its first)")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--weights", help="weights tag or file for a model name")
+    p.add_argument("--device", help="device (default: cuda when available)")
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """``["backbone=resnet34", "depth=3"]`` -> ``{"backbone": "resnet34", "depth": 3}`` (YAML scalars)."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+        out[key.replace("-", "_")] = yaml.safe_load(value)
+    return out
+
+
+def open_model(spec: str, *, task: str | None = None, num_classes: int | None = None,
+               weights: str | None = None, options: dict[str, Any] | None = None) -> Any:
+    """A model from a name, a saved directory, a run directory (its ``model/``) or a checkpoint file."""
+    import zoo_core as zoo
+    from ..saving import is_saved_model
+    from ..train.checkpoint import model_from_checkpoint
+
+    path = Path(spec)
+    if path.is_dir() and not is_saved_model(path) and is_saved_model(path / "model"):
+        path = path / "model"
+    if is_saved_model(path):
+        return zoo.load(path, task=task, num_classes=num_classes)
+    if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
+        return model_from_checkpoint(path)
+    return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, **(options or {}))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import zoo_core as zoo
+
+    file_values = load_yaml(args.config) if args.config else {}
+    config = from_sources(file_values, args, other_keys=RUN_KEYS)
+    run = {k: file_values.get(k) for k in RUN_KEYS}
+    for key, attr in (("model", "model"), ("task", "task"), ("data", "data"), ("train", "train_data"),
+                      ("val", "val_data"), ("num_classes", "num_classes"), ("weights", "weights"),
+                      ("resume", "resume")):
+        if getattr(args, attr, None) is not None:
+            run[key] = getattr(args, attr)
+    if not run["model"]:
+        raise ValueError("zoo train needs --model NAME (or model: in --config)")
+    train = run["train"] or run["data"]
+    if not train:
+        raise ValueError("zoo train needs --data DIR (a root with train/ and val/) or --train/--val")
+    val = run["val"] if run["val"] is not None else run["data"]
+    val = None if str(val).lower() == "none" else val
+    options = {**dict(run["options"] or {}), **parse_options(args.option)}
+    model = open_model(str(run["model"]), task=run["task"], num_classes=run["num_classes"],
+                       weights=run["weights"], options=options)
+    result = zoo.Trainer(config).fit(model, train, val, resume=run["resume"])
+    if config.verbose and result.model_dir is not None:
+        print(f"evaluate it: zoo eval {result.model_dir} --data {val or train}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    import zoo_core as zoo
+
+    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
+    report = zoo.evaluate(model, args.data, batch_size=args.batch_size, device=args.device, out_dir=args.out,
+                          plots=not args.no_plots, split=args.split, num_workers=args.num_workers,
+                          precision=args.precision)
+    if args.json:
+        print(json.dumps({"metrics": report.scalars(), "images_per_s": report.images_per_s,
+                          "latency_ms": report.latency_ms, "plots": [str(p) for p in report.plots]}))
+    else:
+        print(report)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ..data.images import is_image_file
+
+    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
+    if args.device:
+        model.to(args.device)
+    files: list[str] = []
+    for item in args.images:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
+            if not found:
+                raise FileNotFoundError(f"{p} holds no image files")
+            files += found
+        elif p.exists():
+            files.append(str(p))
+        else:
+            raise FileNotFoundError(f"image {p} does not exist")
+    for pred in model.predict(files, batch_size=args.batch_size):
+        fields = describe(pred)
+        print(json.dumps(fields) if args.json else
+              f"{fields.pop('source')}: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+    return 0
+
+
+def describe(pred: Any) -> dict[str, Any]:
+    """A typed prediction as plain data: tensors become lists (short ones) or their shape."""
+    import dataclasses
+
+    import torch
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(pred):
+        value = getattr(pred, f.name)
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.numel() <= 64 else f"<tensor {tuple(value.shape)}>"
+            value = [round(v, 4) if isinstance(v, float) else v for v in value] if isinstance(value, list) \
+                and value and isinstance(value[0], float) else value
+        elif isinstance(value, float):
+            value = round(value, 4)
+        out[f.name] = value
+    return out
+
+
+# ---- zoo demo -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DemoRecipe:
+    """One demo run: a built-in synthetic dataset, a small model, and Trainer settings (full / quick)."""
+
+    task: str
+    dataset: str
+    make: str
+    data: dict[str, Any]
+    model: str
+    load: dict[str, Any]
+    train: dict[str, Any]
+    quick_data: dict[str, Any] = field(default_factory=dict)
+    quick_train: dict[str, Any] = field(default_factory=dict)
+
+
+QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 2, "batch_size": 4}
+DEMOS: dict[str, DemoRecipe] = {
+    "cls": DemoRecipe("cls", "digits (sklearn, coloured, 10 classes)", "zoo_core.data.digits:make_digits",
+                      {"image_size": 32, "limit": 800}, "resnet18", {"num_classes": 10},
+                      {"max_epochs": 5, "batch_size": 32, "lr": 3e-3, "image_size": 32, "warmup_epochs": 0.5},
+                      quick_data={"limit": 40}, quick_train={"image_size": 32}),
+    "det": DemoRecipe("det", "shapes (COCO json, 3 classes)", "zoo_core.data.shapes:make_shapes",
+                      {"task": "det", "n_train": 48, "n_val": 12, "image_size": 128},
+                      "fasterrcnn_mobilenet_v3_large_320_fpn", {"num_classes": 3},
+                      {"max_epochs": 3, "batch_size": 4, "lr": 1e-3, "image_size": 128, "warmup_epochs": 0.5},
+                      quick_data={"n_train": 8, "n_val": 4, "image_size": 64}, quick_train={"image_size": 64}),
+    "seg": DemoRecipe("seg", "shapes (mask folders, background + 3 classes)", "zoo_core.data.shapes:make_shapes",
+                      {"task": "seg", "n_train": 64, "n_val": 16, "image_size": 64}, "unet",
+                      {"num_classes": 4, "backbone": "resnet18"},
+                      {"max_epochs": 5, "batch_size": 8, "lr": 3e-3, "image_size": 64, "warmup_epochs": 0.5},
+                      quick_data={"n_train": 8, "n_val": 4}),
+}
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+    import time
+
+    import zoo_core as zoo
+    from ..specs import import_object
+    from ..train.loggers import summary_table
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    unknown = [t for t in tasks if t not in DEMOS]
+    if unknown:
+        raise ValueError(f"zoo demo --tasks: unknown {unknown}; choose from {', '.join(DEMOS)}")
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="zoo-demo-"))
+    rows: list[tuple[str, str]] = []
+    for name in tasks:
+        recipe = DEMOS[name]
+        print(f"== {name}: {recipe.model} on {recipe.dataset}", flush=True)
+        data = import_object(recipe.make, "demo dataset")(
+            root / "data" / name, **{**recipe.data, **(recipe.quick_data if args.quick else {})})
+        settings = {**recipe.train, **((QUICK | recipe.quick_train) if args.quick else {})}
+        if args.epochs:
+            settings["max_epochs"] = args.epochs
+        model = zoo.load(recipe.model, task=recipe.task, **recipe.load)
+        start = time.perf_counter()
+        trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=0, **settings)
+        result = trainer.fit(model, data, data)
+        seconds = time.perf_counter() - start
+        metric = result.monitor
+        rows.append((f"{name}: {recipe.model}",
+                     f"{metric} {result.metrics.get(metric, float('nan')):.3f} after {result.epochs} epoch(s), "
+                     f"{seconds:.0f} s; run {result.out_dir}"))
+        rows += [("", f"plot {p}") for p in result.plots]
+    summary_table(f"zoo demo ({'quick' if args.quick else 'full'}): data and runs in {root}", rows)
+    print(f"next: zoo eval {root / 'runs' / tasks[0]} --data {root / 'data' / tasks[0]}")
+    return 0

@@ -11,7 +11,7 @@ Layouts (``out_dir/{train,val}/...``):
   ``area``, ``iscrowd=0``, polygon ``segmentation``; ``categories`` 1..3) + ``images/*.png``;
 - ``task="seg"``: ``images/*.png`` + ``masks/*.png`` (same stem; single-channel class indices,
   0 background, 1..3 the shapes; with ``ignore_border=k`` a ``k``-pixel ring of 255 = "ignore"
-  around each shape, the way VOC marks uncertain edges).
+  around each shape, the way VOC marks uncertain edges) and ``classes.txt`` (the names, index order).
 """
 
 from __future__ import annotations
@@ -205,6 +205,8 @@ def make_shapes(out_dir: str | Path, *, task: str = "det", n_train: int = 64, n_
         _write_split(tmp / "val", task, n_val, image_size, rng, ignore_border, start_id=1)
         classes = list(SEG_CLASS_NAMES) if task == "seg" else list(SHAPES)
         (tmp / MARKER).write_text(json.dumps({"params": params, "classes": classes}, indent=2) + "\n")
+        if task == "seg":
+            (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)  # ours (marker present) or empty: safe to replace
         os.replace(tmp, out_dir)

@@ -1,0 +1,187 @@
+"""Reading segmentation data: ``images/`` + ``masks/`` folders, masks checked on the CPU, joint transforms.
+
+Layout: ``root/{train,val}/images/<stem>.<ext>`` with ``root/{train,val}/masks/<stem>.png`` (a
+root without split folders holds ``images/`` and ``masks/`` directly), or an explicit
+``(images_dir, masks_dir)`` pair. A mask is a single-channel PNG of class indices (mode ``L``,
+``P``, ``I;16`` or ``1``); 255 means "ignore". An optional ``root/classes.txt`` (one name a line,
+index order) names the classes.
+
+Every mask is checked when it is read, in the data-loading worker, before anything reaches a GPU:
+a mask whose size differs from its image, an RGB colour mask (unless a ``palette`` mapping colours to
+indices was given), or a value >= ``num_classes`` other than 255 raises :class:`DataError` naming
+the file and the fix. Unreadable *images* are skipped with a warning in training and fail in
+evaluation (:mod:`zoo_core.data.robust`); a bad *mask* always fails, since it means the labels are wrong.
+
+Geometry is applied jointly to image and mask with ``torchvision.transforms.v2`` on
+``tv_tensors.Mask``, which always resizes masks with nearest interpolation, so the set of mask
+values never changes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from zoo_core.data.images import is_image_file, load_image
+from zoo_core.data.robust import SkipTracker, load_or_skip
+from zoo_core.errors import DataError
+from zoo_core.model import Preprocess
+
+from .transforms import interpolation_mode, target_size, to_float_normalized
+
+IGNORE_INDEX = 255
+CLASSES_FILE = "classes.txt"
+INDEX_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B")
+
+
+def find_folders(source: Any, split: str) -> tuple[Path, Path]:
+    """``(images_dir, masks_dir)`` for ``source`` (a root, a split folder, or an explicit pair)."""
+    if isinstance(source, (tuple, list)):
+        if len(source) != 2:
+            raise DataError(f"a segmentation source pair must be (images_dir, masks_dir), got {len(source)} items")
+        images, masks = (Path(p).expanduser() for p in source)
+    else:
+        root = Path(source).expanduser()
+        base = root / split if (root / split / "images").is_dir() else root
+        images, masks = base / "images", base / "masks"
+        if not images.is_dir():
+            raise DataError(f"{root}: no images/ folder (looked for {root / split / 'images'} and {root / 'images'}). "
+                            "Segmentation data is <root>/{train,val}/images/ + masks/ with the same file stems", root)
+    for folder, what in ((images, "images"), (masks, "masks")):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: {what} folder not found; segmentation data needs images/ and masks/ "
+                            "side by side (same file stems)", folder)
+    return images, masks
+
+
+def pair_files(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
+    """``(image, mask)`` pairs matched by file stem; an image without a mask is a :class:`DataError`."""
+    images = sorted(p for p in images_dir.iterdir() if p.is_file() and is_image_file(p))
+    if not images:
+        raise DataError(f"{images_dir}: no image files", images_dir)
+    masks: dict[str, Path] = {}
+    for p in sorted(masks_dir.iterdir()):
+        if p.is_file() and is_image_file(p) and (p.stem not in masks or p.suffix.lower() == ".png"):
+            masks[p.stem] = p
+    missing = [p for p in images if p.stem not in masks]
+    if missing:
+        names = ", ".join(str(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise DataError(f"{len(missing)} image(s) have no mask: {names}. Every image needs a mask with the same "
+                        f"stem in {masks_dir} (e.g. {missing[0].stem}.png); add it or remove the image", missing[0])
+    return [(p, masks[p.stem]) for p in images]
+
+
+def read_class_names(images_dir: Path) -> list[str] | None:
+    """Names from ``classes.txt`` in the split folder or the root above it, if present."""
+    for folder in (images_dir.parent, images_dir.parent.parent):
+        f = folder / CLASSES_FILE
+        if f.is_file():
+            return [line.strip() for line in f.read_text().splitlines() if line.strip()]
+    return None
+
+
+def read_mask(path: Path, *, image_size: tuple[int, int] | None, num_classes: int,
+              palette: Sequence[Sequence[int]] | None = None, image_path: Path | None = None) -> np.ndarray:
+    """A mask file as an ``(H, W)`` uint8 array of class indices, checked; :class:`DataError` names the file.
+
+    ``image_size`` is the image's PIL ``(W, H)``; ``palette[i]`` is the RGB colour of class ``i``
+    for colour masks (VOC-style colour PNGs saved as RGB).
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = ImageOps.exif_transpose(im)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable mask ({exc}); replace it with a single-channel PNG of class indices",
+                        path) from exc
+    if image_size is not None and im.size != tuple(image_size):
+        raise DataError(f"{path}: mask is {im.size[0]}x{im.size[1]} but its image {image_path or ''} is "
+                        f"{image_size[0]}x{image_size[1]} (W x H); a mask must have its image's size. Regenerate it "
+                        "(resizing a mask needs nearest interpolation)", path)
+    if im.mode in INDEX_MODES:
+        arr = np.asarray(im)
+    elif im.mode in ("RGB", "RGBA", "LA"):
+        arr = _from_colour(path, np.asarray(im.convert("RGB")), palette)
+    else:
+        raise DataError(f"{path}: mask mode {im.mode!r} is not a class-index image; save it as a single-channel "
+                        "(L or P) PNG of class indices", path)
+    arr = arr.astype(np.int64)
+    bad = (arr != IGNORE_INDEX) & ((arr < 0) | (arr >= num_classes))
+    if bad.any():
+        values = sorted(int(v) for v in np.unique(arr[bad]))[:8]
+        raise DataError(f"{path}: mask value(s) {values} are not classes of a {num_classes}-class model (valid: "
+                        f"0..{num_classes - 1}, and {IGNORE_INDEX} = ignore). Load the model with a larger "
+                        "num_classes=, or remap those values in the mask", path)
+    return arr.astype(np.uint8)
+
+
+def _from_colour(path: Path, rgb: np.ndarray, palette: Sequence[Sequence[int]] | None) -> np.ndarray:
+    """An RGB mask -> indices: grey (R == G == B) is read as indices; colours need an explicit ``palette``."""
+    if palette is None:
+        if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+            return rgb[..., 0]
+        colours = np.unique(rgb.reshape(-1, 3), axis=0)[:4].tolist()
+        raise DataError(f"{path}: an RGB colour mask (colours {colours} ...) where class indices are expected. "
+                        "Save masks as single-channel PNGs of class indices, or pass the task option "
+                        "palette=[[r, g, b], ...] (the colour of class 0, 1, ...)", path)
+    codes = rgb[..., 0].astype(np.int64) << 16 | rgb[..., 1].astype(np.int64) << 8 | rgb[..., 2]
+    table = {int(r) << 16 | int(g) << 8 | int(b): i for i, (r, g, b) in enumerate(palette)}
+    out = np.full(codes.shape, -1, dtype=np.int64)
+    for code, index in table.items():
+        out[codes == code] = index
+    if (out < 0).any():
+        unknown = np.unique(rgb[out < 0].reshape(-1, 3), axis=0)[:4].tolist()
+        raise DataError(f"{path}: colour(s) {unknown} are not in the palette; add them (or 255 for ignore)", path)
+    return out
+
+
+def joint_transform(pre: Preprocess, size: int | Sequence[int] | None = None, *, train: bool,
+                    scale: tuple[float, float] = (0.5, 1.0), hflip: float = 0.5) -> v2.Compose:
+    """Image + mask pipeline: training random-resized crop + flip, evaluation a plain resize; then normalise.
+
+    Masks (``tv_tensors.Mask``) are always resized with nearest interpolation by torchvision.
+    """
+    h, w = target_size(pre, size)
+    mode = interpolation_mode(pre.interpolation)
+    if train:
+        steps: list[v2.Transform] = [v2.RandomResizedCrop((h, w), scale=tuple(scale), interpolation=mode,
+                                                          antialias=True)]
+        if hflip > 0:
+            steps.append(v2.RandomHorizontalFlip(p=hflip))
+    else:
+        steps = [v2.Resize((h, w), interpolation=mode, antialias=True)]
+    return v2.Compose([*steps, *to_float_normalized(pre)[1:]])
+
+
+class MaskFolderDataset(torch.utils.data.Dataset):
+    """``(image (3, H, W) normalised float, mask (H, W) int64, source path)`` samples."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], transform: v2.Compose, *, num_classes: int,
+                 class_names: Sequence[str], train: bool, palette: Sequence[Sequence[int]] | None = None) -> None:
+        self.pairs = pairs
+        self.transform = transform
+        self.num_classes = num_classes
+        self.class_names = list(class_names)
+        self.palette = palette
+        self.skips = SkipTracker(len(pairs), train=train)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load_image(self, j: int) -> tuple[int, Image.Image]:
+        return j, load_image(self.pairs[j][0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+        j, img = load_or_skip(index, len(self.pairs), self._load_image, self.skips)
+        image_path, mask_path = self.pairs[j]
+        arr = read_mask(mask_path, image_size=img.size, num_classes=self.num_classes, palette=self.palette,
+                        image_path=image_path)
+        image, mask = self.transform(tv_tensors.Image(v2.functional.pil_to_tensor(img)),
+                                     tv_tensors.Mask(torch.from_numpy(arr)[None]))
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)[0].long(), str(image_path)

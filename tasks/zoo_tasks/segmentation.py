@@ -1,0 +1,188 @@
+"""Semantic segmentation: image + mask folders in, per-pixel losses, ``SegmentationMask`` and mIoU out.
+
+Data: see :mod:`.seg_data` (``images/`` + ``masks/`` with the same stems, 255 = ignore, masks
+checked on the CPU). Models may return a tensor of logits ``(B, K, h, w)`` (smp, zoo heads), a dict
+with ``"out"`` and optionally ``"aux"`` (torchvision's DeepLabV3/FCN/LR-ASPP), or a tuple whose first
+item is the logits; logits are upsampled (bilinear) to the mask size before the loss and the
+argmax, so a head may predict at a lower resolution.
+
+Options (constructor defaults < the model's ``config["task_options"]``, which a plugin fills from
+``BuiltModel.extra["task_options"]`` — U-Net declares ``{"loss": "dice_ce"}`` — and a user may edit):
+``loss`` (``"ce"``, ``"dice"``, ``"focal"``, ``"dice_ce"``; see :mod:`.losses`), ``aux_weight``
+(0.4, weight of torchvision's auxiliary-classifier loss), ``focal_gamma`` (2.0), ``hflip`` (0.5),
+``scale`` ((0.5, 1.0), random-resized-crop area range), ``palette`` (None; RGB colour of each class
+for colour masks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torchvision.transforms import v2
+
+from zoo_core.errors import DataError
+from zoo_core.task import Batch, Metrics, SegmentationMask, Task
+
+from .classification import _model_device
+from .losses import IGNORE_INDEX, LossFn, build_loss
+from .seg_data import MaskFolderDataset, find_folders, joint_transform, pair_files, read_class_names
+from .seg_metrics import SegmentationMetrics
+
+if TYPE_CHECKING:
+    from zoo_core.model import ZooModel
+
+DEFAULT_OPTIONS: dict[str, Any] = {"loss": "ce", "aux_weight": 0.4, "focal_gamma": 2.0, "hflip": 0.5,
+                                   "scale": (0.5, 1.0), "palette": None}
+#: example_samples uses the model's input size up to this side, else 64 px
+EXAMPLE_MAX_SIDE = 256
+
+
+def split_outputs(output: Any) -> tuple[Tensor, Tensor | None]:
+    """``(logits, aux logits or None)`` from a tensor, a torchvision ``{"out", "aux"}`` dict or a tuple."""
+    logits, aux = None, None
+    if isinstance(output, Tensor):
+        logits = output
+    elif isinstance(output, Mapping) and isinstance(output.get("out"), Tensor):
+        logits, aux = output["out"], output.get("aux")
+    elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        logits = output[0]
+    if logits is not None and logits.dim() == 4:
+        return logits, aux if isinstance(aux, Tensor) else None
+    shape = f" of shape {tuple(logits.shape)}" if logits is not None else ""
+    raise TypeError("a segmentation network must return logits (B, K, H, W), a dict with 'out' (and "
+                    f"optionally 'aux'), or a tuple starting with the logits; got {type(output).__name__}{shape}")
+
+
+def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
+    """Bilinear upsampling of ``(B, K, h, w)`` logits to ``size`` (no-op when it already matches)."""
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+class SegmentationTask(Task):
+    """The ``segmentation`` task (aliases ``seg``, ``segment``). ``default_metric="miou"``."""
+
+    name = "segmentation"
+    default_metric = "miou"
+    default_metric_mode = "max"
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(DEFAULT_OPTIONS)
+        if unknown:
+            raise TypeError(f"SegmentationTask got unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
+        self.defaults = {**DEFAULT_OPTIONS, **options}
+        self._losses: dict[tuple[str, float], LossFn] = {}
+
+    def options(self, model: "ZooModel | None" = None) -> dict[str, Any]:
+        """This task's options for ``model``: defaults overridden by ``model.config["task_options"]``."""
+        extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
+        return {**self.defaults, **{k: v for k, v in extra.items() if k in DEFAULT_OPTIONS}}
+
+    def validate_num_classes(self, num_classes: int) -> None:
+        if num_classes < 2:
+            raise ValueError(f"segmentation needs num_classes >= 2, got {num_classes}: class 0 is usually the "
+                             "background, so a one-object problem has 2 classes (mask values 0 and 1)")
+
+    def loss_fn(self, model: "ZooModel") -> LossFn:
+        """The loss the options of ``model`` name (built once per name)."""
+        opts = self.options(model)
+        key = (str(opts["loss"]), float(opts["focal_gamma"]))
+        if key not in self._losses:
+            self._losses[key] = build_loss(key[0], ignore_index=IGNORE_INDEX, gamma=key[1])
+        return self._losses[key]
+
+    # ---- data -----------------------------------------------------------------------------------
+    def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
+                     image_size: int | tuple[int, int] | None = None,
+                     class_names: Sequence[str] | None = None) -> MaskFolderDataset:
+        """Mask folders under ``source``; class names from ``class_names``, ``classes.txt`` or the model."""
+        images_dir, masks_dir = find_folders(source, split)
+        pairs = pair_files(images_dir, masks_dir)
+        names = list(class_names) if class_names is not None else read_class_names(images_dir)
+        if names is not None and len(names) > model.num_classes:
+            raise DataError(f"{images_dir}: the data names {len(names)} classes but the model predicts "
+                            f"{model.num_classes}; load it with num_classes={len(names)} (or class_names=[...])",
+                            images_dir)
+        names = (names or []) + model.class_names[len(names or []):]
+        opts = self.options(model)
+        transform = joint_transform(model.preprocess, image_size, train=train, scale=tuple(opts["scale"]),
+                                    hflip=float(opts["hflip"]))
+        return MaskFolderDataset(pairs, transform, num_classes=model.num_classes, class_names=names, train=train,
+                                 palette=opts["palette"])
+
+    def collate(self, samples: list[Any]) -> Batch:
+        images, masks, sources = zip(*samples)
+        return Batch(inputs=torch.stack(images), targets=torch.stack(masks).long(),
+                     meta=[{"source": s} for s in sources])
+
+    # ---- training and evaluation ----------------------------------------------------------------
+    def loss(self, model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
+        """The options' loss on the main logits (+ ``aux_weight`` x the same loss on aux logits)."""
+        logits, aux = split_outputs(model(batch.inputs))
+        target = batch.targets
+        fn = self.loss_fn(model)
+        losses = {"seg": fn(resize_logits(logits, target.shape[-2:]).float(), target)}
+        weight = float(self.options(model)["aux_weight"])
+        if aux is not None and weight > 0:
+            losses["aux"] = weight * fn(resize_logits(aux, target.shape[-2:]).float(), target)
+        losses["loss"] = sum(losses.values())  # type: ignore[assignment]
+        return losses
+
+    def forward_eval(self, model: "ZooModel", batch: Batch) -> Tensor:
+        """Predicted class indices ``(B, H, W)`` at the masks' size."""
+        logits, _ = split_outputs(model(batch.inputs))
+        size = batch.targets.shape[-2:] if isinstance(batch.targets, Tensor) else batch.inputs.shape[-2:]
+        return resize_logits(logits, size).argmax(dim=1)
+
+    def new_metrics(self, class_names: Sequence[str]) -> Metrics:
+        return SegmentationMetrics(class_names, ignore_index=IGNORE_INDEX)
+
+    def example_samples(self, model: "ZooModel", *, n: int = 2, seed: int = 0) -> list[Any]:
+        """``n`` random images with masks of random rectangles (classes < num_classes, a 255 strip)."""
+        h, w = model.preprocess.input_size
+        if max(h, w) > EXAMPLE_MAX_SIDE:
+            h = w = 64
+        g = torch.Generator().manual_seed(seed)
+        out = []
+        for i in range(n):
+            image = torch.randn(model.preprocess.in_chans, h, w, generator=g)
+            mask = torch.zeros(h, w, dtype=torch.long)
+            for _ in range(3):
+                y, x = (int(v) for v in torch.randint(0, max(1, h // 2), (2,), generator=g))
+                mask[y:y + h // 3, x:x + w // 3] = int(torch.randint(0, model.num_classes, (1,), generator=g))
+            mask[:, :2] = IGNORE_INDEX
+            out.append((image, mask, f"<example {i}>"))
+        return out
+
+    # ---- inference ------------------------------------------------------------------------------
+    def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
+                ) -> list[SegmentationMask]:
+        """Per-pixel classes at each input image's own size, with the winning class's probability."""
+        transform = joint_transform(model.preprocess, options.get("image_size"), train=False)
+        device, dtype = _model_device(model)
+        sizes, batch = [], []
+        for img in images:
+            t = v2.functional.pil_to_tensor(img) if not isinstance(img, Tensor) else img
+            sizes.append(tuple(t.shape[-2:]))
+            batch.append(transform(v2.functional.to_image(t)).as_subclass(Tensor))
+        logits, _ = split_outputs(model(torch.stack(batch).to(device=device, dtype=dtype)))
+        out = []
+        for src, size, row in zip(sources, sizes, logits):
+            probs = resize_logits(row[None].float(), size)[0].softmax(dim=0)
+            scores, mask = probs.max(dim=0)
+            present = torch.unique(mask).tolist()
+            out.append(SegmentationMask(source=src, mask=mask.cpu(), scores=scores.cpu(),
+                                        names=[model.class_names[i] for i in present]))
+        return out
+
+    def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],
+              out_dir: Path) -> list[Path]:
+        """``predictions.png``: a few images with their predicted and true masks overlaid."""
+        from .seg_plots import prediction_grid_png
+
+        return [prediction_grid_png(model, dataset, Path(out_dir) / "predictions.png")]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import trainer_toy as T
+from trainer_toy import toy  # noqa: F401  (fixture)
 import zoo_core as zoo
 from zoo_core.errors import IncompatibleError, WeightsError
 from zoo_core.train import checkpoint as C
@@ -22,15 +23,6 @@ from zoo_core.train.callbacks import Callback
 # batchnorm + dropout + random augmentation + EMA + AdamW + warmup/cosine: every kind of state
 RUN = dict(max_epochs=2, batch_size=4, lr=0.02, ema=0.9, warmup_epochs=0.5, seed=7, deterministic=True,
            num_workers=0, verbose=False, tensorboard=False, plots=False)
-
-
-@pytest.fixture
-def toy(fresh_registry):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    T.install()
-    yield
-    torch.set_num_threads(threads)
 
 
 class Crash(Callback):

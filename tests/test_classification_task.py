@@ -83,6 +83,19 @@ def test_read_dataset_collate_and_loss(digits: Path, model) -> None:
         assert torch.equal(task.forward_eval(model, batch), logits)
 
 
+def test_example_samples_go_through_the_contract(model) -> None:
+    task = zoo.get_task("cls")
+    samples = task.example_samples(model, n=3, seed=5)
+    batch = task.collate(samples)
+    assert batch.inputs.shape == (3, 3, 32, 32) and all(0 <= t < 10 for t in batch.targets.tolist())
+    assert torch.equal(task.collate(task.example_samples(model, n=3, seed=5)).inputs, batch.inputs)
+    metrics = task.new_metrics(model.class_names)
+    model.eval()
+    with torch.no_grad():
+        metrics.update(task.forward_eval(model, batch), batch)
+    assert metrics.compute()["num_samples"] == 3
+
+
 def test_dataset_with_more_classes_than_the_model_is_refused(digits: Path) -> None:
     small = zoo.load("torchvision:resnet18", task="cls", num_classes=3)
     with pytest.raises(DataError, match="num_classes=10"):

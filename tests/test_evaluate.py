@@ -6,18 +6,10 @@ import pytest
 import torch
 
 import trainer_toy as T
+from trainer_toy import toy  # noqa: F401  (fixture)
 import zoo_core as zoo
 from zoo_core.errors import DataError
 from zoo_core.evaluate import Report
-
-
-@pytest.fixture
-def toy(fresh_registry):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    T.install()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_report_is_a_mapping_with_timings_plots_and_sets_last_metrics(toy, tmp_path):

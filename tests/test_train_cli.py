@@ -14,18 +14,10 @@ import yaml
 from PIL import Image
 
 import trainer_toy as T
+from trainer_toy import toy  # noqa: F401  (fixture)
 from zoo_core.cli import main, make_parser
 from zoo_core.errors import UnknownNameError
 from zoo_core.train.config import TrainConfig, add_arguments, from_sources
-
-
-@pytest.fixture
-def toy(fresh_registry):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    T.install()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 import trainer_toy as T
+from trainer_toy import toy  # noqa: F401  (fixture)
 import zoo_core as zoo
 from zoo_core.errors import UnknownNameError
 from zoo_core.train.callbacks import Callback
@@ -19,15 +20,6 @@ from zoo_core.train.schedulers import LRSchedule
 from zoo_core.train.trainer import NonFiniteLossError
 
 QUIET = dict(num_workers=0, verbose=False, tensorboard=False, plots=False)
-
-
-@pytest.fixture
-def toy(fresh_registry):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny nets: more threads only contend on a shared CI machine
-    T.install()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_fit_writes_checkpoints_logs_config_model_and_plots(toy, tmp_path):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 
@@ -166,6 +167,16 @@ def install() -> None:
     reg = Registry()
     reg.add_plugin(sys.modules[__name__], "toytrain", distribution="zoo-toytrain", version="0.0.1")
     reset_registry(reg.finalize())
+
+
+@pytest.fixture
+def toy(fresh_registry):
+    """This module's plugin in a fresh registry, and one torch thread (tiny nets only contend)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    install()
+    yield
+    torch.set_num_threads(threads)
 
 
 def weights(model: nn.Module) -> dict[str, torch.Tensor]:

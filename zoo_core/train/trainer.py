@@ -136,7 +136,8 @@ class Trainer:
         self.callbacks: list[Any] = [c for c in (self.ema, self.checkpointer, LRMonitor()) if c is not None]
         if cfg.early_stopping:
             metric = cfg.early_stopping_metric or self.monitor
-            self.callbacks.append(EarlyStopping(metric, cfg.early_stopping, self._mode_of(metric),
+            mode = self.mode if metric == self.monitor else self._mode_of(metric)
+            self.callbacks.append(EarlyStopping(metric, cfg.early_stopping, mode,
                                                 cfg.early_stopping_min_delta))
         self.callbacks += self.user_callbacks
         self.state, self.guard = TrainState(), FiniteGuard()

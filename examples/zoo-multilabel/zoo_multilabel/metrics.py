@@ -42,7 +42,7 @@ class MultiLabelMetrics(Metrics):
     def compute(self) -> dict[str, Any]:
         n = len(self.class_names)
         if not self.scores:
-            return {"mAP": 0.0, "f1_macro": 0.0, "f1_micro": 0.0, "exact_match": 0.0, "samples": 0}
+            return {"mAP": 0.0, "f1_macro": 0.0, "f1_micro": 0.0, "exact_match": 0.0, "num_samples": 0}
         scores, targets = torch.cat(self.scores), torch.cat(self.targets)
         per_label = multilabel_average_precision(scores, targets, num_labels=n, average="none")
         has_pos = targets.sum(0) > 0
@@ -52,5 +52,5 @@ class MultiLabelMetrics(Metrics):
               for avg in ("macro", "micro")}
         exact = float(multilabel_exact_match(scores, targets, num_labels=n, threshold=self.threshold))
         return {"mAP": sum(known) / len(known) if known else 0.0, "f1_macro": f1["macro"],
-                "f1_micro": f1["micro"], "exact_match": exact, "samples": int(scores.shape[0]),
+                "f1_micro": f1["micro"], "exact_match": exact, "num_samples": int(scores.shape[0]),
                 "per_label_ap": ap}

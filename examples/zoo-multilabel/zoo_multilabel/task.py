@@ -7,7 +7,8 @@ Dataset layout (``root`` may hold ``train/`` and ``val/``, each laid out like th
     root/classes.txt     optional: the label names in order, one per line (here or one level up)
 
 Image paths are relative to the folder holding the label file. Label order: ``class_names=``,
-else the model's own named labels, else ``classes.txt``, else the sorted labels found.
+else the model's own named labels, else ``classes.txt``, else the sorted labels found. A label
+outside that list is an error naming the file, the entry and the label.
 """
 
 from __future__ import annotations
@@ -120,9 +121,9 @@ class MultiLabelTask(Task):
         folder = split_root(root, split)
         label_file, rows = read_label_file(folder)
         found = sorted({lab for _, labels in rows for lab in labels})
-        if class_names is None and not all(n == f"class_{i}" for i, n in enumerate(model.class_names)) \
-                and set(found) <= set(model.class_names):
-            class_names = model.class_names
+        named = not all(n == f"class_{i}" for i, n in enumerate(model.class_names))
+        if class_names is None and named:
+            class_names = model.class_names  # labels outside the model's are reported below
         names = list(class_names or _class_file(root, folder) or found)
         if len(names) > model.num_classes:
             raise DataError(f"{label_file} uses {len(names)} labels but the model predicts {model.num_classes}; "
@@ -133,7 +134,8 @@ class MultiLabelTask(Task):
             unknown = [lab for lab in labels if lab not in index]
             if unknown:
                 raise DataError(f"{label_file}, entry {line - 1} ({rel}): unknown label(s) {unknown}; "
-                                f"known: {names} (add them to classes.txt or class_names=)", label_file)
+                                f"known: {names} (list every label in classes.txt, or load the model "
+                                "with class_names=[...] to give it a head for these labels)", label_file)
             image = folder / rel
             if not image.is_file():
                 raise DataError(f"{label_file}, entry {line - 1}: image {image} does not exist", image)

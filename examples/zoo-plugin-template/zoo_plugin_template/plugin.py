@@ -20,4 +20,5 @@ VARIANTS = [
 def register_models(register):
     for name, widths, description in VARIANTS:
         register(name, "zoo_plugin_template.models:build_tinycnn", tasks=("classification",),
-                 kwargs={"widths": widths}, input_size=(3, 32, 32), description=description)
+                 kwargs={"widths": widths}, input_size=(3, 32, 32), export_formats=("onnx",),
+                 description=description)

@@ -48,3 +48,21 @@ def test_two_gloo_ranks_match_one_process_with_the_same_global_batch(tmp_path):
     assert list(ckpt["model"]) == list(start) and ckpt["progress"]["world_size"] == 2
     assert ckpt["progress"]["step"] == 8 and len(ckpt["rng_per_rank"]) == 2
     assert (tmp_path / "ddp" / "metrics.csv").read_text().count("\n") == 3  # header + 2 epochs, once
+
+
+def test_sync_batchnorm_conversion_shares_tensors_and_is_undone():
+    from torch import nn
+
+    from zoo_core.train.distributed import convert_sync_batchnorm, restore_modules
+
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.BatchNorm1d(4)))
+    before = dict(net.named_modules())
+    weight, mean = net[1].weight, net[1].running_mean
+    originals = convert_sync_batchnorm(net)
+    assert set(originals) == {"1", "2.0"}
+    assert isinstance(net[1], nn.SyncBatchNorm) and isinstance(net[2][0], nn.SyncBatchNorm)
+    assert net[1].weight is weight and net[1].running_mean is mean  # the optimizer sees the same tensors
+    assert list(net.state_dict()) == list(nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4),
+                                                        nn.Sequential(nn.BatchNorm1d(4))).state_dict())
+    restore_modules(net, originals)
+    assert dict(net.named_modules()) == before

@@ -73,6 +73,9 @@ class TrainConfig:
     # ---- reproducibility
     seed: int = _f(0, "seed of every random number generator, the data order and the augmentations")
     deterministic: bool = _f(False, "deterministic algorithms (bit-exact on the CPU; slower on GPUs)")
+    seed_per_sample: bool = _f(True, "seed the random generators from (seed, epoch, index) before each "
+                                     "training sample, so augmentations do not depend on workers, ranks or "
+                                     "resume points (~15 us a sample); off: the usual per-worker seeds")
     # ---- monitoring, checkpoints and stopping
     monitor: str | None = _f(None, "metric for the best checkpoint (default: the task's default metric)")
     monitor_mode: str | None = _f(None, "max or min for the monitored metric (default: the task's; min "

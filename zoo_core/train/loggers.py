@@ -146,3 +146,15 @@ def summary_table(title: str, rows: list[tuple[str, str]], *, file: Any = None) 
     text = cap.get()
     (file or sys.stdout).write(text)
     return text
+
+
+def print_fit_summary(title: str, result: Any, stop_reason: str = "") -> str:
+    """The table printed at the end of ``Trainer.fit`` (a :class:`~zoo_core.train.trainer.FitResult`)."""
+    rows = [(k, f"{v:.4f}") for k, v in list(result.metrics.items())[:10]]
+    best = "-" if result.best_value is None else f"{result.best_value:.4f} (epoch {(result.best_epoch or 0) + 1})"
+    rows += [(f"best {result.monitor}", best), ("epochs / steps", f"{result.epochs} / {result.steps}")]
+    if stop_reason:
+        rows.append(("stopped", stop_reason))
+    ckpts = f"{result.last_checkpoint}" + (f", {result.best_checkpoint}" if result.best_checkpoint else "")
+    rows += [("checkpoints", ckpts), ("model", str(result.model_dir))] + [("plot", str(p)) for p in result.plots]
+    return summary_table(title, rows)

@@ -31,7 +31,7 @@ from . import distributed as D
 from .callbacks import Callback, EarlyStopping, LRMonitor, ModelCheckpoint, ModelEMA, check_callbacks
 from .config import TrainConfig
 from .data import base_dataset, make_loader, read_data, set_loader_epoch
-from .loggers import RunLogger, make_progress, summary_table
+from .loggers import RunLogger, make_progress, print_fit_summary
 from .numerics import FiniteGuard, NonFiniteLossError, numerics, seed_everything  # noqa: F401
 from .optim import apply_freezing, build_optimizer, frozen_norm_modules
 from .schedulers import LRSchedule
@@ -194,7 +194,7 @@ class Trainer:
         accum, total = cfg.accumulate_grad_batches, self.batches_per_epoch
         sums: dict[str, torch.Tensor] = {}
         count = 0
-        logged: tuple[dict[str, float], int] = ({}, 0)
+        logged: tuple[dict[str, float], float] = ({}, 0.0)
         bar = make_progress(total, f"epoch {state.epoch + 1}/{cfg.max_epochs}",
                             enabled=cfg.progress_bar if env.is_main else False)
         if bar is not None:
@@ -352,7 +352,8 @@ class Trainer:
         bs = cfg.batch_size if train else (cfg.eval_batch_size or cfg.batch_size)
         return make_loader(data, self.task.collate, batch_size=bs, train=train, seed=cfg.seed, rank=env.rank,
                            world_size=env.world_size, num_workers=cfg.num_workers,
-                           prefetch_factor=cfg.prefetch_factor, pin_memory=env.device.type == "cuda")
+                           prefetch_factor=cfg.prefetch_factor, pin_memory=env.device.type == "cuda",
+                           seed_per_sample=cfg.seed_per_sample)
 
     def _mode_of(self, metric: str) -> str:
         if metric == self.task.default_metric:
@@ -364,27 +365,29 @@ class Trainer:
         metric = cfg.monitor or (self.task.default_metric if self.val_loader is not None else "train_loss")
         return metric, cfg.monitor_mode or self._mode_of(metric)
 
-    def _reduce(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+    def _read_sums(self, sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, float], float]:
+        """The loss sums and the batch count, summed over ranks: the one host sync of a log step."""
         if not sums:
-            return {}
+            return {}, float(count)
         keys = sorted(sums)
         t = torch.stack([sums[k] for k in keys] + [torch.tensor(float(count), device=sums[keys[0]].device)])
         t = D.all_reduce_sum(t, self.env).tolist()
-        return {k: v / max(t[-1], 1.0) for k, v in zip(keys, t[:-1])}
+        return dict(zip(keys, t[:-1])), t[-1]
 
-    def _log_steps(self, sums: dict[str, torch.Tensor], count: int, prev: tuple[dict[str, float], int],
-                   bar: Any) -> tuple[dict[str, float], int]:
+    def _reduce(self, sums: dict[str, torch.Tensor], count: int) -> dict[str, float]:
+        totals, n = self._read_sums(sums, count)
+        return {k: v / max(n, 1.0) for k, v in totals.items()}
+
+    def _log_steps(self, sums: dict[str, torch.Tensor], count: int, prev: tuple[dict[str, float], float],
+                   bar: Any) -> tuple[dict[str, float], float]:
         self.guard.check(self.env, self.last_path)
-        keys = sorted(sums)
-        t = torch.stack([sums[k] for k in keys] + [torch.tensor(float(count), device=sums[keys[0]].device)])
-        now = D.all_reduce_sum(t, self.env).tolist()
-        done = now[-1] - prev[1]
-        values = {k: (v - prev[0].get(k, 0.0)) / max(done, 1.0) for k, v in zip(keys, now[:-1])}
+        totals, n = self._read_sums(sums, count)
+        values = {k: (v - prev[0].get(k, 0.0)) / max(n - prev[1], 1.0) for k, v in totals.items()}
         values["lr"] = float(self.optimizer.param_groups[-1]["lr"])
         self.logger.log_step(values, self.state.step)
         if bar is not None:
             bar.set_postfix(loss=f"{values.get('loss', float('nan')):.4g}", refresh=False)
-        return dict(zip(keys, now[:-1])), now[-1]
+        return totals, n
 
     def resolved_config(self) -> dict[str, Any]:
         """The run's settings with defaults resolved, plus what was trained (written to config.yaml)."""
@@ -415,12 +418,5 @@ class Trainer:
                                     "out_dir": str(self.out_dir)}
         result.model_dir = model.save(self.out_dir / "model")
         if cfg.verbose:
-            rows = [(k, f"{v:.4f}") for k, v in result.metrics.items()]
-            rows += [("best " + self.monitor, f"{result.best_value} (epoch {(result.best_epoch or 0) + 1})"),
-                     ("epochs / steps", f"{result.epochs} / {result.steps}")]
-            if self.stop_reason:
-                rows.append(("stopped", self.stop_reason))
-            rows += [("checkpoints", f"{self.last_path}" + (f", {self.best_path}" if result.best_checkpoint else "")),
-                     ("model", str(result.model_dir))] + [("plot", str(p)) for p in result.plots]
-            summary_table(f"zoo train: {model.config.get('model')} ({model.task})", rows)
+            print_fit_summary(f"zoo train: {model.config.get('model')} ({model.task})", result, self.stop_reason)
         return result

@@ -58,6 +58,14 @@ def test_tensorboard_event_files_hold_the_logged_scalars(toy, tmp_path):
     assert all(math.isfinite(e.value) for e in events.Scalars("train/loss"))
 
 
+def test_validation_every_n_epochs_and_always_after_the_last(toy, tmp_path):
+    result = zoo.Trainer(max_epochs=3, batch_size=8, val_every_n_epochs=2, out_dir=tmp_path,
+                         **QUIET).fit(zoo.load("toynet", task="toytrain"), "toy:n=16", "toy:n=8")
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [bool(r["accuracy"]) for r in rows] == [False, True, True] and result.best_epoch in (1, 2)
+    assert all(r["lr/head_decay"] for r in rows)
+
+
 def test_early_stopping_stops_after_patience_validations_without_improvement(toy, tmp_path):
     model = zoo.load("toynet_plain", task="toytrain")  # lr 0, no batchnorm: the metric never changes
     result = zoo.Trainer(max_epochs=10, batch_size=8, lr=0.0, early_stopping=2, out_dir=tmp_path,
@@ -229,6 +237,7 @@ def test_callbacks_are_called_by_name_in_loop_order(toy, tmp_path):
         def on_fit_start(self, trainer): seen.append("fit_start")
         def on_train_epoch_start(self, trainer): seen.append(f"epoch_start{trainer.state.epoch}")
         def on_optimizer_step(self, trainer): seen.append(f"step{trainer.state.step}")
+        def on_train_epoch_end(self, trainer): seen.append(f"train_end{sorted(trainer.epoch_log)}")
         def on_validation_end(self, trainer, metrics): seen.append(f"val{sorted(metrics)}")
         def on_epoch_end(self, trainer): seen.append(f"epoch_end{trainer.state.epoch}")
         def on_fit_end(self, trainer): seen.append("fit_end")
@@ -236,6 +245,8 @@ def test_callbacks_are_called_by_name_in_loop_order(toy, tmp_path):
     zoo.Trainer(max_epochs=1, batch_size=8, out_dir=tmp_path, callbacks=[Recorder()],
                 **QUIET).fit(zoo.load("toynet", task="toytrain"), "toy:n=16", "toy:n=4")
     assert seen == ["fit_start", "epoch_start0", "step1", "step2",
+                    "train_end['lr/backbone_decay', 'lr/backbone_no_decay', 'lr/head_decay', 'lr/head_no_decay', "
+                    "'train_ce', 'train_loss']",
                     "val['accuracy', 'num_samples', 'val_loss']", "epoch_end1", "fit_end"]
 
 

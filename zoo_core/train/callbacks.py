@@ -1,7 +1,8 @@
 """Callbacks: what runs at named points of the Trainer's loop.
 
 The Trainer calls, by name: ``on_fit_start``, ``on_train_epoch_start``, ``on_optimizer_step`` (after
-every optimizer step), ``on_validation_end(metrics)``, ``on_epoch_end``, ``on_fit_end``. A callback
+every optimizer step), ``on_train_epoch_end``, ``on_validation_end(metrics)`` (after each validation,
+or each epoch when there is no validation data), ``on_epoch_end``, ``on_fit_end``. A callback
 overrides the hooks it needs; ``state_dict``/``load_state_dict`` make it part of the checkpoint
 (stored under its ``state_key``). Every rank runs every callback (metrics are identical on all
 ranks); only rank 0 writes files.
@@ -20,8 +21,8 @@ from torch import nn
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-HOOKS = ("on_fit_start", "on_train_epoch_start", "on_optimizer_step", "on_validation_end",
-         "on_epoch_end", "on_fit_end")
+HOOKS = ("on_fit_start", "on_train_epoch_start", "on_optimizer_step", "on_train_epoch_end",
+         "on_validation_end", "on_epoch_end", "on_fit_end")
 
 
 class Callback:
@@ -34,6 +35,7 @@ class Callback:
     def on_fit_start(self, trainer: "Trainer") -> None: ...
     def on_train_epoch_start(self, trainer: "Trainer") -> None: ...
     def on_optimizer_step(self, trainer: "Trainer") -> None: ...
+    def on_train_epoch_end(self, trainer: "Trainer") -> None: ...
     def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None: ...
     def on_epoch_end(self, trainer: "Trainer") -> None: ...
     def on_fit_end(self, trainer: "Trainer") -> None: ...
@@ -170,7 +172,7 @@ class ModelEMA(Callback):
 class LRMonitor(Callback):
     """Adds each parameter group's learning rate to the epoch's logged values (``lr/<group>``)."""
 
-    def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
+    def on_train_epoch_end(self, trainer: "Trainer") -> None:
         if trainer.optimizer is None:
             return
         for i, group in enumerate(trainer.optimizer.param_groups):

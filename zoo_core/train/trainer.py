@@ -157,14 +157,16 @@ class Trainer:
             while self.state.epoch < cfg.max_epochs and not self.should_stop:
                 t0 = time.perf_counter()
                 self.epoch_log = self.train_epoch()
+                self._emit("on_train_epoch_end")
                 last = self.state.epoch + 1 == cfg.max_epochs
-                if self.val_loader is not None and ((self.state.epoch + 1) % cfg.val_every_n_epochs == 0 or last):
-                    self.metrics = self.validate()
-                else:
+                if self.val_loader is None:  # no validation data: the training loss is the metric
                     self.metrics = {"train_loss": self.epoch_log.get("train_loss", float("nan"))}
-                self._emit("on_validation_end", scalar_metrics(self.metrics))
-                self.scheduler.on_validation(scalar_metrics(self.metrics).get(self.monitor))
-                self.epoch_log.update(scalar_metrics(self.metrics))
+                if self.val_loader is None or (self.state.epoch + 1) % cfg.val_every_n_epochs == 0 or last:
+                    if self.val_loader is not None:
+                        self.metrics = self.validate()
+                    self._emit("on_validation_end", scalar_metrics(self.metrics))
+                    self.scheduler.on_validation(scalar_metrics(self.metrics).get(self.monitor))
+                    self.epoch_log.update(scalar_metrics(self.metrics))
                 self.logger.log_epoch(self.state.epoch, self.state.step, self.epoch_log, time.perf_counter() - t0)
                 self.state.epoch += 1
                 self.state.batch_in_epoch = 0

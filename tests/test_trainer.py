@@ -25,7 +25,7 @@ QUIET = dict(num_workers=0, verbose=False, tensorboard=False, plots=False)
 def test_fit_writes_checkpoints_logs_config_model_and_plots(toy, tmp_path):
     model = zoo.load("toynet", task="toytrain")
     trainer = zoo.Trainer(max_epochs=2, batch_size=8, lr=0.01, out_dir=tmp_path, num_workers=0, verbose=True,
-                          log_every_n_steps=2)
+                          log_every_n_steps=2, image_size=10)
     result = trainer.fit(model, "toy:n=32", "toy:n=12")
     assert result.epochs == 2 and result.steps == 8 and result.monitor == "accuracy"
     assert (tmp_path / "last.pt").is_file() and result.best_checkpoint == tmp_path / "best.pt"
@@ -39,7 +39,7 @@ def test_fit_writes_checkpoints_logs_config_model_and_plots(toy, tmp_path):
     # the saved model is the trained one, with the dataset's class names adopted
     reloaded = zoo.load(result.model_dir)
     x = torch.rand(2, 3, 8, 8)
-    assert reloaded.class_names == T.CLASSES
+    assert reloaded.class_names == T.CLASSES and reloaded.preprocess.input_size == (10, 10)
     assert torch.equal(reloaded.eval()(x), model(x))
 
 

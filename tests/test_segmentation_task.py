@@ -59,6 +59,9 @@ def test_task_is_registered_with_miou(task):
     assert isinstance(task, SegmentationTask) and task.default_metric == "miou" and task.default_metric_mode == "max"
     with pytest.raises(ValueError, match="num_classes >= 2"):
         task.validate_num_classes(1)
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['lossy'\]; known: .*'loss'"):
+        SegmentationTask(lossy="ce")
+    assert SegmentationTask(loss="focal").options(tiny_model())["loss"] == "focal"
 
 
 def test_reads_shapes_with_classes_txt_and_collates(shapes, task):

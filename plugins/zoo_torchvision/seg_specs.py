@@ -1,17 +1,45 @@
-"""Segmentation models and heads of the torchvision plugin (filled in by the segmentation work).
+"""Segmentation models and heads of the torchvision plugin, as data (no torch/torchvision import).
 
-Same shape as ``det_specs.py``: tables of data plus ``register_models``/``register_heads``, called by
-``dense_specs``. No torch/torchvision import here.
+Called by ``dense_specs``. Every model row builds through :func:`zoo_torchvision.segmentation.build`;
+its weights tags are the members of the model's torchvision Weights enum (checked by
+``tests/test_segmentation_models.py``). The ``deeplabv3`` head (torchvision's ASPP ``DeepLabHead``)
+sits on any backbone: it reads one feature map, so a ViT's single stride-16 map feeds it directly.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
 
+BUILDER = "zoo_torchvision.segmentation:build"
+WEIGHTS_INFO = "zoo_torchvision.segmentation:weights_info"
+HEAD_BUILDER = "zoo_torchvision.seg_heads:build_deeplabv3_head"
+PRIORITY = 30
+INPUT_SIZE = (3, 520, 520)
+
+#: (name, family, description)
+MODELS: tuple[tuple[str, str, str], ...] = (
+    ("deeplabv3_resnet50", "deeplabv3", "DeepLabV3, ResNet-50, with auxiliary FCN head (COCO-VOC mIoU 66.4)"),
+    ("deeplabv3_resnet101", "deeplabv3", "DeepLabV3, ResNet-101, with auxiliary FCN head (COCO-VOC mIoU 67.4)"),
+    ("deeplabv3_mobilenet_v3_large", "deeplabv3",
+     "DeepLabV3, MobileNetV3-Large, with auxiliary FCN head (COCO-VOC mIoU 60.3)"),
+    ("fcn_resnet50", "fcn", "FCN, ResNet-50, with auxiliary head (COCO-VOC mIoU 60.5)"),
+    ("fcn_resnet101", "fcn", "FCN, ResNet-101, with auxiliary head (COCO-VOC mIoU 63.7)"),
+    ("lraspp_mobilenet_v3_large", "lraspp", "Lite R-ASPP, MobileNetV3-Large, for phones (COCO-VOC mIoU 57.9)"),
+)
+WEIGHTS = ("COCO_WITH_VOC_LABELS_V1",)
+
+#: the deeplabv3 head reads the deepest map (any stride): one map is enough
+DEEPLABV3_REQUIRES = {"min_levels": 1}
+
 
 def register_models(register: Callable[..., Any]) -> None:
-    """Register the segmentation model table (none yet)."""
+    """One spec per row of :data:`MODELS`."""
+    for name, family, description in MODELS:
+        register(name, BUILDER, tasks=("segmentation",), priority=PRIORITY, input_size=INPUT_SIZE, weights=WEIGHTS,
+                 weights_info=WEIGHTS_INFO, kwargs={"family": family}, description=description)
 
 
 def register_heads(register: Callable[..., Any]) -> None:
-    """Register segmentation heads buildable on any backbone (none yet)."""
+    """``deeplabv3``: torchvision's ASPP head on the deepest map of any backbone (ViT included)."""
+    register("deeplabv3", HEAD_BUILDER, task="segmentation", requires=DEEPLABV3_REQUIRES, priority=PRIORITY,
+             description="DeepLabV3 ASPP head (torchvision's DeepLabHead) on the backbone's deepest feature map")

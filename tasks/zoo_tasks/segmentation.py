@@ -31,6 +31,7 @@ from .classification import _model_device
 from .losses import IGNORE_INDEX, LossFn, build_loss
 from .seg_data import MaskFolderDataset, find_folders, joint_transform, pair_files, read_class_names
 from .seg_metrics import SegmentationMetrics
+from .task_options import OptionsMixin
 
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
@@ -64,24 +65,18 @@ def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
     return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-class SegmentationTask(Task):
+class SegmentationTask(OptionsMixin, Task):
     """The ``segmentation`` task (aliases ``seg``, ``segment``). ``default_metric="miou"``."""
 
     name = "segmentation"
     default_metric = "miou"
     default_metric_mode = "max"
 
-    def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS)
-        if unknown:
-            raise TypeError(f"SegmentationTask got unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
-        self.defaults = {**DEFAULT_OPTIONS, **options}
-        self._losses: dict[tuple[str, float], LossFn] = {}
+    option_defaults = DEFAULT_OPTIONS
 
-    def options(self, model: "ZooModel | None" = None) -> dict[str, Any]:
-        """This task's options for ``model``: defaults overridden by ``model.config["task_options"]``."""
-        extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
-        return {**self.defaults, **{k: v for k, v in extra.items() if k in DEFAULT_OPTIONS}}
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._losses: dict[tuple[str, float], LossFn] = {}
 
     def validate_num_classes(self, num_classes: int) -> None:
         if num_classes < 2:

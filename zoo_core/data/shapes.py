@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from .generated import write_once
 
 MARKER = "shapes.json"
 SHAPES = ("circle", "square", "triangle")
@@ -166,13 +163,6 @@ def _write_split(folder: Path, task: str, n: int, size: int, rng: np.random.Gene
     return n
 
 
-def _matches(out_dir: Path, params: dict) -> bool:
-    try:
-        return json.loads((out_dir / MARKER).read_text()).get("params") == params
-    except (OSError, ValueError):
-        return False
-
-
 def make_shapes(out_dir: str | Path, *, task: str = "det", n_train: int = 64, n_val: int = 16, image_size: int = 128,
                 seed: int = 0, ignore_border: int = 0) -> Path:
     """Write the shapes dataset for ``task`` (``"det"`` or ``"seg"``) under ``out_dir``; return ``out_dir``.
@@ -190,27 +180,15 @@ def make_shapes(out_dir: str | Path, *, task: str = "det", n_train: int = 64, n_
         raise ValueError(f"make_shapes: n_train and n_val must be >= 1 (got {n_train}, {n_val})")
     if ignore_border < 0 or (ignore_border and task != "seg"):
         raise ValueError(f"make_shapes(ignore_border={ignore_border}): a non-negative width, for task='seg' only")
-    out_dir = Path(out_dir).expanduser()
     params = _params(task, int(n_train), int(n_val), int(image_size), int(seed), int(ignore_border))
-    if _matches(out_dir, params):
-        return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
-        raise DataError(f"{out_dir} exists and holds other files; make_shapes only writes into an empty "
-                        "folder or one it wrote before: pick another folder", out_dir)
     rng = np.random.default_rng(seed)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+
+    def write(tmp: Path) -> dict[str, Any]:
         _write_split(tmp / "train", task, n_train, image_size, rng, ignore_border, start_id=1)
         _write_split(tmp / "val", task, n_val, image_size, rng, ignore_border, start_id=1)
         classes = list(SEG_CLASS_NAMES) if task == "seg" else list(SHAPES)
-        (tmp / MARKER).write_text(json.dumps({"params": params, "classes": classes}, indent=2) + "\n")
         if task == "seg":
             (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # ours (marker present) or empty: safe to replace
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+        return {"classes": classes}
+
+    return write_once(out_dir, marker=MARKER, params=params, write=write, what="make_shapes")

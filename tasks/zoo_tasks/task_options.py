@@ -1,0 +1,29 @@
+"""Task options shared by every built-in task: constructor defaults, overridden per model.
+
+A task lists its options and their defaults in ``option_defaults``; :meth:`OptionsMixin.options`
+merges, for one model, the task's defaults with ``model.config["task_options"]`` (which a plugin
+fills from ``BuiltModel.extra["task_options"]`` — e.g. U-Net's ``{"loss": "dice_ce"}`` — and a
+user may edit). Unknown constructor options are refused with the known ones listed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class OptionsMixin:
+    """``__init__(**options)`` checked against ``option_defaults``; ``options(model)`` merged per model."""
+
+    option_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **options: Any) -> None:
+        unknown = set(options) - set(self.option_defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
+                            f"known: {sorted(self.option_defaults)}")
+        self.defaults = {**self.option_defaults, **options}
+
+    def options(self, model: Any = None) -> dict[str, Any]:
+        """The options for ``model``: defaults overridden by ``model.config["task_options"]``."""
+        extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
+        return {**self.defaults, **{k: v for k, v in extra.items() if k in self.option_defaults}}

@@ -79,7 +79,7 @@ def load_catalog(*, refresh: bool = False) -> dict[str, dict[str, Any]]:
     if data is None:
         data = compute_catalog(version)
         try:
-            atomic_write_bytes(path, (json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n").encode())
+            atomic_write_bytes(path, (json.dumps(data, separators=(",", ":")) + "\n").encode())
         except OSError:  # a read-only home still lists models, just without the speed-up
             pass
     return data["models"]

@@ -107,6 +107,14 @@ class ClassificationTask(Task):
                      targets=torch.as_tensor(labels, dtype=torch.long),
                      meta=[{"source": s} for s in sources])
 
+    def example_samples(self, model: "ZooModel", *, n: int = 2, seed: int = 0) -> list[Any]:
+        """``n`` random normalised images at the model's input size with labels, as a dataset yields them."""
+        g = torch.Generator().manual_seed(seed)
+        transform = eval_transform(model.preprocess)
+        h, w = model.preprocess.input_size
+        return [(transform(torch.rand(3, h, w, generator=g)), int(torch.randint(model.num_classes, (1,), generator=g)),
+                 f"<example {i}>") for i in range(n)]
+
     # ---- training and evaluation ----------------------------------------------------------------
     def loss(self, model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
         logits = _logits(model(batch.inputs))

@@ -75,7 +75,7 @@ def test_pytest_plugin_is_registered_and_idle_without_the_option(tmp_path):
         import sys
 
         def pytest_sessionfinish(session):
-            heavy = [m for m in ("torch", "zoo_core.testing.checks", "zoo_timm.plugin") if m in sys.modules]
+            heavy = [m for m in ("torch", "zoo_core.testing.suite", "zoo_core.testing.checks", "zoo_timm.plugin") if m in sys.modules]
             with open("imported.txt", "w") as f:
                 f.write(",".join(heavy))
         """))

@@ -15,10 +15,10 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "check_spec": "zoo_core.testing.checks",
-    "check_plugin": "zoo_core.testing.checks",
-    "plugin_specs": "zoo_core.testing.checks",
-    "find_spec": "zoo_core.testing.checks",
+    "check_spec": "zoo_core.testing.suite",
+    "check_plugin": "zoo_core.testing.suite",
+    "plugin_specs": "zoo_core.testing.suite",
+    "find_spec": "zoo_core.testing.suite",
     "MODEL_CHECKS": "zoo_core.testing.checks",
     "CheckResult": "zoo_core.testing.report",
     "SpecReport": "zoo_core.testing.report",

@@ -1,8 +1,8 @@
 """The conformance checks a plugin's specs must pass (``pytest --zoo-plugin=NAME`` runs them).
 
-:func:`check_spec` runs every check that applies to one spec and returns a
-:class:`~zoo_core.testing.report.SpecReport`; :func:`check_plugin` does so for every spec a plugin
-registered (or a deterministic sample of them). A model spec is checked for: its builder imports;
+:func:`check_model_spec` runs every check that applies to a model spec and returns a
+:class:`~zoo_core.testing.report.SpecReport` (:mod:`.suite` dispatches any spec here or to
+:mod:`.component_checks`). A model spec is checked for: its builder imports;
 it builds a :class:`~zoo_core.model.BuiltModel` whose head prefixes exist; the task's contract holds
 on a tiny synthetic batch from :meth:`Task.example_samples` (collate, forward_eval, metrics,
 typed predictions); one training step changes the weights; save/load is exact; ``num_classes``
@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..registry import Registry, get_registry
+from ..registry import get_registry
 from ..specs import ModelSpec, Spec
 from .report import CheckResult, SpecReport
 
@@ -359,70 +359,3 @@ def check_model_spec(spec: ModelSpec, *, task: str | None = None, checks: Sequen
         return report
     with tempfile.TemporaryDirectory(prefix="zoo-conformance-") as tmp:
         return _ModelCheck(spec, task_name, Path(workdir or tmp), checks).run()
-
-
-def check_spec(spec: str | Spec, *, task: str | None = None, checks: Sequence[str] | None = None,
-               backbone: str | None = None, registry: Registry | None = None) -> SpecReport:
-    """Check one spec (a :class:`Spec` or a qualified name such as ``"myzoo:tiny_cnn"``).
-
-    ``task``: which of a model's tasks to check (default: its first); ``checks``: a subset of the
-    check names (their prerequisites run too); ``backbone``: what a head is built on (default: the
-    first compatible backbone of the head's own plugin).
-    Returns a :class:`SpecReport`; call ``report.raise_for_failures()`` to turn failures into a
-    :class:`ConformanceError` that names the plugin, the spec, each failed check and its fix.
-    """
-    from .component_checks import check_component
-
-    if isinstance(spec, str):
-        spec = find_spec(spec, registry)
-    if isinstance(spec, ModelSpec):
-        return check_model_spec(spec, task=task, checks=checks)
-    return check_component(spec, checks=checks, backbone=backbone)
-
-
-def find_spec(name: str, registry: Registry | None = None) -> Spec:
-    """The spec called ``name`` (``plugin:name``, or ``kind:plugin:name`` when kinds share a name)."""
-    reg = registry or get_registry()
-    kinds = ("model", "backbone", "head", "task")
-    kind, _, rest = name.partition(":")
-    if kind in kinds and rest.count(":") == 1:
-        return reg.resolve(kind, rest)
-    errors = []
-    for kind in kinds:
-        try:
-            return reg.resolve(kind, name)
-        except LookupError as exc:
-            errors.append(exc)
-    raise errors[0]
-
-
-def plugin_specs(name: str, *, sample: int | None = None, registry: Registry | None = None) -> list[Spec]:
-    """Every spec plugin ``name`` registered (tasks first); ``sample`` keeps N models/backbones/heads.
-
-    The sample is deterministic: tasks are always kept, and the other specs are taken evenly spaced
-    from the sorted list so a large family is covered from end to end.
-    """
-    from ..errors import UnknownNameError
-
-    reg = registry or get_registry()
-    if name not in reg.plugins:
-        raise UnknownNameError("plugin", name, reg.plugins, "`zoo plugins` lists the installed plugins")
-    tasks = [s for s in reg.specs("task") if s.plugin == name]
-    rest = [s for kind in ("model", "backbone", "head") for s in reg.specs(kind) if s.plugin == name]
-    if sample is not None and 0 < sample < len(rest):
-        rest = [rest[i * len(rest) // sample] for i in range(sample)]
-    return [*tasks, *rest]
-
-
-def check_plugin(name: str, *, sample: int | None = None, checks: Sequence[str] | None = None,
-                 backbone: str | None = None) -> list[SpecReport]:
-    """Check every spec of plugin ``name`` (see :func:`plugin_specs`); a plugin that failed to load
-    gives one failing report carrying its error and traceback."""
-    reg = get_registry()
-    info = reg.plugins.get(name)
-    if info is not None and not info.ok:
-        report = SpecReport("plugin", name, name, info.distribution or "")
-        report.results.append(CheckResult("load", "fail", f"{info.error}\n{info.traceback or ''}".rstrip(),
-                                          "fix the import error above (`zoo plugins doctor` shows it too)"))
-        return [report]
-    return [check_spec(s, checks=checks, backbone=backbone) for s in plugin_specs(name, sample=sample)]

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from ..registry import get_registry
 from ..specs import BackboneSpec, HeadSpec, Spec, TaskSpec
-from .checks import MODEL_CHECKS, _Fail, _ModelCheck, _Runner, _Skip, new_report
+from .checks import _Fail, _ModelCheck, _Runner, _Skip, new_report
 from .report import CheckResult, SpecReport
 
 TASK_CHECKS: dict[str, tuple[str, ...]] = {"builder": (), "task": ("builder",)}
@@ -187,4 +187,4 @@ def _compatible_backbone(spec: HeadSpec) -> str | None:
     return best[1] if best else None
 
 
-__all__ = ["check_component", "TASK_CHECKS", "BACKBONE_CHECKS", "MODEL_CHECKS"]
+__all__ = ["check_component", "TASK_CHECKS", "BACKBONE_CHECKS"]

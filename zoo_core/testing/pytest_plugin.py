@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     from zoo_core.errors import ZooError
     from zoo_core.registry import get_registry
-    from zoo_core.testing.checks import plugin_specs
+    from zoo_core.testing.suite import plugin_specs
 
     sample = config.getoption("zoo_sample")
     if sample is not None and sample < 1:
@@ -76,7 +76,7 @@ class ConformanceItem(pytest.Item):
         self.spec, self.plugin = spec, plugin
 
     def runtest(self) -> None:
-        from zoo_core.testing.checks import check_plugin, check_spec
+        from zoo_core.testing.suite import check_plugin, check_spec
 
         if self.spec is None:  # the plugin did not load: report why
             report = check_plugin(self.plugin)[0]

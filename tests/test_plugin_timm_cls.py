@@ -21,8 +21,9 @@ from zoo_timm.classification import build, describe, weights_info
 
 
 def test_catalog_equals_timm() -> None:
-    models = catalog.load_catalog()
-    assert list(models) == timm.list_models()
+    fresh = catalog.load_catalog(refresh=True)  # computed by asking timm
+    models = catalog.load_catalog()  # read back from the JSON cache
+    assert list(fresh) == list(models) == timm.list_models() and fresh == models
     by_model: dict[str, set[str]] = {}
     for full in timm.list_pretrained():
         name, tag = full.split(".", 1)

@@ -177,7 +177,10 @@ def render(diag: Diagnosis, write: Callable[[str], Any]) -> None:
         for line in _registered(reg, info.name) or (["registered: nothing"] if info.ok else []):
             write(f"      {line}")
         if not info.ok:
-            write(f"      error: {info.error}")
+            first, *rest = (info.error or "").splitlines() or [""]
+            write(f"      error: {first}")
+            for line in rest:
+                write(f"             {line}")
             for line in (info.traceback or "").rstrip().splitlines():
                 write(f"        | {line}")
     for name, why in sorted(diag.skipped.items()):

@@ -114,3 +114,10 @@ def test_describe_without_hub_uses_timms_url() -> None:
     assert w.url == cfg["url"] and w.filename == "resnet18.tv_in1k.pth"
     w = describe("x", "y", {"url": "https://e/x.npz", "custom_load": True, "num_classes": 5})
     assert w.url is None and w.num_classes == 5  # a custom format: only a converted local file can supply it
+
+
+def test_headless_embedding_models_get_a_head_or_a_clear_error() -> None:
+    eva = zoo.load("timm:eva02_tiny_patch14_224", task="cls")  # timm's config: num_classes=0
+    assert eva.num_classes == 1000 and eva.head_prefixes == ("head",) and eva.net.head.out_features == 1000
+    with torch.device("meta"), pytest.raises(zoo.IncompatibleError, match="encoder-only.*backbone"):
+        zoo.load("timm:qwen3_vit_88m_enc", task="cls")

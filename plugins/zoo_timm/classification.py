@@ -17,9 +17,13 @@ from typing import Any, Callable, Mapping
 
 import torch
 
+from zoo_core.errors import IncompatibleError
 from zoo_core.model import IMAGENET_MEAN, IMAGENET_STD, BuiltModel, Preprocess, PretrainedWeights
 from zoo_core.specs import ModelSpec
 
+#: head size for a model whose timm config has no classifier (``num_classes=0``: CLIP/DINOv2/EVA-02
+#: image towers and other embedding models) when the caller does not say ``num_classes``
+DEFAULT_NUM_CLASSES = 1000
 HF_URL = "https://huggingface.co/{repo}/resolve/main/{filename}"
 FILTER_NAMES = ("checkpoint_filter_fn", "_filter_fn")
 
@@ -108,15 +112,22 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     """Build timm model ``spec.name`` (with tag ``pretrained``'s config) for classification.
 
     ``options`` go to ``timm.create_model`` (``drop_rate``, ``drop_path_rate``, ``img_size``,
-    ``in_chans``...). ``num_classes`` defaults to the tag's (1000 for ImageNet-1k).
+    ``in_chans``...). ``num_classes`` defaults to the tag's (1000 for ImageNet-1k), or to
+    :data:`DEFAULT_NUM_CLASSES` for embedding models whose config has no classifier.
     """
     import timm
+    from timm.models import get_pretrained_cfg
 
     arch = f"{spec.name}.{pretrained}" if pretrained else spec.name
     kwargs = dict(options)
     if num_classes is not None:
         kwargs["num_classes"] = int(num_classes)
+    elif not getattr(get_pretrained_cfg(arch), "num_classes", None):  # a headless embedding model
+        kwargs["num_classes"] = DEFAULT_NUM_CLASSES
     net = timm.create_model(arch, pretrained=False, **kwargs)
+    if not getattr(net, "num_classes", 0):
+        raise IncompatibleError(f"timm:{spec.name} built without a classification head (an encoder-only "
+                                "model); use it as a backbone with zoo.build(...) instead")
     cfg = _cfg_dict(getattr(net, "pretrained_cfg", None) or getattr(net, "default_cfg", None))
     preprocess = preprocess_from_cfg(cfg, options.get("img_size"))
     if "in_chans" in options and int(options["in_chans"]) != len(preprocess.mean):

@@ -18,15 +18,15 @@ from .losses import IGNORE_INDEX
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
 
-ALPHA = 0.5
+ALPHA = 0.6
 
 
 def class_colours(num_classes: int) -> np.ndarray:
     """``(num_classes, 3)`` RGB colours in [0, 1]; class 0 (usually background) is black."""
     from matplotlib import colormaps
 
-    cmap = colormaps["tab20"]
-    colours = np.array([cmap(i % 20)[:3] for i in range(max(num_classes, 1))], dtype=np.float32)
+    cmap = colormaps["tab10" if num_classes <= 10 else "tab20"]
+    colours = np.array([cmap(i % cmap.N)[:3] for i in range(max(num_classes, 1))], dtype=np.float32)
     colours[0] = 0.0
     return colours
 
@@ -39,24 +39,34 @@ def overlay(image: np.ndarray, mask: np.ndarray, colours: np.ndarray, alpha: flo
     return np.clip(out, 0.0, 1.0)
 
 
+def colourize(mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """A class-index mask as an RGB picture: each class its colour, 255 ("ignore") white."""
+    out = colours[np.clip(mask, 0, len(colours) - 1)]
+    out[mask == IGNORE_INDEX] = 1.0
+    return out
+
+
 def overlay_grid_png(images: Sequence[np.ndarray], preds: Sequence[np.ndarray], path: str | Path,
                      class_names: Sequence[str], targets: Sequence[np.ndarray] | None = None,
                      titles: Sequence[str] | None = None) -> Path:
-    """One row per image: the prediction overlaid, and the true mask overlaid when ``targets`` is given."""
+    """One row per image: the prediction overlaid on the image, the predicted mask, and the true
+    mask when ``targets`` is given (masks in class colours, ignore in white)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
     colours = class_colours(len(class_names))
-    cols = 2 if targets is not None else 1
+    cols = 3 if targets is not None else 2
     rows = len(images)
     fig = Figure(figsize=(3.0 * cols + 1.5, 3.0 * rows), dpi=100)
     FigureCanvasAgg(fig)
     for r, (img, pred) in enumerate(zip(images, preds)):
-        panels = [("predicted", pred)] + ([("true", targets[r])] if targets is not None else [])
-        for c, (label, mask) in enumerate(panels):
+        panels = [("overlay", overlay(img, pred, colours)), ("predicted", colourize(pred, colours))]
+        if targets is not None:
+            panels.append(("true", colourize(targets[r], colours)))
+        for c, (label, picture) in enumerate(panels):
             ax = fig.add_subplot(rows, cols, r * cols + c + 1)
-            ax.imshow(overlay(img, mask, colours), interpolation="nearest")
+            ax.imshow(picture, interpolation="nearest")
             ax.set_axis_off()
             ax.set_title(f"{label}" + (f": {titles[r]}" if titles and c == 0 else ""), fontsize=8)
     handles = [Patch(color=colours[i], label=str(n)) for i, n in enumerate(class_names) if i > 0][:20]

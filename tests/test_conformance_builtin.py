@@ -58,6 +58,15 @@ def test_builtin_smp_sample_conforms():
     assert report.ok, str(report)
 
 
+def test_models_above_max_params_are_skipped_without_being_built():
+    report = check_spec("torchvision:resnet18", max_params=1_000_000)
+    build = report.result("build")
+    assert report.ok and build.status == "skip"
+    assert "11,689,512 parameters is above the limit of 1,000,000" in build.detail
+    assert "--zoo-max-params" in build.fix
+    assert report.result("contract").detail == "needs build"
+
+
 def test_sample_is_deterministic_and_spread_and_keeps_tasks():
     every = plugin_specs("timm")
     picked = plugin_specs("timm", sample=4)

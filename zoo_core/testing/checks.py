@@ -116,6 +116,7 @@ class _ModelCheck:
         self.model: Any = None
         self.samples: list[Any] | None = None
         self.saved: Path | None = None
+        self.max_params: int | None = None
 
     @property
     def task(self) -> Any:
@@ -149,12 +150,29 @@ class _ModelCheck:
                         "point the spec's builder at a function")
         return self.spec.builder
 
+    def too_large(self) -> None:
+        """Skip (with the count) a model above ``max_params``, counted on the meta device (no memory)."""
+        import torch
+
+        if self.max_params is None:
+            return
+        try:
+            with torch.device("meta"):
+                built = self.spec.load_builder()(self.spec, task=self.task_name, num_classes=None, pretrained=None)
+            n = sum(p.numel() for p in built.net.parameters())
+        except Exception:  # a builder that cannot run on meta is simply built for real below
+            return
+        if n > self.max_params:
+            raise _Skip(f"{n:,} parameters is above the limit of {self.max_params:,} for this run",
+                        "raise max_params (pytest --zoo-max-params=N) to check it")
+
     def build(self) -> str:
         import torch
 
         from ..api import build_model
         from ..model import ZooModel
 
+        self.too_large()
         torch.manual_seed(0)
         model = build_model(self.spec, self.task_name, num_classes=None, class_names=None, tag=None,
                             weights_path=None)
@@ -349,8 +367,11 @@ def _first_difference(a: Any, b: Any, where: str = "output") -> str:
 
 
 def check_model_spec(spec: ModelSpec, *, task: str | None = None, checks: Sequence[str] | None = None,
-                     workdir: Path | None = None) -> SpecReport:
-    """Run :data:`MODEL_CHECKS` (or the subset ``checks``) on a model spec for one of its tasks."""
+                     workdir: Path | None = None, max_params: int | None = None) -> SpecReport:
+    """Run :data:`MODEL_CHECKS` (or the subset ``checks``) on a model spec for one of its tasks.
+
+    ``max_params``: skip the model (saying so) when it has more parameters than this.
+    """
     task_name = get_registry().canonical_task(task) if task else (spec.tasks[0] if spec.tasks else "")
     if not task_name:
         report = new_report(spec)
@@ -358,4 +379,6 @@ def check_model_spec(spec: ModelSpec, *, task: str | None = None, checks: Sequen
                                           "register the model with tasks=('<task>',)"))
         return report
     with tempfile.TemporaryDirectory(prefix="zoo-conformance-") as tmp:
-        return _ModelCheck(spec, task_name, Path(workdir or tmp), checks).run()
+        run = _ModelCheck(spec, task_name, Path(workdir or tmp), checks)
+        run.max_params = max_params
+        return run.run()

@@ -3,7 +3,8 @@
 ``pytest --zoo-plugin=myzoo`` adds a test for every task, model, backbone and head the installed
 plugin ``myzoo`` registers (:func:`zoo_core.testing.check_spec`); ``--zoo-sample=N`` checks N
 models/backbones/heads evenly spread over the sorted list (tasks are always checked);
-``--zoo-backbone=NAME`` is the backbone heads are built on. The option may be repeated. A failure
+``--zoo-backbone=NAME`` is the backbone heads are built on; ``--zoo-max-params=N`` skips (and
+names) models above N parameters, so a sample of a large catalog stays runnable on a CPU. The option may be repeated. A failure
 names the plugin, the spec, each failed check and its fix; ``-rA`` also shows passed and skipped
 checks. Without ``--zoo-plugin`` this plugin adds nothing and imports nothing heavy.
 """
@@ -27,6 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(repeatable)")
     group.addoption("--zoo-sample", type=int, default=None, metavar="N",
                     help="check only N models/backbones/heads per plugin, evenly spread (tasks: all)")
+    group.addoption("--zoo-max-params", type=int, default=200_000_000, metavar="N",
+                    help="skip models with more parameters than N (counted without memory; default 200M)")
     group.addoption("--zoo-backbone", default=None, metavar="NAME",
                     help="backbone to build heads on (default: the first compatible one of the plugin)")
 
@@ -81,9 +84,13 @@ class ConformanceItem(pytest.Item):
         if self.spec is None:  # the plugin did not load: report why
             report = check_plugin(self.plugin)[0]
         else:
-            report = check_spec(self.spec, backbone=self.config.getoption("zoo_backbone"))
+            report = check_spec(self.spec, backbone=self.config.getoption("zoo_backbone"),
+                                max_params=self.config.getoption("zoo_max_params"))
         self.add_report_section("call", "zoo conformance", str(report))
         report.raise_for_failures()
+        built = report.result("build")
+        if built is not None and built.status == "skip":  # e.g. above --zoo-max-params
+            pytest.skip(f"{report.origin}: {built.detail}")
         for r in report.skipped:
             if r.fix:  # a check that could not run for a reason the author can fix
                 warnings.warn(ConformanceSkipWarning(f"{report.origin}: {r.check} skipped: {r.detail} "

@@ -17,19 +17,21 @@ from .report import CheckResult, SpecReport
 
 
 def check_spec(spec: str | Spec, *, task: str | None = None, checks: Sequence[str] | None = None,
-               backbone: str | None = None, registry: Registry | None = None) -> SpecReport:
+               backbone: str | None = None, max_params: int | None = None,
+               registry: Registry | None = None) -> SpecReport:
     """Check one spec (a :class:`Spec` or a qualified name such as ``"myzoo:tiny_cnn"``).
 
     ``task``: which of a model's tasks to check (default: its first); ``checks``: a subset of the
     check names (their prerequisites run too); ``backbone``: what a head is built on (default: the
-    first compatible backbone of the head's own plugin).
+    smallest compatible backbone of the head's own plugin); ``max_params``: skip models larger than
+    this (counted on the meta device).
     Returns a :class:`SpecReport`; call ``report.raise_for_failures()`` to turn failures into a
     :class:`ConformanceError` that names the plugin, the spec, each failed check and its fix.
     """
     if isinstance(spec, str):
         spec = find_spec(spec, registry)
     if isinstance(spec, ModelSpec):
-        return check_model_spec(spec, task=task, checks=checks)
+        return check_model_spec(spec, task=task, checks=checks, max_params=max_params)
     return check_component(spec, checks=checks, backbone=backbone)
 
 
@@ -68,7 +70,7 @@ def plugin_specs(name: str, *, sample: int | None = None, registry: Registry | N
 
 
 def check_plugin(name: str, *, sample: int | None = None, checks: Sequence[str] | None = None,
-                 backbone: str | None = None) -> list[SpecReport]:
+                 backbone: str | None = None, max_params: int | None = None) -> list[SpecReport]:
     """Check every spec of plugin ``name`` (see :func:`plugin_specs`); a plugin that failed to load
     gives one failing report carrying its error and traceback."""
     reg = get_registry()
@@ -78,4 +80,5 @@ def check_plugin(name: str, *, sample: int | None = None, checks: Sequence[str] 
         report.results.append(CheckResult("load", "fail", f"{info.error}\n{info.traceback or ''}".rstrip(),
                                           "fix the import error above (`zoo plugins doctor` shows it too)"))
         return [report]
-    return [check_spec(s, checks=checks, backbone=backbone) for s in plugin_specs(name, sample=sample)]
+    return [check_spec(s, checks=checks, backbone=backbone, max_params=max_params)
+            for s in plugin_specs(name, sample=sample)]

@@ -68,6 +68,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a few steps per task (smoke test, under a minute)")
     p.add_argument("--dir", type=Path, help="where to write data and runs (default: a new temp folder)")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
+    p.add_argument("--pretrained", action="store_true",
+                   help="start from each model's default pretrained weights (from the cache or a download; "
+                        "from random weights, detection needs far more than a CPU-minute to reach a non-zero mAP)")
     p.add_argument("--device", help="device (default: cuda when available)")
     p.set_defaults(func=cmd_demo)
 
@@ -209,23 +212,27 @@ class DemoRecipe:
     train: dict[str, Any]
     quick_data: dict[str, Any] = field(default_factory=dict)
     quick_train: dict[str, Any] = field(default_factory=dict)
+    #: the task's options for this model (``model.config["task_options"]``), e.g. no flips for digits
+    task_options: dict[str, Any] = field(default_factory=dict)
 
 
 QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 2, "batch_size": 4}
 DEMOS: dict[str, DemoRecipe] = {
     "cls": DemoRecipe("cls", "digits (sklearn, coloured, 10 classes)", "zoo_core.data.digits:make_digits",
-                      {"image_size": 32, "limit": 800}, "resnet18", {"num_classes": 10},
-                      {"max_epochs": 5, "batch_size": 32, "lr": 3e-3, "image_size": 32, "warmup_epochs": 0.5},
-                      quick_data={"limit": 40}, quick_train={"image_size": 32}),
+                      {"image_size": 32}, "resnet18", {"num_classes": 10},
+                      {"max_epochs": 6, "batch_size": 32, "lr": 5e-3, "image_size": 32, "warmup_epochs": 0.5},
+                      quick_data={"limit": 40}, quick_train={"image_size": 32},
+                      task_options={"hflip": 0.0, "scale": (0.7, 1.0)}),
     "det": DemoRecipe("det", "shapes (COCO json, 3 classes)", "zoo_core.data.shapes:make_shapes",
                       {"task": "det", "n_train": 48, "n_val": 12, "image_size": 128},
                       "fasterrcnn_mobilenet_v3_large_320_fpn", {"num_classes": 3},
-                      {"max_epochs": 3, "batch_size": 4, "lr": 1e-3, "image_size": 128, "warmup_epochs": 0.5},
+                      {"max_epochs": 4, "batch_size": 4, "optimizer": "sgd", "lr": 0.02, "weight_decay": 1e-4,
+                       "image_size": 128, "warmup_epochs": 0.5},
                       quick_data={"n_train": 8, "n_val": 4, "image_size": 64}, quick_train={"image_size": 64}),
     "seg": DemoRecipe("seg", "shapes (mask folders, background + 3 classes)", "zoo_core.data.shapes:make_shapes",
-                      {"task": "seg", "n_train": 64, "n_val": 16, "image_size": 64}, "unet",
+                      {"task": "seg", "n_train": 96, "n_val": 16, "image_size": 64}, "unet",
                       {"num_classes": 4, "backbone": "resnet18"},
-                      {"max_epochs": 5, "batch_size": 8, "lr": 3e-3, "image_size": 64, "warmup_epochs": 0.5},
+                      {"max_epochs": 8, "batch_size": 8, "lr": 5e-3, "image_size": 64, "warmup_epochs": 0.5},
                       quick_data={"n_train": 8, "n_val": 4}),
 }
 
@@ -252,7 +259,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         settings = {**recipe.train, **((QUICK | recipe.quick_train) if args.quick else {})}
         if args.epochs:
             settings["max_epochs"] = args.epochs
-        model = zoo.load(recipe.model, task=recipe.task, **recipe.load)
+        model = zoo.load(recipe.model, task=recipe.task, weights="default" if args.pretrained else None,
+                         **recipe.load)
+        if recipe.task_options:
+            model.config["task_options"] = dict(recipe.task_options)
         start = time.perf_counter()
         trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=0, **settings)
         result = trainer.fit(model, data, data)

@@ -121,7 +121,8 @@ class RunLogger:
             self.tb.log({_tag(k): v for k, v in values.items()}, step)
             self.tb.writer.flush()
         if self.verbose:
-            shown = "  ".join(f"{k} {v:.4g}" for k, v in values.items() if not k.startswith("lr"))
+            items = [(k, v) for k, v in values.items() if not k.startswith("lr")][:10]
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in items)
             print(f"epoch {epoch + 1}: {shown}  ({seconds:.1f} s)", flush=True)
 
     def close(self) -> None:

@@ -63,7 +63,8 @@ def test_read_dataset_collate_and_loss(digits: Path, model) -> None:
     batch = task.collate([val[i] for i in range(4)])
     assert isinstance(batch, Batch) and batch.inputs.shape == (4, 3, 32, 32)
     assert batch.targets.dtype == torch.long and batch.targets.tolist() == [val.samples[i][1] for i in range(4)]
-    assert batch.meta[0]["source"].endswith(".png") and Path(batch.meta[0]["source"]).parent.name == DIGITS[batch.targets[0]]
+    source = Path(batch.meta[0]["source"])
+    assert source.suffix == ".png" and source.parent.name == DIGITS[batch.targets[0]]
     # eval is deterministic, train is augmented
     assert torch.equal(val[0][0], val[0][0])
     torch.manual_seed(1)
@@ -111,7 +112,8 @@ def test_folders_are_mapped_to_the_models_named_classes(tmp_path: Path, model) -
 
 
 def _batch(targets: list[int]) -> Batch:
-    return Batch(torch.zeros(len(targets), 3, 2, 2), torch.tensor(targets), [{"source": f"s{i}"} for i in range(len(targets))])
+    meta = [{"source": f"s{i}"} for i in range(len(targets))]
+    return Batch(torch.zeros(len(targets), 3, 2, 2), torch.tensor(targets), meta)
 
 
 def test_metrics_values_and_merge() -> None:

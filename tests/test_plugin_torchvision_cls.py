@@ -88,8 +88,9 @@ def test_builder_resnet18_preprocess_and_head() -> None:
 def test_preprocess_follows_the_weights_tag() -> None:
     v1 = tv_weights.describe("efficientnet_b1", "IMAGENET1K_V1").preprocess
     v2 = tv_weights.describe("efficientnet_b1", "IMAGENET1K_V2").preprocess
-    assert v1.input_size == (240, 240) and v1.interpolation == "bicubic" and v1.crop_pct == pytest.approx(240 / 256, abs=1e-4)
-    assert v2.input_size == (240, 240) and v2.interpolation == "bilinear" and v2.crop_pct == pytest.approx(240 / 255, abs=1e-4)
+    assert v1.input_size == v2.input_size == (240, 240)
+    assert v1.interpolation == "bicubic" and v1.crop_pct == pytest.approx(240 / 256, abs=1e-4)
+    assert v2.interpolation == "bilinear" and v2.crop_pct == pytest.approx(240 / 255, abs=1e-4)
 
 
 def test_pretrained_description() -> None:

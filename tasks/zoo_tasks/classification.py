@@ -65,7 +65,8 @@ class ClassificationTask(Task):
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(DEFAULT_OPTIONS)
         if unknown:
-            raise TypeError(f"ClassificationTask got unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
+            raise TypeError(f"ClassificationTask got unknown option(s) {sorted(unknown)}; "
+                            f"known: {sorted(DEFAULT_OPTIONS)}")
         self.defaults = {**DEFAULT_OPTIONS, **options}
 
     def options(self, model: "ZooModel | None" = None) -> dict[str, Any]:

@@ -257,3 +257,9 @@ def test_bad_settings_are_named():
         zoo.Trainer(precision="fp8")
     with pytest.raises(TypeError, match="pass an instance"):
         zoo.Trainer(callbacks=[Callback])
+
+    class Typo(Callback):
+        def on_epoch_ends(self, trainer): ...
+
+    with pytest.raises(UnknownNameError, match="on_epoch_ends.*did you mean 'on_epoch_end'"):
+        zoo.Trainer(callbacks=[Typo()])

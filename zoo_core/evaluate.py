@@ -26,7 +26,6 @@ import torch
 if TYPE_CHECKING:
     from .model import ZooModel
     from .task import Metrics, Task
-    from .train.distributed import DistEnv
 
 
 class Report(Mapping):

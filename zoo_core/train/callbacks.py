@@ -188,5 +188,11 @@ def check_callbacks(callbacks: list[Any]) -> list[Callback]:
         if not isinstance(cb, Callback):
             warnings.warn(f"{type(cb).__name__} does not subclass zoo_core.train.callbacks.Callback; "
                           "only the hooks it defines are called", stacklevel=3)
+        for name in dir(type(cb)):
+            if name.startswith("on_") and name not in HOOKS:
+                from ..errors import UnknownNameError
+
+                raise UnknownNameError("callback hook", name, HOOKS, f"in {type(cb).__name__}; the Trainer "
+                                       "would never call it")
         out.append(cb)
     return out

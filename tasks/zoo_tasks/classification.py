@@ -24,6 +24,7 @@ from zoo_core.errors import DataError
 from zoo_core.task import Batch, Classification, Metrics, Task
 
 from .cls_metrics import ClassificationMetrics
+from .task_options import OptionsMixin
 from .transforms import eval_transform, train_transform
 
 if TYPE_CHECKING:
@@ -55,24 +56,13 @@ def _logits(output: Any) -> Tensor:
     raise TypeError(f"a classification network must return logits (B, num_classes), got {type(output).__name__}")
 
 
-class ClassificationTask(Task):
+class ClassificationTask(OptionsMixin, Task):
     """The ``classification`` task (aliases ``cls``, ``classify``)."""
 
     name = "classification"
     default_metric = "accuracy"
     default_metric_mode = "max"
-
-    def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS)
-        if unknown:
-            raise TypeError(f"ClassificationTask got unknown option(s) {sorted(unknown)}; "
-                            f"known: {sorted(DEFAULT_OPTIONS)}")
-        self.defaults = {**DEFAULT_OPTIONS, **options}
-
-    def options(self, model: "ZooModel | None" = None) -> dict[str, Any]:
-        """This task's options for ``model``: defaults overridden by ``model.config["task_options"]``."""
-        extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
-        return {**self.defaults, **{k: v for k, v in extra.items() if k in DEFAULT_OPTIONS}}
+    option_defaults = DEFAULT_OPTIONS
 
     def validate_num_classes(self, num_classes: int) -> None:
         if num_classes < 2:

@@ -10,16 +10,12 @@ seconds on a CPU.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from .generated import write_once
 
 MARKER = "digits.json"
 CLASS_NAMES = [str(d) for d in range(10)]
@@ -59,14 +55,6 @@ def _render(gray8: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarra
     return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _matches(out_dir: Path, params: dict) -> bool:
-    marker = out_dir / MARKER
-    try:
-        return json.loads(marker.read_text()).get("params") == params
-    except (OSError, ValueError):
-        return False
-
-
 def make_digits(out_dir: str | Path, *, image_size: int = 32, seed: int = 0, val_fraction: float = 0.2,
                 limit: int | None = None) -> Path:
     """Write the digits dataset as image folders under ``out_dir`` and return ``out_dir``.
@@ -78,24 +66,16 @@ def make_digits(out_dir: str | Path, *, image_size: int = 32, seed: int = 0, val
     """
     from sklearn.datasets import load_digits
 
-    out_dir = Path(out_dir).expanduser()
     if image_size < 8:
         raise ValueError(f"make_digits(image_size={image_size}): must be at least 8 pixels")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"make_digits(val_fraction={val_fraction}): must be between 0 and 1")
     params = _params(int(image_size), int(seed), float(val_fraction), limit)
-    if _matches(out_dir, params):
-        return out_dir
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
-        raise DataError(f"{out_dir} exists and holds other files; make_digits only writes into an empty "
-                        "folder or one it wrote before: pick another folder", out_dir)
 
-    data = load_digits()
-    rng = np.random.default_rng(seed)
-    counts = {"train": 0, "val": 0}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    def write(tmp: Path) -> dict:
+        data = load_digits()
+        rng = np.random.default_rng(seed)
+        counts = {"train": 0, "val": 0}
         for label, indices in enumerate(_select(data.target, rng, limit)):
             n_val = max(1, int(round(len(indices) * val_fraction)))
             for rank, i in enumerate(indices):
@@ -104,12 +84,6 @@ def make_digits(out_dir: str | Path, *, image_size: int = 32, seed: int = 0, val
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(_render(data.images[i], image_size, rng), mode="RGB").save(folder / f"{i:04d}.png")
                 counts[split] += 1
-        (tmp / MARKER).write_text(json.dumps({"params": params, "counts": counts, "classes": CLASS_NAMES},
-                                             indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)  # ours (marker present) or empty: safe to replace
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+        return {"counts": counts, "classes": CLASS_NAMES}
+
+    return write_once(out_dir, marker=MARKER, params=params, write=write, what="make_digits")

@@ -91,10 +91,12 @@ class Backbone(nn.Module):
 
 
 def check_size(feature_info: FeatureInfo, fixed: tuple[int, int] | None = None) -> tuple[int, int]:
-    """A small input size at which every declared level is at least 2x2 pixels."""
+    """A small input size divisible by every declared stride, with every level at least 2x2 pixels."""
     if fixed is not None:
         return fixed
-    side = max(64, 2 * max(feature_info.reduction()))  # type: ignore[arg-type]
+    reds = feature_info.reduction()
+    unit = math.lcm(*reds)  # type: ignore[arg-type]
+    side = unit * max(1, math.ceil(max(64, 2 * max(reds)) / unit))  # type: ignore[arg-type]
     return side, side
 
 

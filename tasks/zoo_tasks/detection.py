@@ -22,16 +22,14 @@ from zoo_core.errors import DataError
 from zoo_core.task import Batch, Detections, Metrics, Task
 
 from .det_data import CocoDetection, eval_transform, read_coco, resolve_source, train_transform
+from .classification import _placeholder_names
 from .det_metrics import DetectionMetrics
+from .task_options import OptionsMixin
 
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
 
 DEFAULT_OPTIONS: dict[str, Any] = {"hflip": 0.5, "filter_empty": False, "score_threshold": 0.0}
-
-
-def _placeholder_names(names: Sequence[str]) -> bool:
-    return list(names) == [f"class_{i}" for i in range(len(names))]
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -44,23 +42,17 @@ def _sync_size(model: "ZooModel") -> None:
         setter(model.preprocess.input_size)
 
 
-class DetectionTask(Task):
-    """Object detection on COCO-format data, scored by pycocotools' COCOeval."""
+class DetectionTask(OptionsMixin, Task):
+    """Object detection on COCO-format data, scored by pycocotools' COCOeval.
+
+    Options (constructor, or per model in ``model.config["task_options"]``): ``hflip`` (training flip
+    probability), ``filter_empty`` (drop training images without boxes), ``score_threshold`` (predict).
+    """
 
     name = "detection"
     default_metric = "map"
     default_metric_mode = "max"
-
-    def __init__(self, **options: Any) -> None:
-        unknown = set(options) - set(DEFAULT_OPTIONS)
-        if unknown:
-            raise TypeError(f"DetectionTask got unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULT_OPTIONS)}")
-        self.defaults = {**DEFAULT_OPTIONS, **options}
-
-    def options(self, model: "ZooModel | None" = None) -> dict[str, Any]:
-        """Defaults overridden by ``model.config["task_options"]`` (e.g. ``{"filter_empty": True}``)."""
-        extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
-        return {**self.defaults, **{k: v for k, v in extra.items() if k in DEFAULT_OPTIONS}}
+    option_defaults = DEFAULT_OPTIONS
 
     # ---- data -----------------------------------------------------------------------------------
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",

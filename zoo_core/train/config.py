@@ -21,6 +21,7 @@ PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 OPTIMIZERS = ("sgd", "adamw", "adam", "rmsprop")
 SCHEDULERS = ("cosine", "step", "plateau", "onecycle", "constant")
 MODES = ("max", "min")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 
 
 def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -64,10 +65,14 @@ class TrainConfig:
                                "entry of a numbered list such as layer1.0 or blocks.3)")
     backbone_lr_mult: float = _f(1.0, "backbone learning rate = lr x this (e.g. 0.1 for fine-tuning)")
     precision: str = _f("32", "numeric precision", choices=PRECISIONS)
-    channels_last: bool = _f(False, "channels-last memory format (faster convolutions on GPUs)")
+    channels_last: bool | None = _f(None, "channels-last memory format (faster convolutions on GPUs); "
+                                          "None/auto: on CUDA for networks with 2-d convolutions")
     compile: bool = _f(False, "torch.compile the network")
     compile_backend: str = _f("inductor", "torch.compile backend")
-    compile_mode: str | None = _f(None, "torch.compile mode (default, reduce-overhead, max-autotune)")
+    compile_mode: str | None = _f(None, "torch.compile mode (default, reduce-overhead, max-autotune); "
+                                        "reduce-overhead and max-autotune also capture CUDA graphs")
+    matmul_precision: str | None = _f(None, "float32 matmul precision: highest, high (TF32 on recent GPUs), "
+                                            "medium; None: leave torch's setting", choices=MATMUL_PRECISIONS)
     sync_batchnorm: bool = _f(False, "convert BatchNorm to SyncBatchNorm under DDP")
     find_unused_parameters: bool = _f(False, "DDP find_unused_parameters (for models that skip parameters)")
     # ---- reproducibility
@@ -156,7 +161,7 @@ def _field_type(f: dataclasses.Field) -> tuple[type, bool]:
 
 def _parser_for(base: type, optional: bool, name: str):
     def parse(text: str) -> Any:
-        if optional and text.lower() in ("none", "null", ""):
+        if optional and text.lower() in ("none", "null", "", "auto"):
             return None
         if base is bool:
             if text.lower() in ("1", "true", "yes", "on"):
@@ -172,6 +177,23 @@ def _parser_for(base: type, optional: bool, name: str):
     return parse
 
 
+_FLAG = object()  # "the flag was given without a value"
+
+
+class _OptionalBool(argparse.Action):
+    """``--x`` sets True, ``--no-x`` False, ``--x VALUE`` the parsed value (``auto``/``none``: None)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if option_string and option_string.startswith("--no-"):
+            if values is not _FLAG:
+                parser.error(f"{option_string} takes no value")
+            value = False
+        else:
+            value = True if values is _FLAG else values
+        setattr(namespace, self.dest, value)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per :class:`TrainConfig` field; unset flags are absent from the namespace."""
     group = parser.add_argument_group("trainer settings (also settable in --config YAML)")
@@ -184,6 +206,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if base is bool and not optional:
             group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
+        elif base is bool:  # --x, --no-x, or --x VALUE (true/false/auto)
+            group.add_argument(*names, f"--no-{flag[2:]}", dest=f.name, action=_OptionalBool, nargs="?", const=_FLAG,
+                               type=_parser_for(base, optional, f.name), default=argparse.SUPPRESS,
+                               metavar="BOOL", help=help_text)
         else:
             group.add_argument(*names, dest=f.name, type=_parser_for(base, optional, f.name),
                                choices=f.metadata.get("choices"), default=argparse.SUPPRESS,

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
-from ..errors import IncompatibleError, ZooError
 from ..evaluate import autocast, evaluation_loop, scalar_metrics
 from . import checkpoint as C
+from . import perf
 from . import distributed as D
 from .callbacks import Callback, EarlyStopping, LRMonitor, ModelCheckpoint, ModelEMA, check_callbacks
 from .config import TrainConfig
@@ -34,20 +34,11 @@ from .data import base_dataset, make_loader, read_data, set_loader_epoch
 from .loggers import RunLogger, make_progress, print_fit_summary
 from .numerics import FiniteGuard, NonFiniteLossError, numerics, seed_everything  # noqa: F401
 from .optim import apply_freezing, build_optimizer, frozen_norm_modules
+from .resume import CheckpointMixin, TrainState
 from .schedulers import LRSchedule
 
 if TYPE_CHECKING:
     from ..model import ZooModel
-
-
-@dataclass
-class TrainState:
-    """Where the run is: ``epoch`` in progress (0-based), optimizer ``step`` s so far, and how many
-    batches of the current epoch are done (non-zero only in a mid-epoch checkpoint)."""
-
-    epoch: int = 0
-    step: int = 0
-    batch_in_epoch: int = 0
 
 
 @dataclass
@@ -68,7 +59,7 @@ class FitResult:
     plots: list[Path] = field(default_factory=list)
 
 
-class Trainer:
+class Trainer(CheckpointMixin):
     """Trains any zoo model; settings are :class:`TrainConfig` fields (``Trainer(max_epochs=5, ...)``).
 
     ``callbacks``: extra :class:`~zoo_core.train.callbacks.Callback` instances.
@@ -98,7 +89,7 @@ class Trainer:
         self.model, self.task = model, model.task_impl
         self.should_stop, self.stop_reason = False, ""
         try:
-            with numerics(cfg.deterministic):
+            with numerics(cfg.deterministic), perf.matmul_precision(cfg.matmul_precision):
                 seed_everything(cfg.seed)
                 return self._fit(model, train, val, ckpt)
         finally:
@@ -117,7 +108,8 @@ class Trainer:
         self.monitor, self.mode = self._monitor()
 
         model.to(env.device)
-        if cfg.channels_last:
+        self.channels_last = perf.use_channels_last(model.net, env.device, cfg.channels_last)
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.raw_net = raw_net = model.net
         apply_freezing(model, cfg)
@@ -145,7 +137,8 @@ class Trainer:
 
         net = D.wrap_ddp(raw_net, env, find_unused_parameters=cfg.find_unused_parameters)
         if cfg.compile:
-            net = torch.compile(net, backend=cfg.compile_backend, mode=cfg.compile_mode)
+            net = perf.compile_net(net, cfg.compile_backend, cfg.compile_mode)
+        self.cudagraphs = perf.uses_cudagraphs(cfg.compile, cfg.compile_mode)
         self.logger = RunLogger(self.out_dir, enabled=env.is_main, tensorboard=cfg.tensorboard, verbose=cfg.verbose)
         self.logger.start(resume_epoch=self.state.epoch, resume_step=self.state.step if ckpt else None)
         self.logger.write_config(self.resolved_config())
@@ -206,7 +199,9 @@ class Trainer:
             if i >= total:
                 break
             boundary = (i + 1) % accum == 0 or i + 1 == total
-            data = batch.to(env.device, channels_last=cfg.channels_last, non_blocking=True)
+            if self.cudagraphs:
+                perf.mark_step_begin()
+            data = batch.to(env.device, channels_last=self.channels_last, non_blocking=True)
             with (ddp() if ddp is not None and not boundary else contextlib.nullcontext()):
                 with autocast(env.device, cfg.precision):
                     losses = self.task.loss(model, data)
@@ -251,92 +246,11 @@ class Trainer:
             names = getattr(base_dataset(self.val_loader), "class_names", None) or model.class_names
             metrics = self.task.new_metrics(list(names))
             evaluation_loop(model, self.task, self.val_loader, metrics, device=self.env.device,
-                            precision=cfg.precision, channels_last=cfg.channels_last,
+                            precision=cfg.precision, channels_last=self.channels_last,
                             limit_batches=cfg.limit_val_batches)
         finally:
             model.net = wrapped
         return D.merge_metrics(metrics, self.env).compute()
-
-    # ---- checkpoints ------------------------------------------------------------------------------
-    def checkpoint_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly (see :mod:`zoo_core.train.checkpoint`)."""
-        from ..saving import versions
-
-        model, env = self.model, self.env
-        weights = (self.ema.module if self.ema is not None else self.raw_net).state_dict()
-        rng = C.rng_state()
-        ranks = [None] * env.world_size
-        if env.distributed:
-            torch.distributed.all_gather_object(ranks, rng)
-        out = {"format": C.FORMAT, "format_version": C.FORMAT_VERSION, "zoo_version": versions()["zoo"],
-               "versions": C.plain(versions()), "task": model.task, "model_config": C.plain(model.config),
-               "class_names": list(model.class_names), "preprocess": C.plain(model.preprocess.to_dict()),
-               "model": weights, "optimizer": self.optimizer.state_dict(),
-               "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-               "progress": {"epoch": self.state.epoch, "step": self.state.step,
-                            "batch_in_epoch": self.state.batch_in_epoch, "world_size": env.world_size,
-                            "batch_size": self.config.batch_size},
-               "rng": rng, "rng_per_rank": ranks if env.distributed else [],
-               "data": {"seed": self.config.seed, "epoch": self.state.epoch,
-                        "batches_done": self.state.batch_in_epoch},
-               "callbacks": {cb.state_key: C.plain(cb.state_dict()) for cb in self.callbacks
-                             if hasattr(cb, "state_dict")},
-               "config": self.config.to_dict(), "metrics": scalar_metrics(self.metrics)}
-        if self.ema is not None:
-            out["train_model"] = self.raw_net.state_dict()
-        return out
-
-    def save_checkpoint(self, path: Path) -> Path:
-        """Write a checkpoint atomically (rank 0); refuses to save weights a NaN loss has touched."""
-        self.guard.check(self.env, self.last_path)
-        ckpt = self.checkpoint_dict()
-        if self.env.is_main:
-            C.atomic_save(ckpt, path)
-        return path
-
-    def _read_resume(self, resume: str | Path | None) -> dict | None:
-        if resume is None:
-            return None
-        path = self.last_path if str(resume) == "last" else Path(resume)
-        if str(resume) == "last" and not path.exists():
-            raise ZooError(f"resume='last' but {path} does not exist: nothing to resume in {self.out_dir}; "
-                           "start without resume or pass the checkpoint's path")
-        return C.load_checkpoint(path)
-
-    def _restore(self, ckpt: dict) -> dict | None:
-        """Load a checkpoint into the run's components; return the RNG state to restore at the start."""
-        from ..weights import load_into
-
-        model, env = self.model, self.env
-        if ckpt["task"] != model.task:
-            raise IncompatibleError(f"the checkpoint is for task {ckpt['task']!r} (model "
-                                    f"{ckpt['model_config'].get('model')!r}), this model is {model.task!r}")
-        theirs, ours = ckpt["model_config"].get("model"), model.config.get("model")
-        source = f"checkpoint of {theirs} (this model: {ours})"
-        load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True)
-        if self.ema is not None:
-            self.ema.module.load_state_dict(ckpt["model"])  # the EMA weights, or the raw ones if EMA is new
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
-        if self.scaler.is_enabled() and ckpt.get("scaler"):
-            self.scaler.load_state_dict(ckpt["scaler"])
-        for cb in self.callbacks:
-            if hasattr(cb, "load_state_dict") and cb.state_key in ckpt.get("callbacks", {}):
-                cb.load_state_dict(ckpt["callbacks"][cb.state_key])
-        p = ckpt["progress"]
-        self.state = TrainState(p["epoch"], p["step"], p["batch_in_epoch"])
-        self.metrics = dict(ckpt.get("metrics", {}))
-        same = p["world_size"] == env.world_size and p["batch_size"] == self.config.batch_size
-        if not same and p["batch_in_epoch"]:
-            warnings.warn(f"the checkpoint was written with world size {p['world_size']} and batch size "
-                          f"{p['batch_size']}, this run has {env.world_size} and {self.config.batch_size}: "
-                          f"resuming at the start of epoch {p['epoch'] + 1} instead of mid-epoch")
-            self.state.batch_in_epoch = 0
-        elif not same:
-            warnings.warn(f"resuming with world size {env.world_size} (checkpoint: {p['world_size']}): "
-                          "the data order and random streams differ from an uninterrupted run")
-        per_rank = ckpt.get("rng_per_rank") or []
-        return per_rank[env.rank] if same and len(per_rank) == env.world_size else ckpt["rng"]
 
     # ---- helpers ----------------------------------------------------------------------------------
     def _emit(self, hook: str, *args: Any) -> None:
@@ -395,6 +309,7 @@ class Trainer:
         """The run's settings with defaults resolved, plus what was trained (written to config.yaml)."""
         m = self.model
         return {"trainer": {**self.config.to_dict(), "monitor": self.monitor, "monitor_mode": self.mode},
+                "speed": perf.describe(self.raw_net, self.env.device, self.config),
                 "model": C.plain(m.config), "task": m.task, "class_names": list(m.class_names),
                 "preprocess": C.plain(m.preprocess.to_dict()), "world_size": self.env.world_size,
                 "device": str(self.env.device)}

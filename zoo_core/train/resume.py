@@ -1,0 +1,128 @@
+"""The Trainer's checkpoints: what a checkpoint holds, writing it, and resuming from one.
+
+A mixin of :class:`~zoo_core.train.trainer.Trainer` (kept apart so the loop reads on one screen);
+the file format, atomic writes and migrations are :mod:`zoo_core.train.checkpoint`'s.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import IncompatibleError, ZooError
+from ..evaluate import scalar_metrics
+from . import checkpoint as C
+
+
+@dataclass
+class TrainState:
+    """Where the run is: ``epoch`` in progress (0-based), optimizer ``step`` s so far, and how many
+    batches of the current epoch are done (non-zero only in a mid-epoch checkpoint)."""
+
+    epoch: int = 0
+    step: int = 0
+    batch_in_epoch: int = 0
+
+
+class CheckpointMixin:
+    """``checkpoint_dict``, ``save_checkpoint`` and the resume side (``_read_resume``, ``_restore``)."""
+
+    # set by Trainer.fit
+    model: Any
+    env: Any
+    config: Any
+    state: Any
+    raw_net: Any
+    ema: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    callbacks: list[Any]
+    guard: Any
+    metrics: dict[str, Any]
+    last_path: Path
+    out_dir: Path
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """Everything needed to resume exactly (see :mod:`zoo_core.train.checkpoint`)."""
+        from ..saving import versions
+
+        model, env = self.model, self.env
+        weights = (self.ema.module if self.ema is not None else self.raw_net).state_dict()
+        rng = C.rng_state()
+        ranks = [None] * env.world_size
+        if env.distributed:
+            torch.distributed.all_gather_object(ranks, rng)
+        out = {"format": C.FORMAT, "format_version": C.FORMAT_VERSION, "zoo_version": versions()["zoo"],
+               "versions": C.plain(versions()), "task": model.task, "model_config": C.plain(model.config),
+               "class_names": list(model.class_names), "preprocess": C.plain(model.preprocess.to_dict()),
+               "model": weights, "optimizer": self.optimizer.state_dict(),
+               "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+               "progress": {"epoch": self.state.epoch, "step": self.state.step,
+                            "batch_in_epoch": self.state.batch_in_epoch, "world_size": env.world_size,
+                            "batch_size": self.config.batch_size},
+               "rng": rng, "rng_per_rank": ranks if env.distributed else [],
+               "data": {"seed": self.config.seed, "epoch": self.state.epoch,
+                        "batches_done": self.state.batch_in_epoch},
+               "callbacks": {cb.state_key: C.plain(cb.state_dict()) for cb in self.callbacks
+                             if hasattr(cb, "state_dict")},
+               "config": self.config.to_dict(), "metrics": scalar_metrics(self.metrics)}
+        if self.ema is not None:
+            out["train_model"] = self.raw_net.state_dict()
+        return out
+
+    def save_checkpoint(self, path: Path) -> Path:
+        """Write a checkpoint atomically (rank 0); refuses to save weights a NaN loss has touched."""
+        self.guard.check(self.env, self.last_path)
+        ckpt = self.checkpoint_dict()
+        if self.env.is_main:
+            C.atomic_save(ckpt, path)
+        return path
+
+    def _read_resume(self, resume: str | Path | None) -> dict | None:
+        if resume is None:
+            return None
+        path = self.last_path if str(resume) == "last" else Path(resume)
+        if str(resume) == "last" and not path.exists():
+            raise ZooError(f"resume='last' but {path} does not exist: nothing to resume in {self.out_dir}; "
+                           "start without resume or pass the checkpoint's path")
+        return C.load_checkpoint(path)
+
+    def _restore(self, ckpt: dict) -> dict | None:
+        """Load a checkpoint into the run's components; return the RNG state to restore at the start."""
+        from ..weights import load_into
+
+        model, env = self.model, self.env
+        if ckpt["task"] != model.task:
+            raise IncompatibleError(f"the checkpoint is for task {ckpt['task']!r} (model "
+                                    f"{ckpt['model_config'].get('model')!r}), this model is {model.task!r}")
+        theirs, ours = ckpt["model_config"].get("model"), model.config.get("model")
+        source = f"checkpoint of {theirs} (this model: {ours})"
+        load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])  # the EMA weights, or the raw ones if EMA is new
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler.is_enabled() and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        for cb in self.callbacks:
+            if hasattr(cb, "load_state_dict") and cb.state_key in ckpt.get("callbacks", {}):
+                cb.load_state_dict(ckpt["callbacks"][cb.state_key])
+        p = ckpt["progress"]
+        self.state = TrainState(p["epoch"], p["step"], p["batch_in_epoch"])
+        self.metrics = dict(ckpt.get("metrics", {}))
+        same = p["world_size"] == env.world_size and p["batch_size"] == self.config.batch_size
+        if not same and p["batch_in_epoch"]:
+            warnings.warn(f"the checkpoint was written with world size {p['world_size']} and batch size "
+                          f"{p['batch_size']}, this run has {env.world_size} and {self.config.batch_size}: "
+                          f"resuming at the start of epoch {p['epoch'] + 1} instead of mid-epoch")
+            self.state.batch_in_epoch = 0
+        elif not same:
+            warnings.warn(f"resuming with world size {env.world_size} (checkpoint: {p['world_size']}): "
+                          "the data order and random streams differ from an uninterrupted run")
+        per_rank = ckpt.get("rng_per_rank") or []
+        return per_rank[env.rank] if same and len(per_rank) == env.world_size else ckpt["rng"]

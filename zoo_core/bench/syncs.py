@@ -29,6 +29,10 @@ SYNC_OPS = frozenset({"_local_scalar_dense", "nonzero", "masked_select", "_uniqu
 MASK_INDEX_OPS = frozenset({"index", "index_put", "index_put_", "_index_put_impl_"})
 
 
+def _on(args: tuple, device_type: str) -> bool:
+    return any(isinstance(a, torch.Tensor) and a.device.type == device_type for a in args)
+
+
 def _has_mask(args: tuple) -> bool:
     indices = args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ()
     return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in indices)
@@ -38,13 +42,17 @@ class HostSyncCounter(TorchDispatchMode):
     """Counts ops that synchronise the host with the device (see the module docstring).
 
     ``ops``: a Counter of op name -> calls; ``count``: their total. ``enabled`` can be toggled to
-    leave parts of the block out.
+    leave parts of the block out. ``device`` (e.g. ``"cuda"``) counts only ops reading tensors of
+    that device type: host-resident tensors (Adam's step counters unless fused, a DataLoader's seed)
+    are read without waiting for the GPU. On the CPU everything is host-resident, so a CPU check
+    counts those too (use SGD, or compare steps, to see the Trainer's own).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | None = None) -> None:
         super().__init__()
         self.ops: Counter[str] = Counter()
         self.enabled = True
+        self.device = device
 
     @property
     def count(self) -> int:
@@ -52,6 +60,7 @@ class HostSyncCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         name = func.overloadpacket.__name__
-        if self.enabled and (name in SYNC_OPS or (name in MASK_INDEX_OPS and _has_mask(args))):
+        if self.enabled and (name in SYNC_OPS or (name in MASK_INDEX_OPS and _has_mask(args))) and \
+                (self.device is None or _on(args, self.device)):
             self.ops[name if name in SYNC_OPS else f"{name}(bool mask)"] += 1
         return func(*args, **(kwargs or {}))

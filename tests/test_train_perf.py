@@ -95,6 +95,16 @@ def test_channels_last_and_matmul_precision_keep_the_results(toy, tmp_path):
     assert torch.get_float32_matmul_precision() == "highest"  # restored after fit
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_fused_optimizer_kernels_give_the_per_parameter_results(toy, tmp_path, optimizer):
+    loop = weights_after(tmp_path, "loop", optimizer=optimizer, fused_optimizer=False)
+    fused = weights_after(tmp_path, "fused", optimizer=optimizer)  # auto: fused on the CPU too
+    for k in loop:
+        torch.testing.assert_close(fused[k], loop[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="no fused rmsprop"):
+        weights_after(tmp_path, "rms", optimizer="rmsprop", fused_optimizer=True)
+
+
 def test_bf16_autocast_stays_within_bf16_rounding_of_fp32(toy, tmp_path):
     model = zoo.load("toynet_plain", task="tt")
     batch = toy_batch(model)
@@ -122,6 +132,7 @@ def test_the_resolved_speed_settings_are_written_with_the_run(toy, tmp_path):
     trainer, _ = fit(model, tmp_path, steps=2)
     speed = trainer.resolved_config()["speed"]
     assert speed["channels_last"] is False and speed["cudagraphs"] is False
+    assert speed["fused_optimizer"] is True  # adamw on the CPU: torch has a fused kernel
     written = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert written["speed"]["channels_last"] is False
 

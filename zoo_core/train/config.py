@@ -54,6 +54,8 @@ class TrainConfig:
     step_epochs: int = _f(30, "step schedule: multiply lr by step_gamma every N epochs")
     step_gamma: float = _f(0.1, "step schedule decay factor; plateau schedule reduction factor")
     plateau_patience: int = _f(3, "plateau schedule: epochs without improvement before reducing lr")
+    fused_optimizer: bool | None = _f(None, "fused optimizer kernels (sgd, adam, adamw); None/auto: wherever "
+                                            "torch has them (CUDA, CPU)")
     gradient_clip_val: float | None = _f(None, "clip the global gradient norm to this value")
     ema: float | None = _f(None, "keep an exponential moving average of the weights with this decay "
                                  "(e.g. 0.999); it is what gets evaluated and saved")

@@ -19,7 +19,8 @@ rounding of the chosen precision:
 - cuDNN autotuning (``torch.backends.cudnn.benchmark``) is on unless ``deterministic``
   (:func:`zoo_core.train.numerics.numerics`).
 
-Fused optimizer kernels on CUDA come from :func:`zoo_core.train.optim.build_optimizer`.
+- ``fused_optimizer`` (default ``None`` = auto): one fused kernel per parameter group for SGD, Adam and
+  AdamW wherever torch has it (CUDA and the CPU): :func:`zoo_core.train.optim.use_fused`.
 """
 
 from __future__ import annotations
@@ -72,9 +73,11 @@ def matmul_precision(value: str | None) -> Iterator[None]:
         torch.set_float32_matmul_precision(old)
 
 
-def describe(net: nn.Module, device: torch.device, config: Any) -> dict[str, Any]:
+def describe(net: nn.Module, device: torch.device, config: Any,
+             optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
     """The speed settings as resolved for this run (written into the run's config.yaml)."""
     return {"channels_last": use_channels_last(net, device, config.channels_last),
+            "fused_optimizer": bool(optimizer is not None and optimizer.defaults.get("fused")),
             "cudagraphs": uses_cudagraphs(config.compile, config.compile_mode),
             "matmul_precision": torch.get_float32_matmul_precision(),
             "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}

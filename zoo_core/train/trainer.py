@@ -309,7 +309,7 @@ class Trainer(CheckpointMixin):
         """The run's settings with defaults resolved, plus what was trained (written to config.yaml)."""
         m = self.model
         return {"trainer": {**self.config.to_dict(), "monitor": self.monitor, "monitor_mode": self.mode},
-                "speed": perf.describe(self.raw_net, self.env.device, self.config),
+                "speed": perf.describe(self.raw_net, self.env.device, self.config, self.optimizer),
                 "model": C.plain(m.config), "task": m.task, "class_names": list(m.class_names),
                 "preprocess": C.plain(m.preprocess.to_dict()), "world_size": self.env.world_size,
                 "device": str(self.env.device)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 
 import pytest
 import torch
@@ -150,3 +151,31 @@ def test_channels_last_flag_takes_auto_on_off(argv, expected):
 def test_matmul_precision_is_checked():
     with pytest.raises(ValueError, match="matmul_precision"):
         zoo.Trainer(matmul_precision="fast")
+
+
+@pytest.mark.parametrize("name, task, options", [
+    ("fasterrcnn_mobilenet_v3_large_320_fpn", "det", {"min_size": 64, "max_size": 64}),
+    ("unet", "seg", {"backbone": "resnet18"}),
+])
+def test_channels_last_keeps_detection_and_segmentation_losses(name, task, options):
+    from zoo_core.bench.runner import synthetic_batch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = []
+        base = zoo.load(name, task=task, num_classes=3, **options)
+        base.set_image_size(64)
+        for channels_last in (False, True):
+            model = copy.deepcopy(base)
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
+            batch = synthetic_batch(model, 2, "cpu", channels_last=channels_last)
+            torch.manual_seed(0)  # detection samples proposals at random
+            with torch.no_grad():
+                losses.append({k: float(v) for k, v in model.task_impl.loss(model.train(), batch).items()})
+        assert losses[0].keys() == losses[1].keys()
+        for k in losses[0]:
+            assert losses[1][k] == pytest.approx(losses[0][k], rel=1e-4, abs=1e-5), k
+    finally:
+        torch.set_num_threads(threads)

@@ -38,21 +38,9 @@ def optimizer(params, args) -> torch.optim.Optimizer:
 def plain_train(name: str, args, x: torch.Tensor, y: torch.Tensor, img_size: dict) -> tuple:
     import timm
 
-    model = timm.create_model(name, num_classes=NUM_CLASSES, **img_size).to(args.device).train()
-    weights = H.save_weights(model)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = H.maybe_compile(model, args)
+    model, net, weights = H.plain_model(timm.create_model(name, num_classes=NUM_CLASSES, **img_size), args)
     opt = optimizer(model.parameters(), args)
-
-    def step() -> None:
-        with H.autocast_for(args):
-            loss = F.cross_entropy(net(x).float(), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    result = H.measure_plain(step, args)
+    result = H.measure_plain_train(lambda: F.cross_entropy(net(x).float(), y), opt, args)
     H.free(model, net, opt)
     return result, weights
 

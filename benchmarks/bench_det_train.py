@@ -49,23 +49,12 @@ def sizes(args) -> dict[str, int]:
 def plain_train(name: str, args, images, targets) -> tuple:
     from torchvision.models import detection
 
-    model = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
-                                     **sizes(args)).to(args.device).train()
-    weights = H.save_weights(model)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = H.maybe_compile(model, args)
+    built = getattr(detection, name)(weights=None, weights_backbone=None, num_classes=NUM_CLASSES + 1,
+                                     **sizes(args))
+    model, net, weights = H.plain_model(built, args)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, weight_decay=1e-4,
                           **({"fused": True} if args.device.type == "cuda" else {}))
-
-    def step() -> None:
-        with H.autocast_for(args):
-            loss = sum(net(images, targets).values())
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    result = H.measure_plain(step, args)
+    result = H.measure_plain_train(lambda: sum(net(images, targets).values()), opt, args)
     H.free(model, net, opt)
     return result, weights
 

@@ -30,11 +30,8 @@ NUM_CLASSES = 1000
 def plain_infer(name: str, args, x: torch.Tensor, img_size: dict) -> tuple:
     import timm
 
-    model = timm.create_model(name, num_classes=NUM_CLASSES, **img_size).to(args.device).eval()
-    weights = H.save_weights(model)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = H.maybe_compile(model, args)
+    model, net, weights = H.plain_model(timm.create_model(name, num_classes=NUM_CLASSES, **img_size), args,
+                                        train=False)
     cfg = model.pretrained_cfg
     mean = torch.tensor(cfg["mean"], device=args.device).view(1, 3, 1, 1)
     std = torch.tensor(cfg["std"], device=args.device).view(1, 3, 1, 1)

@@ -65,22 +65,10 @@ def optimizer(kind: str, lr: float, params, args) -> torch.optim.Optimizer:
 
 
 def plain_train(recipe: dict, args, x: torch.Tensor, y: torch.Tensor) -> tuple:
-    model = recipe["build"]().to(args.device).train()
-    weights = H.save_weights(model)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = H.maybe_compile(model, args)
+    model, net, weights = H.plain_model(recipe["build"](), args)
     opt = optimizer(*recipe["opt"], model.parameters(), args)
     loss_fn: Callable = recipe["loss"]
-
-    def step() -> None:
-        with H.autocast_for(args):
-            loss = loss_fn(net(x), y)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    result = H.measure_plain(step, args)
+    result = H.measure_plain_train(lambda: loss_fn(net(x), y), opt, args)
     H.free(model, net, opt)
     return result, weights
 

@@ -91,6 +91,31 @@ def measure_plain(step: Callable[[], Any], args: argparse.Namespace) -> tuple[fl
     return args.steps * args.batch_size / seconds, peak.reading
 
 
+def plain_model(model: torch.nn.Module, args: argparse.Namespace, *, train: bool = True
+                ) -> tuple[torch.nn.Module, torch.nn.Module, Path]:
+    """The plain side's model on the device, its initial weights saved for the zoo side, then
+    channels-last and compiled as the flags say: ``(model, callable net, weights file)``."""
+    model = model.to(args.device).train(train)
+    weights = save_weights(model)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model, maybe_compile(model, args), weights
+
+
+def measure_plain_train(compute_loss: Callable[[], torch.Tensor], opt: torch.optim.Optimizer,
+                        args: argparse.Namespace) -> tuple[float, MemoryReading]:
+    """A plain training loop: autocast forward and loss, backward, step, zero_grad; timed as
+    :func:`measure_plain`."""
+    def step() -> None:
+        with autocast_for(args):
+            loss = compute_loss()
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return measure_plain(step, args)
+
+
 def save_weights(net: torch.nn.Module) -> Path:
     """The network's current weights in a temporary ``.pt`` file (for ``zoo.load(weights=...)``)."""
     fd, name = tempfile.mkstemp(prefix="zoo-bench-", suffix=".pt")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from .train import open_model, parse_options
+from .train import _model_flags, open_model, parse_options
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,15 +20,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "a synthetic batch made by its task, reused every step, and print images/s, "
                                    "peak memory (total and per image), model GFLOP per image and MFU.")
     p.add_argument("model", help="model name (zoo list), saved model directory or checkpoint")
-    p.add_argument("--task", help="task of a model name (default: its first)")
-    p.add_argument("--num-classes", type=int, help="replace the head for this many classes")
+    _model_flags(p)  # --task, --num-classes, --weights, --device
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="builder option for zoo.load (repeatable), e.g. --option backbone=resnet34")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     p.add_argument("--image-size", type=int, help="input size (default: the model's own)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5; compilation runs here)")
-    p.add_argument("--device", help="device (default: cuda when available)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "16", "32"], help="autocast precision")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels-last memory format (default: auto, on CUDA for convolutional networks)")
@@ -43,7 +41,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise ValueError("--steps and --batch-size must be >= 1 and --warmup >= 0")
-    model = open_model(args.model, task=args.task, num_classes=args.num_classes,
+    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights,
                        options=parse_options(args.option))
     result = bench_model(model, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
                          warmup=args.warmup, device=args.device, precision=args.precision,

@@ -24,7 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="builder option for zoo.load (repeatable), e.g. --option backbone=resnet34")
     p.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
-    p.add_argument("--image-size", type=int, help="input size (default: the model's own)")
+    p.add_argument("--image-size", type=int, help="input size (default: the model's own); the table shows the "
+                                                  "synthetic images' size (a detector resizes them itself)")
     p.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps first (default 5; compilation runs here)")
     p.add_argument("--precision", default="bf16", choices=["bf16", "16", "32"], help="autocast precision")

@@ -208,8 +208,8 @@ class Trainer(CheckpointMixin):
                 loss = losses["loss"]
                 self.scaler.scale(loss / accum if accum > 1 else loss).backward()
             self.guard.record(loss, state.step, state.epoch, i, batch.meta)
-            for k, v in losses.items():
-                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float()
+            for k, v in losses.items():  # a copy, never the loss itself (CUDA graphs overwrite their outputs)
+                sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float().clone()
             count += 1
             if boundary:
                 self.optimizer_step()

@@ -7,7 +7,10 @@ library did (:class:`~zoo_core.model.Preprocess`); both normalise with the model
 
 Options (constructor defaults, overridden per model by ``model.config["task_options"]``):
 ``label_smoothing`` (0.0), ``hflip`` (0.5, flip probability; 0 for data where left/right matters),
-``scale`` ((0.5, 1.0), crop area range), ``topk`` (5, length of each prediction's top-k list).
+``scale`` ((0.5, 1.0), crop area range), ``topk`` (5, length of each prediction's top-k list),
+``decode`` (``"pil"``: PIL in DataLoader workers; ``"device"``: workers read bytes, the batch is
+decoded and augmented on the training device, nvjpeg on CUDA — :mod:`.device_decode`; ``"auto"``:
+device when CUDA is available). ``pil`` stays the default until the device path is measured on a GPU.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ from zoo_core.errors import DataError
 from zoo_core.task import Batch, Classification, Metrics, Task
 
 from .cls_metrics import ClassificationMetrics
+from .device_decode import EncodedBatch, EncodedFolderDataset, EncodedImage, use_device_decode
 from .task_options import OptionsMixin
 from .transforms import eval_transform, train_transform
 
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
 
-DEFAULT_OPTIONS: dict[str, Any] = {"label_smoothing": 0.0, "hflip": 0.5, "scale": (0.5, 1.0), "topk": 5}
+DEFAULT_OPTIONS: dict[str, Any] = {"label_smoothing": 0.0, "hflip": 0.5, "scale": (0.5, 1.0), "topk": 5,
+                                   "decode": "pil"}
 
 
 def _placeholder_names(names: Sequence[str]) -> bool:
@@ -90,10 +95,15 @@ class ClassificationTask(OptionsMixin, Task):
                                         hflip=float(opts["hflip"]))
         else:
             transform = eval_transform(model.preprocess, image_size)
+        if use_device_decode(str(opts["decode"])):
+            return EncodedFolderDataset(index, transform, train=train)
         return ImageFolderDataset(index, transform, train=train)
 
     def collate(self, samples: list[Any]) -> Batch:
         images, labels, sources = zip(*samples)
+        if isinstance(images[0], EncodedImage):  # decoded on the device by EncodedBatch.to
+            return EncodedBatch(inputs=list(images), targets=torch.as_tensor(labels, dtype=torch.long),
+                                meta=[{"source": s} for s in sources], decoder=images[0].decoder)
         return Batch(inputs=torch.stack([torch.as_tensor(i) for i in images]),
                      targets=torch.as_tensor(labels, dtype=torch.long),
                      meta=[{"source": s} for s in sources])

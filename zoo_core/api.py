@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import IncompatibleError, UnknownNameError, ZooError
 from .registry import PluginInfo, get_registry
@@ -136,7 +136,8 @@ def _known_tags(spec: ModelSpec) -> str:
 
 def load(name: str | Path, task: str | None = None, *, num_classes: int | None = None,
          class_names: Sequence[str] | None = None, weights: str | Path | None = None,
-         provider: str | None = None, strict: bool = True, **options: Any) -> "ZooModel":
+         provider: str | None = None, strict: bool = True, task_options: Mapping[str, Any] | None = None,
+         **options: Any) -> "ZooModel":
     """Build a task model by name (or load a directory written by ``model.save``).
 
     ``name``: ``"resnet50"``, ``"timm:resnet50"``, ``"resnet50.a1_in1k"`` (a weights tag) or a saved
@@ -146,12 +147,15 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
     a ``.safetensors``/``.pt`` file or a saved directory. ``num_classes``/``class_names`` replace
     the head; the load report (``model.weights_report``) says which tensors were re-initialised.
     ``options`` go to the plugin's builder (e.g. ``backbone="resnet34"`` for U-Net).
+    ``task_options`` override the task's per-model options (augmentation, loss: e.g.
+    ``{"hflip": 0.0}`` for digits, ``{"loss": "dice"}``); they are saved with the model.
     """
     from .saving import is_saved_model, load_model
 
     if isinstance(name, Path) or is_saved_model(name):
-        return load_model(Path(name), task=task, num_classes=num_classes, class_names=class_names,
-                          strict=strict)
+        model = load_model(Path(name), task=task, num_classes=num_classes, class_names=class_names,
+                           strict=strict)
+        return set_task_options(model, task_options)
     reg = get_registry()
     spec, tag = _split_tag(reg, str(name), task, provider)
     if weights is not None and tag is not None:
@@ -166,8 +170,22 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
         tag = spec.weights[0] if weights == "default" and spec.weights else str(weights)
         if spec.weights and tag not in spec.weights:
             raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights, _known_tags(spec))
-    return build_model(spec, task_name, num_classes=num_classes, class_names=class_names, tag=tag,
-                       weights_path=weights_path, strict=strict, options=options)
+    model = build_model(spec, task_name, num_classes=num_classes, class_names=class_names, tag=tag,
+                        weights_path=weights_path, strict=strict, options=options)
+    return set_task_options(model, task_options)
+
+
+def set_task_options(model: "ZooModel", task_options: Mapping[str, Any] | None) -> "ZooModel":
+    """Merge ``task_options`` into ``model.config["task_options"]``, refusing keys the task lacks."""
+    if not task_options:
+        return model
+    known = getattr(model.task_impl, "option_defaults", None)
+    unknown = sorted(set(task_options) - set(known)) if known is not None else []
+    if unknown:
+        raise TypeError(f"task_options {unknown} are not options of the {model.task} task; "
+                        f"known: {sorted(known)}")
+    model.config["task_options"] = {**dict(model.config.get("task_options") or {}), **dict(task_options)}
+    return model
 
 
 def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,

@@ -85,7 +85,7 @@ class ClassificationTask(OptionsMixin, Task):
             if folders and folders <= set(model.class_names):
                 class_names = list(model.class_names)
         index = scan_image_folder(source, split, class_names=class_names)
-        if len(index.class_names) > model.num_classes:
+        if len(index.class_names) != model.num_classes:  # a subset of the model's named classes matched above
             raise DataError(f"{index.root} has {len(index.class_names)} classes but the model predicts "
                             f"{model.num_classes}; load it with num_classes={len(index.class_names)} (or "
                             "class_names=[...]) to give it a matching head", index.root)
@@ -98,6 +98,10 @@ class ClassificationTask(OptionsMixin, Task):
         if use_device_decode(str(opts["decode"])):
             return EncodedFolderDataset(index, transform, train=train)
         return ImageFolderDataset(index, transform, train=train)
+
+    def source_class_names(self, source: Any, *, split: str) -> list[str]:
+        """The class folder names of ``source``'s ``split``, sorted (what a fresh head is named after)."""
+        return sorted(folder_class_names(source, split))
 
     def collate(self, samples: list[Any]) -> Batch:
         images, labels, sources = zip(*samples)

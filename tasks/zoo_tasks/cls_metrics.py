@@ -56,7 +56,9 @@ class ClassificationMetrics(Metrics):
         targets = torch.as_tensor(batch.targets).long().cpu()
         if logits.dim() != 2 or logits.shape[1] != self.num_classes:
             raise ValueError(f"classification metrics expect logits (B, {self.num_classes}); got "
-                             f"{tuple(logits.shape)}: the model's head and the dataset's classes disagree")
+                             f"{tuple(logits.shape)}: the model's head and the dataset's classes disagree: "
+                             f"load the model with num_classes={self.num_classes} (zoo.load(name, "
+                             f"num_classes={self.num_classes}) or zoo train --num-classes)")
         bad = (targets < 0) | (targets >= self.num_classes)
         if bool(bad.any()):
             sources = [m.get("source", "?") for m, b in zip(batch.meta, bad.tolist()) if b]

@@ -17,7 +17,8 @@ from typing import Any
 from ..train.config import add_arguments, from_sources, load_yaml
 
 #: keys of a --config YAML file that describe the run rather than the Trainer
-RUN_KEYS = ("model", "task", "data", "train", "val", "num_classes", "weights", "resume", "options")
+RUN_KEYS = ("model", "task", "data", "train", "val", "num_classes", "weights", "resume", "options",
+            "task_options")
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -34,6 +35,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", help="pretrained tag ('default') or a weights file / saved model")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                    help="builder option for zoo.load (repeatable), e.g. --option backbone=resnet34")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option (augmentation, loss; repeatable), e.g. --task-option hflip=0")
     p.add_argument("--config", type=Path, help="YAML file of settings (flags override it)")
     p.add_argument("--resume", nargs="?", const="last", help="resume from out_dir/last.pt or a checkpoint path")
     add_arguments(p)
@@ -96,7 +99,8 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 
 def open_model(spec: str, *, task: str | None = None, num_classes: int | None = None,
-               weights: str | None = None, options: dict[str, Any] | None = None) -> Any:
+               weights: str | None = None, options: dict[str, Any] | None = None,
+               task_options: dict[str, Any] | None = None) -> Any:
     """A model from a name, a saved directory, a run directory (its ``model/``) or a checkpoint file."""
     import zoo_core as zoo
     from ..saving import is_saved_model
@@ -106,10 +110,33 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
     if path.is_dir() and not is_saved_model(path) and is_saved_model(path / "model"):
         path = path / "model"
     if is_saved_model(path):
-        return zoo.load(path, task=task, num_classes=num_classes)
+        return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options)
     if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
-        return model_from_checkpoint(path)
-    return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, **(options or {}))
+        from ..api import set_task_options
+
+        return set_task_options(model_from_checkpoint(path), task_options)
+    return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
+                    **(options or {}))
+
+
+def fit_head_to_data(model: Any, train: Any, name: str, weights: Any, options: dict[str, Any],
+                     task_options: dict[str, Any] | None = None) -> Any:
+    """A model loaded by name without ``--num-classes`` gets a head sized to the training data's classes.
+
+    What a user of ``zoo train --data`` expects: fine-tuning a 1000-class ImageNet model on 10 folders
+    trains a 10-way head named after the folders (the printed line says so). A saved or resumed model
+    keeps its head.
+    """
+    import zoo_core as zoo
+
+    reader = getattr(model.task_impl, "source_class_names", None)  # optional Task method
+    names = list(reader(train, split="train") or []) if reader is not None else []
+    if not names or len(names) == model.num_classes:
+        return model
+    print(f"{name}: a {len(names)}-class head for the classes of {train} (was {model.num_classes}; "
+          "--num-classes overrides)", flush=True)
+    return zoo.load(name, task=model.task, num_classes=len(names), class_names=names, weights=weights,
+                    task_options=task_options, **options)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -131,8 +158,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = run["val"] if run["val"] is not None else run["data"]
     val = None if str(val).lower() == "none" else val
     options = {**dict(run["options"] or {}), **parse_options(args.option)}
+    task_options = {**dict(run["task_options"] or {}), **parse_options(args.task_option)}
     model = open_model(str(run["model"]), task=run["task"], num_classes=run["num_classes"],
-                       weights=run["weights"], options=options)
+                       weights=run["weights"], options=options, task_options=task_options)
+    if run["num_classes"] is None and not run["resume"] and not Path(str(run["model"])).exists():
+        model = fit_head_to_data(model, train, str(run["model"]), run["weights"], options, task_options)
     result = zoo.Trainer(config).fit(model, train, val, resume=run["resume"])
     if config.verbose and result.model_dir is not None:
         print(f"evaluate it: zoo eval {result.model_dir} --data {val or train}")
@@ -260,9 +290,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if args.epochs:
             settings["max_epochs"] = args.epochs
         model = zoo.load(recipe.model, task=recipe.task, weights="default" if args.pretrained else None,
-                         **recipe.load)
-        if recipe.task_options:
-            model.config["task_options"] = dict(recipe.task_options)
+                         task_options=recipe.task_options, **recipe.load)
         start = time.perf_counter()
         trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=0, **settings)
         result = trainer.fit(model, data, data)

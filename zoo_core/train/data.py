@@ -134,8 +134,11 @@ def make_loader(dataset: Dataset, collate: Callable[[list[Any]], Any], *, batch_
     kwargs: dict[str, Any] = {}
     if workers > 0:
         kwargs.update(persistent_workers=True, prefetch_factor=prefetch_factor, worker_init_fn=_seed_worker)
+    # a last training batch of ONE sample breaks BatchNorm in train mode ("Expected more than 1 value
+    # per channel"): drop exactly that case; any other remainder is trained on
+    drop_last = train and batch_size > 1 and len(sampler) % batch_size == 1
     return DataLoader(wrapped, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate, pin_memory=pin_memory, drop_last=False,
+                      collate_fn=collate, pin_memory=pin_memory, drop_last=drop_last,
                       generator=torch.Generator().manual_seed(seed), **kwargs)
 
 

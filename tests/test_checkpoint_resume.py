@@ -179,3 +179,9 @@ def test_resuming_with_another_world_size_warns_and_restarts_the_epoch(toy, tmp_
     with pytest.warns(UserWarning, match="world size 2.*resuming at the start of epoch 1 instead of mid-epoch"):
         trainer = _train(tmp_path / "b", resume=tmp_path / "from_two.pt")
     assert trainer.state.step == 2 + 2 * 8  # the interrupted epoch ran again from its first batch
+
+
+def test_resuming_with_another_optimizer_is_refused_naming_both(toy, tmp_path):
+    _train(tmp_path / "run", max_epochs=1)
+    with pytest.raises(IncompatibleError, match=r"optimizer='adamw'.*'sgd'.*resume with optimizer='adamw'"):
+        _train(tmp_path / "run", resume="last", max_epochs=2, optimizer="sgd")

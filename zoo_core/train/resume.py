@@ -105,6 +105,13 @@ class CheckpointMixin:
         load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True)
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt["model"])  # the EMA weights, or the raw ones if EMA is new
+        saved = ckpt.get("config") or {}
+        for key in ("optimizer", "scheduler"):  # their states only fit the same kind
+            if key in saved and saved[key] != getattr(self.config, key):
+                raise IncompatibleError(
+                    f"the checkpoint was trained with {key}={saved[key]!r}, this run uses "
+                    f"{getattr(self.config, key)!r}: resume with {key}={saved[key]!r}, or start a new run "
+                    f"from its weights (zoo.load(<run>/model) or weights=<checkpoint>) without resume")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler.is_enabled() and ckpt.get("scaler"):

@@ -153,3 +153,13 @@ def test_an_export_that_differs_from_eager_fails_loudly_and_writes_nothing(tmp_p
     with pytest.raises(ExportError, match=r"differs from eager by max \|diff\| = 3, above the tolerance 0\.000\d+"):
         model.export("torchscript", tmp_path / "m.pt")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_torchvision_detector_loaded_by_name_exports_with_its_plugin_hints(tmp_path):
+    torch.manual_seed(0)
+    model = zoo.load("fasterrcnn_mobilenet_v3_large_320_fpn", task="det", num_classes=3)
+    assert model.export_formats == ("onnx",)                      # declared by the plugin, shown by zoo info
+    res = model.export("onnx", tmp_path / "det.onnx", sample=torch.rand(1, 3, 128, 128))
+    assert not res.dynamic_batch and res.max_abs_diff <= res.tolerance   # default call, no hand-set options
+    with pytest.raises(IncompatibleError, match="cannot be exported to torch_export: its post-processing"):
+        model.export("torch_export", tmp_path / "det.pt2")

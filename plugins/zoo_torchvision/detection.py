@@ -82,7 +82,15 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     return BuiltModel(net=wrapped, preprocess=preprocess_of(net), num_classes=n,
                       head=tuple(PREFIX + h for h in HEADS[family]),
                       pretrained=describe(spec.name, pretrained) if pretrained else None,
-                      map_state_dict=torchvision_keys(wrapped))
+                      map_state_dict=torchvision_keys(wrapped), export_formats=("onnx",),
+                      extra={"export": EXPORT_HINTS})
+
+
+#: torchvision detectors trace to ONNX at a fixed batch (their transform loops over images) with the
+#: TorchScript-based exporter; their data-dependent post-processing does not script or torch.export
+EXPORT_HINTS = {"dynamic_batch": False, "onnx_exporter": "torchscript",
+                "reasons": {"torchscript": "its post-processing is data-dependent",
+                            "torch_export": "its post-processing is data-dependent"}}
 
 
 def preprocess_of(net: nn.Module) -> Preprocess:

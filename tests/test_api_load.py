@@ -115,3 +115,14 @@ def test_info_lists_providers_and_catalog_functions(toy):
     assert [p.name for p in zoo.list_plugins()] == ["toy"]
     with pytest.raises(UnknownNameError, match="unknown task 'nope'"):
         toy.resolve("model", "tiny", task="nope")
+
+
+def test_task_options_are_validated_saved_and_never_silently_swallowed(tmp_path):
+    model = zoo.load("unet", task="seg", backbone="resnet18", num_classes=3, task_options={"loss": "focal"})
+    assert model.task_impl.options(model)["loss"] == "focal"
+    again = zoo.load(model.save(tmp_path / "m"))
+    assert again.task_impl.options(again)["loss"] == "focal"           # kept across save/load
+    with pytest.raises(TypeError, match=r"task_options=\{'loss': 'dice'\}"):
+        zoo.load("unet", task="seg", backbone="resnet18", loss="dice")  # a builder kwarg would be ignored
+    with pytest.raises(TypeError, match=r"not options of the classification task; known: .*'label_smoothing'"):
+        zoo.load("resnet18", task="cls", task_options={"labelsmoothing": 0.1})

@@ -170,6 +170,11 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
         tag = spec.weights[0] if weights == "default" and spec.weights else str(weights)
         if spec.weights and tag not in spec.weights:
             raise UnknownNameError(f"weights tag of {spec.qualified_name}", tag, spec.weights, _known_tags(spec))
+    misplaced = sorted(set(options) & set(getattr(get_task(task_name), "option_defaults", None) or {}))
+    if misplaced:  # builders may swallow unknown keywords: a loss= there would silently do nothing
+        moved = ", ".join(f"{k!r}: {options[k]!r}" for k in misplaced)
+        raise TypeError(f"{misplaced} are options of the {task_name} task, not of the model builder: pass "
+                        f"task_options={{{moved}}}")
     model = build_model(spec, task_name, num_classes=num_classes, class_names=class_names, tag=tag,
                         weights_path=weights_path, strict=strict, options=options)
     return set_task_options(model, task_options)

@@ -160,6 +160,14 @@ class Task(abc.ABC):
         """Write plots a person would look at (confusion matrix, PR curve...); return their paths."""
         return []
 
+    def source_class_names(self, source: Any, *, split: str) -> list[str] | None:
+        """The class names a dataset at ``source`` defines, read without a model. Optional.
+
+        ``zoo train`` uses it to size a fresh head to the data when ``--num-classes`` is not given;
+        ``None`` (the default) keeps the model's head.
+        """
+        return None
+
     def example_samples(self, model: "ZooModel", *, n: int = 2, seed: int = 0) -> list[Any] | None:
         """``n`` tiny synthetic samples for ``model``, shaped exactly as this task's datasets yield them.
 

@@ -93,7 +93,7 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--option {item!r}: expected KEY=VALUE")
+            raise ValueError(f"option {item!r}: expected KEY=VALUE")
         out[key.replace("-", "_")] = yaml.safe_load(value)
     return out
 
@@ -129,8 +129,7 @@ def fit_head_to_data(model: Any, train: Any, name: str, weights: Any, options: d
     """
     import zoo_core as zoo
 
-    reader = getattr(model.task_impl, "source_class_names", None)  # optional Task method
-    names = list(reader(train, split="train") or []) if reader is not None else []
+    names = list(model.task_impl.source_class_names(train, split="train") or [])
     if not names or len(names) == model.num_classes:
         return model
     print(f"{name}: a {len(names)}-class head for the classes of {train} (was {model.num_classes}; "

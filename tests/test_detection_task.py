@@ -75,6 +75,18 @@ def test_bad_boxes_are_dropped_or_clamped_with_warnings_naming_the_ids(det_data,
     assert len(boxes) == total - 2
 
 
+def test_a_degenerate_polygon_is_warned_about_by_annotation_id(det_data, tmp_path):
+    def damage(coco):
+        coco["annotations"][3]["segmentation"] = [[1.0, 2.0, 3.0, 4.0]]  # two points: no polygon
+
+    src = edited_copy(det_data, tmp_path, damage)
+    aid = json.loads((src / "annotations.json").read_text())["annotations"][3]["id"]
+    with pytest.warns(UserWarning, match=rf"fewer than 3 \(x, y\) points.*\(ids {aid}\)"):
+        index = read_coco(src / "annotations.json", src / "images")
+    total = len(json.loads((src / "annotations.json").read_text())["annotations"])
+    assert sum(len(r.boxes) for r in index.records) == total  # its box still trains
+
+
 @pytest.mark.parametrize("damage, message", [
     (lambda c: c["annotations"][4].update(category_id=99), r"annotation \d+ has category_id 99"),
     (lambda c: c["annotations"][5].update(id=c["annotations"][4]["id"]), r"duplicate annotation id \d+"),

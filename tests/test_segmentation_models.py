@@ -111,6 +111,14 @@ def test_unet_on_smp_and_timm_encoders_with_dice_ce(tmp_path):
         zoo.load("unet", task="seg", encoder_weights="imagenet")
 
 
+@pytest.mark.parametrize("name, extra", [("unet", {"backbone": "resnet18"}), ("lraspp_mobilenet_v3_large", {}),
+                                         ("deeplabv3_mobilenet_v3_large", {})])
+def test_a_misspelt_builder_option_is_refused_not_dropped(name, extra):
+    """torchvision's and smp's constructors swallow unknown **kwargs; the zoo names them instead."""
+    with pytest.raises(TypeError, match=r"does not accept option\(s\) \['decoder_chanels'\]; it takes \["):
+        zoo.load(name, task="seg", num_classes=3, decoder_chanels=(8, 8), **extra)
+
+
 def test_info_unet_says_which_backbones_fit(capsys):
     assert main(["info", "unet"]) == 0
     out = capsys.readouterr().out

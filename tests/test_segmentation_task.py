@@ -133,6 +133,14 @@ def test_image_without_mask_is_named(tmp_path, task):
         task.read_dataset(tmp_path / "nothing", split="train", train=True, model=tiny_model())
 
 
+def test_mask_without_image_is_warned_about_and_ignored(tmp_path, task):
+    _write_pair(tmp_path, "ok", np.zeros((4, 4), np.uint8))
+    Image.new("L", (4, 4)).save(tmp_path / "masks" / "orphan.png")
+    with pytest.warns(UserWarning, match=r"1 mask\(s\) match no image .*orphan\.png"):
+        ds = task.read_dataset(tmp_path, split="train", train=True, model=tiny_model())
+    assert len(ds) == 1
+
+
 def test_loss_handles_tensor_low_resolution_and_aux_dict_outputs(task):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 16, 16, generator=g)

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: resize filters every image path (PIL, torchvision v2, device decode) implements
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,22 @@ class Preprocess:
     interpolation: str = "bilinear"
     crop_pct: float = 1.0
     in_chans: int = 3
+
+    def __post_init__(self) -> None:
+        # checked here, once, so a typo in a plugin's table or a hand-edited config.json fails where
+        # it was made instead of silently resizing with another filter
+        interp = str(self.interpolation).lower()
+        if interp not in INTERPOLATIONS:
+            raise ValueError(f"Preprocess(interpolation={self.interpolation!r}): unknown resize filter; "
+                             f"use one of {', '.join(INTERPOLATIONS)}")
+        object.__setattr__(self, "interpolation", interp)
+        if len(self.input_size) != 2 or min(int(v) for v in self.input_size) < 1:
+            raise ValueError(f"Preprocess(input_size={self.input_size!r}): must be (height, width), both >= 1")
+        if len(self.mean) != len(self.std) or any(float(s) <= 0 for s in self.std):
+            raise ValueError(f"Preprocess(mean={self.mean!r}, std={self.std!r}): one mean and one positive std "
+                             "per channel")
+        if not 0.0 < float(self.crop_pct) <= 2.0:
+            raise ValueError(f"Preprocess(crop_pct={self.crop_pct!r}): must be in (0, 2]; 1.0 means no crop")
 
     def with_size(self, size: int | Sequence[int]) -> "Preprocess":
         """The same preprocessing at another input size."""

@@ -104,3 +104,21 @@ def import_object(path: str, what: str = "object") -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise ImportError(f"{what}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+def check_options(target: Callable[..., Any], options: Mapping[str, Any], *, what: str,
+                  passed: tuple[str, ...] = ()) -> None:
+    """Refuse ``options`` that ``target`` does not name as parameters, before calling it.
+
+    Many library constructors end in ``**kwargs`` and drop what they do not know (torchvision's
+    segmentation builders, smp's models on non-timm encoders), so a misspelt option would build the
+    default model without a word. ``passed`` lists parameters the builder already fills in itself.
+    """
+    import inspect
+
+    accepted = {name for name, p in inspect.signature(target).parameters.items()
+                if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"} - set(passed)
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise TypeError(f"{what} does not accept option(s) {unknown}; it takes {sorted(accepted) or 'none'}. "
+                        "Task settings (loss, augmentation) go in zoo.load(..., task_options={...})")

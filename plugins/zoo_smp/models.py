@@ -14,7 +14,7 @@ from typing import Any
 
 from zoo_core.errors import UnknownNameError
 from zoo_core.model import BuiltModel, Preprocess
-from zoo_core.specs import ModelSpec
+from zoo_core.specs import ModelSpec, check_options
 
 HEAD_PREFIX = "segmentation_head"
 DEFAULT_NUM_CLASSES = 2
@@ -66,6 +66,9 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     encoder = encoder_name(backbone or spec.kwargs["backbone"])
     check_encoder(encoder)
     n = int(num_classes or DEFAULT_NUM_CLASSES)
+    if not encoder.startswith("tu-"):  # smp hands extra keywords to timm for tu- encoders, else drops them
+        check_options(getattr(smp, spec.kwargs["arch"]).__init__, options, what=spec.qualified_name,
+                      passed=("encoder_name", "encoder_weights", "classes"))
     try:
         net = smp.create_model(spec.kwargs["arch"], encoder_name=encoder, encoder_weights=None, classes=n, **options)
     except TypeError as exc:

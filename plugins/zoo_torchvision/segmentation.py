@@ -16,10 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torchvision.models import get_model
+from torchvision.models import get_model, get_model_builder
 
 from zoo_core.model import BuiltModel, Preprocess, PretrainedWeights
-from zoo_core.specs import ModelSpec
+from zoo_core.specs import ModelSpec, check_options
 
 from .tv_weights import HASH_IN_NAME, entry
 
@@ -79,6 +79,9 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     if image_size is not None:
         preprocess = preprocess.with_size(image_size)
     n = int(num_classes or VOC_CLASSES)
+    # torchvision's segmentation builders take **kwargs and ignore them: refuse unknown ones here
+    check_options(get_model_builder(name), options, what=f"torchvision:{name}",
+                  passed=("weights", "weights_backbone", "num_classes", "aux_loss"))
     kwargs = dict(options)
     aux = family in HAS_AUX and (aux_loss is None or bool(aux_loss))
     if family in HAS_AUX:

@@ -11,7 +11,8 @@ detector that reserves 0 for background shifts by one inside its own wrapper, ne
 Bad annotations (see BAD_INPUTS.md): a box with zero/negative size is dropped and one wholly
 outside its image is dropped, one partly outside is clamped (each warned with the annotation ids);
 an unknown ``category_id``/``image_id``, a malformed ``bbox`` or a duplicate annotation id is a
-:class:`DataError` naming the annotation; ``iscrowd=1`` boxes are kept out of training targets but
+:class:`DataError` naming the annotation; a polygon ``segmentation`` with fewer than 3 points is
+warned about (unused for boxes, fatal to COCO mask tools); ``iscrowd=1`` boxes are kept out of training targets but
 passed to COCOeval as crowd regions; images without boxes are negatives (``filter_empty`` drops them);
 an empty file, or a training set with no box left, is an error before training starts.
 """
@@ -145,6 +146,7 @@ def _check_ids(raw: dict[str, Any], json_path: Path) -> None:
     cats = {c.get("id") for c in raw["categories"]}
     images = {i.get("id") for i in raw["images"]}
     seen: set[Any] = set()
+    bad_polygons: list[Any] = []
     for ann in raw["annotations"]:
         aid = ann.get("id")
         if aid in seen:
@@ -161,6 +163,15 @@ def _check_ids(raw: dict[str, Any], json_path: Path) -> None:
         if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
             raise DataError(f"{json_path}: annotation {aid} has bbox {box!r}; expected [x, y, width, height] "
                             "numbers in pixels", json_path)
+        polygons = ann.get("segmentation")
+        if isinstance(polygons, list) and any(not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
+                                              for poly in polygons):
+            bad_polygons.append(aid)
+    if bad_polygons:
+        shown = ", ".join(map(str, bad_polygons[:10])) + (" ..." if len(bad_polygons) > 10 else "")
+        warnings.warn(f"{json_path}: {len(bad_polygons)} annotation(s) have a polygon 'segmentation' with fewer "
+                      f"than 3 (x, y) points or an odd number of values (ids {shown}); detection uses only "
+                      "'bbox', but COCO mask tools will fail on them: fix or drop those polygons", stacklevel=4)
 
 
 def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, json_path: Path

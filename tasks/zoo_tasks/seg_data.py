@@ -19,6 +19,7 @@ values never changes.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -61,7 +62,8 @@ def find_folders(source: Any, split: str) -> tuple[Path, Path]:
 
 
 def pair_files(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
-    """``(image, mask)`` pairs matched by file stem; an image without a mask is a :class:`DataError`."""
+    """``(image, mask)`` pairs matched by file stem; an image without a mask is a :class:`DataError`,
+    a mask without an image a warning naming it."""
     images = sorted(p for p in images_dir.iterdir() if p.is_file() and is_image_file(p))
     if not images:
         raise DataError(f"{images_dir}: no image files", images_dir)
@@ -74,6 +76,12 @@ def pair_files(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
         names = ", ".join(str(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(f"{len(missing)} image(s) have no mask: {names}. Every image needs a mask with the same "
                         f"stem in {masks_dir} (e.g. {missing[0].stem}.png); add it or remove the image", missing[0])
+    stems = {p.stem for p in images}
+    orphans = [p.name for p in masks.values() if p.stem not in stems]
+    if orphans:  # harmless for training, but usually a renamed or deleted image the user meant to keep
+        shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
+        warnings.warn(f"{masks_dir}: {len(orphans)} mask(s) match no image in {images_dir} and are ignored: {shown}",
+                      stacklevel=3)
     return [(p, masks[p.stem]) for p in images]
 
 

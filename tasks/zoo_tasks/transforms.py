@@ -21,11 +21,16 @@ from zoo_core.model import Preprocess
 
 
 def interpolation_mode(name: str) -> InterpolationMode:
-    """``"bilinear"``/``"bicubic"``/``"nearest"``... -> torchvision's enum (unknown names: bilinear)."""
+    """``"bilinear"``/``"bicubic"``/``"nearest"``... -> torchvision's enum.
+
+    :class:`~zoo_core.model.Preprocess` refuses unknown names when it is made, so a failure here
+    means a caller passed a raw string: it raises instead of quietly resizing with another filter.
+    """
     try:
         return InterpolationMode(str(name).lower())
     except ValueError:
-        return InterpolationMode.BILINEAR
+        raise ValueError(f"unknown interpolation {name!r}; use one of "
+                         f"{', '.join(m.value for m in InterpolationMode)}") from None
 
 
 def target_size(pre: Preprocess, size: int | Sequence[int] | None = None) -> tuple[int, int]:

@@ -163,3 +163,45 @@ def test_a_torchvision_detector_loaded_by_name_exports_with_its_plugin_hints(tmp
     assert not res.dynamic_batch and res.max_abs_diff <= res.tolerance   # default call, no hand-set options
     with pytest.raises(IncompatibleError, match="cannot be exported to torch_export: its post-processing"):
         model.export("torch_export", tmp_path / "det.pt2")
+
+
+def test_a_composed_detector_carries_the_same_export_hints(tmp_path):
+    torch.manual_seed(0)
+    model = zoo.build("det", backbone="torchvision:resnet18", head="faster_rcnn", num_classes=2, min_size=64,
+                      max_size=64, fpn_channels=16, representation_size=16)
+    assert model.export_formats == ("onnx",) and model.export_options["dynamic_batch"] is False
+    res = model.export("onnx", tmp_path / "det.onnx", sample=torch.rand(1, 3, 64, 64))
+    assert res.max_abs_diff <= res.tolerance and res.exporter == "torchscript"
+    with pytest.raises(IncompatibleError, match="cannot be exported to torchscript: its post-processing"):
+        model.export("torchscript", tmp_path / "det.pt")
+    again = zoo.load(model.save(tmp_path / "saved"))
+    assert again.export_formats == ("onnx",) and again.export_options == model.export_options
+
+
+@pytest.mark.parametrize("name", ["resnet18", "timm:resnet18", "unet", "deeplabv3_mobilenet_v3_large"])
+def test_builtin_classifiers_and_segmenters_declare_every_verified_format(name, capsys):
+    from zoo_core.cli import main
+
+    assert main(["info", name]) == 0
+    assert "export onnx, torchscript, torch_export" in capsys.readouterr().out
+
+
+class _BakedBatch(nn.Module):
+    """Eager is fine at any batch; a trace bakes ``int(x.shape[0])`` in, so the export fails at batch 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        y = self.conv(x)
+        n, c, h, w = (int(v) for v in y.shape)
+        return y.reshape(n, c, h * w).mean(-1)
+
+
+def test_an_export_that_fails_to_run_is_an_export_error_and_writes_nothing(tmp_path):
+    model = _wrap(_BakedBatch(), "classification", 16)
+    with pytest.raises(ExportError, match=r"m\.pt: the exported torchscript \(trace\) at "
+                       r"batch 1 was written but fails to run \(RuntimeError"):
+        model.export("torchscript", tmp_path / "m.pt", exporter="trace")
+    assert list(tmp_path.iterdir()) == []

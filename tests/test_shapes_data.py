@@ -102,3 +102,7 @@ def test_cli_synth_writes_each_layout(tmp_path, capsys):
     (tmp_path / "busy/file").write_text("x")
     assert main(["data", "synth", "--task", "seg", str(tmp_path / "busy")]) == 1
     assert "holds other files" in capsys.readouterr().err
+    assert main(["data", "synth", "--task", "det", str(tmp_path / "d2"), "--limit", "5"]) == 1  # a cls-only flag
+    assert "takes no ['limit']" in capsys.readouterr().err
+    assert main(["data", "synth", "--task", "nope", str(tmp_path / "d3")]) == 1
+    assert "unknown task 'nope'" in capsys.readouterr().err

@@ -15,6 +15,7 @@ from PIL import Image
 
 import trainer_toy as T
 from trainer_toy import toy  # noqa: F401  (fixture)
+import zoo_core as zoo
 from zoo_core.cli import main, make_parser
 from zoo_core.errors import UnknownNameError
 from zoo_core.train.config import TrainConfig, add_arguments, from_sources
@@ -87,16 +88,41 @@ def test_the_cli_modules_do_not_import_torch():
     assert out.strip() == "False"
 
 
-def test_demo_recipes_name_registered_models_and_builtin_datasets():
+def test_demo_recipes_come_from_the_tasks_and_name_registered_models():
     import zoo_core as zoo
-    from zoo_core.commands.train import DEMOS
+    from zoo_core.demo import demo_recipes
     from zoo_core.specs import import_object
 
-    assert set(DEMOS) == {"cls", "det", "seg"}
-    for recipe in DEMOS.values():
-        assert zoo.get_task(recipe.task).name in zoo.info(recipe.model, task=recipe.task).tasks
+    recipes = demo_recipes()
+    assert list(recipes) == ["cls", "det", "seg"]  # every built-in task brings one, keyed by its short alias
+    for task, recipe in recipes.items():
+        if recipe.head:
+            assert recipe.head in zoo.list_heads(task) and zoo.list_backbones(recipe.model)
+        else:
+            assert zoo.get_task(task).name in zoo.info(recipe.model, task=task).tasks
         assert callable(import_object(recipe.make, "demo dataset"))
-        TrainConfig(**recipe.train)
+        TrainConfig(**recipe.trainer_settings()), TrainConfig(**recipe.trainer_settings(quick=True))
+    with pytest.raises(zoo.UnknownNameError, match="unknown task"):
+        demo_recipes(["nope"])
+
+
+@pytest.mark.slow
+def test_the_detection_demo_recipe_learns_in_a_few_epochs(tmp_path):
+    """The README promises the main job shows learning for every task; this is the slow one to get right."""
+    from zoo_core.demo import demo_recipes
+
+    recipe = demo_recipes(["det"])["det"]
+    data = recipe.write_data(tmp_path / "data", n_train=48, n_val=6)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        torch.manual_seed(0)
+        settings = recipe.trainer_settings(epochs=3) | {"progress_bar": False}
+        result = zoo.Trainer(out_dir=tmp_path / "run", seed=0, device="cpu", **settings).fit(
+            recipe.make_model("det"), data, data)
+    finally:
+        torch.set_num_threads(threads)
+    assert result.metrics["map_50"] > 0.05, result.metrics  # random weights score ~0.000
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ def test_fit_writes_checkpoints_logs_config_model_and_plots(toy, tmp_path):
     assert result.epochs == 2 and result.steps == 8 and result.monitor == "accuracy"
     assert (tmp_path / "last.pt").is_file() and result.best_checkpoint == tmp_path / "best.pt"
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    assert [r["epoch"] for r in rows] == ["0", "1"] and {"train_loss", "accuracy", "lr/head_decay"} <= set(rows[0])
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {"train_loss", "accuracy", "lr/head_decay"} <= set(rows[0])
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 2 and config["trainer"]["monitor"] == "accuracy"
     assert config["model"]["model"] == "toytrain:toynet" and config["class_names"] == T.CLASSES

@@ -220,8 +220,7 @@ def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
     model = ZooModel(built.net, task=task_name, class_names=class_names,
                      preprocess=(pre.preprocess if pre is not None and pre.preprocess else built.preprocess),
                      config=config, head=built.head, export_formats=built.export_formats or spec.export_formats,
-                     provenance=provenance)
-    model.export_options = dict(built.extra.get("export", {}))
+                     provenance=provenance, export_options=built.extra.get("export"))
     source: Path | None = None
     if tag is not None:
         if pre is None:

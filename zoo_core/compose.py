@@ -63,7 +63,8 @@ def build(task: str, *, backbone: str, head: str, num_classes: int | None = None
     if built.extra.get("task_options"):  # the head's defaults for the task (e.g. U-Net's loss)
         config["task_options"] = dict(built.extra["task_options"])
     return ZooModel(built.net, task=task_name, class_names=names, preprocess=built.preprocess, config=config,
-                    head=built.head, export_formats=built.export_formats, provenance=provenance)
+                    head=built.head, export_formats=built.export_formats, provenance=provenance,
+                    export_options=built.extra.get("export"))
 
 
 def build_composed(task: str, *, backbone: str, head: str, num_classes: int | None,

@@ -36,8 +36,9 @@ import torch
 from torch import nn
 
 from .errors import IncompatibleError, UnknownNameError, ZooError
+from .specs import EXPORT_FORMATS
 
-FORMATS = ("onnx", "torchscript", "torch_export")
+FORMATS = EXPORT_FORMATS
 ALIASES = {"ts": "torchscript", "jit": "torchscript", "pt2": "torch_export", "export": "torch_export",
            "torch.export": "torch_export"}
 DEFAULT_RTOL_SCALE = 1e-4
@@ -124,7 +125,14 @@ def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Ten
             result = ExportResult(fmt, path, 0.0, 0.0, exporter, opset if fmt == "onnx" else None,
                                   dynamic, tuple(int(x.shape[0]) for x in inputs))
             for x, (names, ref) in zip(inputs, expected):
-                _compare(run(x), names, ref, atol, result, where=f"{fmt} ({exporter}) at batch {x.shape[0]}")
+                where = f"{fmt} ({exporter}) at batch {x.shape[0]}"
+                try:
+                    got = run(x)
+                except Exception as exc:  # ONNX Runtime / TorchScript / torch.export runtime errors
+                    raise ExportError(f"{path}: the exported {where} was written but fails to run "
+                                      f"({type(exc).__name__}: {_first_line(exc)}); nothing was saved. Try "
+                                      "dynamic_batch=False, another exporter= or opset=") from exc
+                _compare(got, names, ref, atol, result, where=where)
     finally:
         net.train(was_training)
     result.seconds = time.perf_counter() - start

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -123,7 +123,7 @@ class ZooModel(nn.Module):
 
     def __init__(self, net: nn.Module, *, task: str, class_names: Sequence[str], preprocess: Preprocess,
                  config: dict[str, Any], head: Sequence[str] = (), export_formats: Sequence[str] = (),
-                 provenance: dict[str, Any] | None = None) -> None:
+                 provenance: dict[str, Any] | None = None, export_options: Mapping[str, Any] | None = None) -> None:
         super().__init__()
         self.net = net
         self.task = task
@@ -136,7 +136,7 @@ class ZooModel(nn.Module):
         self.weights_report: LoadReport | None = None
         self.last_metrics: dict[str, Any] = {}
         #: per-model export hints from the plugin (``BuiltModel.extra["export"]``; see zoo_core.export)
-        self.export_options: dict[str, Any] = {}
+        self.export_options: dict[str, Any] = dict(export_options or {})
 
     @property
     def num_classes(self) -> int:

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 
+#: every format :meth:`zoo_core.model.ZooModel.export` writes (and verifies by running the result)
+EXPORT_FORMATS = ("onnx", "torchscript", "torch_export")
+
+
 @dataclass(frozen=True)
 class Spec:
     """Common fields of every catalog entry.

@@ -18,6 +18,7 @@ from torch import Tensor
 
 if TYPE_CHECKING:
     from .model import ZooModel
+    from .demo import DemoRecipe
 
 
 # ---- typed predictions --------------------------------------------------------------------------
@@ -177,6 +178,15 @@ class Task(abc.ABC):
         ``preprocess.input_size`` (or something small and valid for it) and targets within
         ``model.num_classes``; derive everything from ``seed``. Returning ``None`` (the default)
         makes the suite skip those checks and say so.
+        """
+        return None
+
+    def demo(self) -> "DemoRecipe | None":
+        """How ``zoo demo`` and ``zoo data synth`` show this task on built-in data. Optional.
+
+        Return a :class:`~zoo_core.demo.DemoRecipe` (a synthetic dataset generator, a small model
+        and Trainer settings that visibly learn in a few CPU minutes); ``None`` (the default) leaves
+        the task out of both commands.
         """
         return None
 

@@ -11,6 +11,7 @@ U-Net decoder on any zoo backbone, ViT included (``zoo.build("seg", backbone=...
 from __future__ import annotations
 
 from zoo_core import hookimpl
+from zoo_core.specs import EXPORT_FORMATS
 
 PRIORITY = 20
 BUILDER = "zoo_smp.models:build"
@@ -46,7 +47,7 @@ UNET_REQUIRES = {"min_levels": 2, "single_level_ok": False}
 def register_models(register):
     for name, arch, loss, description in MODELS:
         register(name, BUILDER, tasks=("segmentation",), priority=PRIORITY, input_size=INPUT_SIZE,
-                 kwargs={"arch": arch, "loss": loss, "backbone": DEFAULT_BACKBONE},
+                 kwargs={"arch": arch, "loss": loss, "backbone": DEFAULT_BACKBONE}, export_formats=EXPORT_FORMATS,
                  description=f"{description} (smp). {BACKBONES_FIT}")
 
 

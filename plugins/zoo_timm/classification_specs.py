@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from zoo_core.specs import EXPORT_FORMATS
+
 from .catalog import load_catalog
 
 BUILDER = "zoo_timm.classification:build"
@@ -21,4 +23,4 @@ def register_models(register: Callable[..., Any]) -> None:
         size = entry.get("input_size")
         register(name, BUILDER, tasks=("classification",), priority=PRIORITY,
                  input_size=tuple(size) if size else None, weights=tuple(entry.get("weights") or ()),
-                 weights_info=WEIGHTS_INFO, description=f"timm {name} classifier")
+                 weights_info=WEIGHTS_INFO, export_formats=EXPORT_FORMATS, description=f"timm {name} classifier")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from zoo_core.specs import EXPORT_FORMATS
+
 BUILDER = "zoo_torchvision.classification:build"
 WEIGHTS_INFO = "zoo_torchvision.tv_weights:weights_info"
 PRIORITY = 30
@@ -117,5 +119,5 @@ def register_models(register: Callable[..., Any]) -> None:
     for name, family, size, tags in MODELS:
         register(name, BUILDER, tasks=("classification",), priority=PRIORITY, input_size=(3, size, size),
                  weights=tuple(tags.split()), weights_info=WEIGHTS_INFO,
-                 kwargs={"family": family, "head": HEADS[family]},
+                 kwargs={"family": family, "head": HEADS[family]}, export_formats=EXPORT_FORMATS,
                  description=f"torchvision {name} ImageNet classifier ({family} family)")

@@ -194,5 +194,6 @@ def build_faster_rcnn_head(spec: HeadSpec, *, backbone: Backbone, num_classes: i
                          box_roi_pool=roi_pool, box_head=box_head, box_predictor=predictor, **options)
     wrapped = Detector(net)
     return BuiltModel(net=wrapped, preprocess=preprocess_of(net), num_classes=num_classes,
-                      head=(PREFIX + "roi_heads.box_predictor",))
+                      head=(PREFIX + "roi_heads.box_predictor",), export_formats=("onnx",),
+                      extra={"export": EXPORT_HINTS})
 

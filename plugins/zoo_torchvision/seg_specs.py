@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from zoo_core.specs import EXPORT_FORMATS
+
 BUILDER = "zoo_torchvision.segmentation:build"
 WEIGHTS_INFO = "zoo_torchvision.segmentation:weights_info"
 HEAD_BUILDER = "zoo_torchvision.seg_heads:build_deeplabv3_head"
@@ -36,7 +38,8 @@ def register_models(register: Callable[..., Any]) -> None:
     """One spec per row of :data:`MODELS`."""
     for name, family, description in MODELS:
         register(name, BUILDER, tasks=("segmentation",), priority=PRIORITY, input_size=INPUT_SIZE, weights=WEIGHTS,
-                 weights_info=WEIGHTS_INFO, kwargs={"family": family}, description=description)
+                 weights_info=WEIGHTS_INFO, kwargs={"family": family}, export_formats=EXPORT_FORMATS,
+                 description=description)
 
 
 def register_heads(register: Callable[..., Any]) -> None:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from zoo_core.data.folders import ImageFolderDataset, folder_class_names, scan_image_folder
 from zoo_core.errors import DataError
+from zoo_core.demo import DemoRecipe
 from zoo_core.task import Batch, Classification, Metrics, Task
 
 from .cls_metrics import ClassificationMetrics
@@ -75,6 +76,12 @@ class ClassificationTask(OptionsMixin, Task):
                              "2 classes: put each in its own folder)")
 
     # ---- data -----------------------------------------------------------------------------------
+    def demo(self) -> DemoRecipe:
+        """The ``zoo demo`` recipe (see :mod:`zoo_tasks.demos`)."""
+        from .demos import CLASSIFICATION
+
+        return CLASSIFICATION
+
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
                      image_size: int | tuple[int, int] | None = None,
                      class_names: Sequence[str] | None = None) -> ImageFolderDataset:

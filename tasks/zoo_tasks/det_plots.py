@@ -59,9 +59,11 @@ def predictions_png(model: "ZooModel", dataset: Any, path: str | Path, *, n: int
             image, target, meta = dataset[i]
             pred = model.predict(image, score_threshold=score_threshold)[0]
             canvas = (image.clamp(0, 1) * 255).to(torch.uint8)
-            canvas = draw_bounding_boxes(canvas, target["boxes"], colors="lime", width=1)
-            labels = [f"{name} {s:.2f}" for name, s in zip(pred.names, pred.scores.tolist())]
-            canvas = draw_bounding_boxes(canvas, pred.boxes, labels=labels, colors="red", width=2)
+            if len(target["boxes"]):  # torchvision warns on an empty box list; an empty image is normal here
+                canvas = draw_bounding_boxes(canvas, target["boxes"], colors="lime", width=1)
+            if len(pred):
+                labels = [f"{name} {s:.2f}" for name, s in zip(pred.names, pred.scores.tolist())]
+                canvas = draw_bounding_boxes(canvas, pred.boxes, labels=labels, colors="red", width=2)
             ax = fig.add_subplot(1, count, i + 1)
             ax.imshow(canvas.permute(1, 2, 0).numpy())
             ax.set_title(Path(str(meta.get("source", i))).name, fontsize="small")

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from zoo_core.data.images import pil_to_tensor
 from zoo_core.errors import DataError
+from zoo_core.demo import DemoRecipe
 from zoo_core.task import Batch, Detections, Metrics, Task
 
 from .det_data import CocoDetection, eval_transform, read_coco, resolve_source, train_transform
@@ -60,6 +61,12 @@ class DetectionTask(OptionsMixin, Task):
     option_defaults = DEFAULT_OPTIONS
 
     # ---- data -----------------------------------------------------------------------------------
+    def demo(self) -> DemoRecipe:
+        """The ``zoo demo`` recipe (see :mod:`zoo_tasks.demos`)."""
+        from .demos import DETECTION
+
+        return DETECTION
+
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
                      image_size: int | tuple[int, int] | None = None,
                      class_names: Sequence[str] | None = None) -> CocoDetection:

@@ -25,6 +25,7 @@ from torch import Tensor
 from torchvision.transforms import v2
 
 from zoo_core.errors import DataError
+from zoo_core.demo import DemoRecipe
 from zoo_core.task import Batch, Metrics, SegmentationMask, Task
 
 from .classification import _model_device
@@ -92,6 +93,12 @@ class SegmentationTask(OptionsMixin, Task):
         return self._losses[key]
 
     # ---- data -----------------------------------------------------------------------------------
+    def demo(self) -> DemoRecipe:
+        """The ``zoo demo`` recipe (see :mod:`zoo_tasks.demos`)."""
+        from .demos import SEGMENTATION
+
+        return SEGMENTATION
+
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
                      image_size: int | tuple[int, int] | None = None,
                      class_names: Sequence[str] | None = None) -> MaskFolderDataset:

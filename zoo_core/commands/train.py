@@ -1,4 +1,4 @@
-"""``zoo train``, ``zoo eval``, ``zoo predict`` and ``zoo demo``.
+"""``zoo train``, ``zoo eval`` and ``zoo predict``.
 
 ``zoo train`` has one flag per :class:`~zoo_core.train.config.TrainConfig` field (generated, so the
 flags, the YAML keys of ``--config run.yaml`` and ``Trainer(...)`` never disagree); precedence is
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -62,20 +61,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     p.set_defaults(func=cmd_predict)
-
-    p = sub.add_parser("demo", help="synthesise data, fine-tune a small model per task on the CPU, evaluate",
-                       description="For each task: write a small synthetic dataset (digits for cls, shapes for "
-                                   "det and seg), train a small model on it, evaluate it, and print one table "
-                                   "with the metrics and where the checkpoints and plots are.")
-    p.add_argument("--tasks", default="cls,det,seg", help="comma-separated subset of: " + ", ".join(DEMOS))
-    p.add_argument("--quick", action="store_true", help="a few steps per task (smoke test, under a minute)")
-    p.add_argument("--dir", type=Path, help="where to write data and runs (default: a new temp folder)")
-    p.add_argument("--epochs", type=int, help="override every recipe's epochs")
-    p.add_argument("--pretrained", action="store_true",
-                   help="start from each model's default pretrained weights (from the cache or a download; "
-                        "from random weights, detection needs far more than a CPU-minute to reach a non-zero mAP)")
-    p.add_argument("--device", help="device (default: cuda when available)")
-    p.set_defaults(func=cmd_demo)
 
 
 def _model_flags(p: argparse.ArgumentParser) -> None:
@@ -225,80 +210,3 @@ def describe(pred: Any) -> dict[str, Any]:
             value = round(value, 4)
         out[f.name] = value
     return out
-
-
-# ---- zoo demo -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DemoRecipe:
-    """One demo run: a built-in synthetic dataset, a small model, and Trainer settings (full / quick)."""
-
-    task: str
-    dataset: str
-    make: str
-    data: dict[str, Any]
-    model: str
-    load: dict[str, Any]
-    train: dict[str, Any]
-    quick_data: dict[str, Any] = field(default_factory=dict)
-    quick_train: dict[str, Any] = field(default_factory=dict)
-    #: the task's options for this model (``model.config["task_options"]``), e.g. no flips for digits
-    task_options: dict[str, Any] = field(default_factory=dict)
-
-
-QUICK = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 2, "batch_size": 4}
-DEMOS: dict[str, DemoRecipe] = {
-    "cls": DemoRecipe("cls", "digits (sklearn, coloured, 10 classes)", "zoo_core.data.digits:make_digits",
-                      {"image_size": 32}, "resnet18", {"num_classes": 10},
-                      {"max_epochs": 6, "batch_size": 32, "lr": 5e-3, "image_size": 32, "warmup_epochs": 0.5},
-                      quick_data={"limit": 40}, quick_train={"image_size": 32},
-                      task_options={"hflip": 0.0, "scale": (0.7, 1.0)}),
-    "det": DemoRecipe("det", "shapes (COCO json, 3 classes)", "zoo_core.data.shapes:make_shapes",
-                      {"task": "det", "n_train": 48, "n_val": 12, "image_size": 128},
-                      "fasterrcnn_mobilenet_v3_large_320_fpn", {"num_classes": 3},
-                      {"max_epochs": 4, "batch_size": 4, "optimizer": "sgd", "lr": 0.02, "weight_decay": 1e-4,
-                       "image_size": 128, "warmup_epochs": 0.5},
-                      quick_data={"n_train": 8, "n_val": 4, "image_size": 64}, quick_train={"image_size": 64}),
-    "seg": DemoRecipe("seg", "shapes (mask folders, background + 3 classes)", "zoo_core.data.shapes:make_shapes",
-                      {"task": "seg", "n_train": 96, "n_val": 16, "image_size": 64}, "unet",
-                      {"num_classes": 4, "backbone": "resnet18"},
-                      {"max_epochs": 8, "batch_size": 8, "lr": 5e-3, "image_size": 64, "warmup_epochs": 0.5},
-                      quick_data={"n_train": 8, "n_val": 4}),
-}
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    import tempfile
-    import time
-
-    import zoo_core as zoo
-    from ..specs import import_object
-    from ..train.loggers import summary_table
-
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    unknown = [t for t in tasks if t not in DEMOS]
-    if unknown:
-        raise ValueError(f"zoo demo --tasks: unknown {unknown}; choose from {', '.join(DEMOS)}")
-    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="zoo-demo-"))
-    rows: list[tuple[str, str]] = []
-    for name in tasks:
-        recipe = DEMOS[name]
-        print(f"== {name}: {recipe.model} on {recipe.dataset}", flush=True)
-        data = import_object(recipe.make, "demo dataset")(
-            root / "data" / name, **{**recipe.data, **(recipe.quick_data if args.quick else {})})
-        settings = {**recipe.train, **((QUICK | recipe.quick_train) if args.quick else {})}
-        if args.epochs:
-            settings["max_epochs"] = args.epochs
-        model = zoo.load(recipe.model, task=recipe.task, weights="default" if args.pretrained else None,
-                         task_options=recipe.task_options, **recipe.load)
-        start = time.perf_counter()
-        trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=0, **settings)
-        result = trainer.fit(model, data, data)
-        seconds = time.perf_counter() - start
-        metric = result.monitor
-        rows.append((f"{name}: {recipe.model}",
-                     f"{metric} {result.metrics.get(metric, float('nan')):.3f} after {result.epochs} epoch(s), "
-                     f"{seconds:.0f} s; run {result.out_dir}"))
-        rows += [("", f"plot {p}") for p in result.plots]
-    summary_table(f"zoo demo ({'quick' if args.quick else 'full'}): data and runs in {root}", rows)
-    print(f"next: zoo eval {root / 'runs' / tasks[0]} --data {root / 'data' / tasks[0]}")
-    return 0

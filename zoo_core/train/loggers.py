@@ -30,7 +30,8 @@ def make_progress(total: int | None, desc: str, *, enabled: bool | None = None, 
 
 
 class CSVLogger:
-    """``metrics.csv``: one row per epoch; a resumed run drops rows from the resumed epoch on."""
+    """``metrics.csv``: one row per epoch, numbered from 1 as the console and the summary table show
+    them; a run resumed at epoch index ``e`` (0-based: ``e`` epochs done) keeps rows 1..e only."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -39,7 +40,7 @@ class CSVLogger:
     def resume(self, from_epoch: int) -> None:
         if self.path.exists():
             with open(self.path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch") or 0) < from_epoch]
+                self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch") or 0) <= from_epoch]
 
     def log(self, row: Mapping[str, Any]) -> None:
         self.rows.append(dict(row))
@@ -114,7 +115,7 @@ class RunLogger:
     def log_epoch(self, epoch: int, step: int, values: Mapping[str, float], seconds: float) -> None:
         if not self.enabled:
             return
-        row = {"epoch": epoch, "step": step, **values, "epoch_seconds": round(seconds, 3)}
+        row = {"epoch": epoch + 1, "step": step, **values, "epoch_seconds": round(seconds, 3)}
         if self.csv is not None:
             self.csv.log(row)
         if self.tb is not None:

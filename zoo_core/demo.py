@@ -1,0 +1,105 @@
+"""Demo recipes: how each task shows itself off on built-in synthetic data (``zoo demo``, ``zoo data synth``).
+
+The kernel knows no task, so every task brings its own :class:`DemoRecipe` through
+:meth:`zoo_core.task.Task.demo`: which built-in dataset to write, which small model to train, and
+the Trainer settings that make that model visibly learn in a few CPU minutes. A third-party task
+that returns a recipe joins ``zoo demo`` and ``zoo data synth`` unchanged.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping
+
+from .specs import import_object
+
+if TYPE_CHECKING:
+    from .model import ZooModel
+
+#: Trainer settings of ``zoo demo --quick`` (a smoke run: a few steps, small batches)
+QUICK: dict[str, Any] = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 2, "batch_size": 4}
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """One demo run: a built-in synthetic dataset, a small model, and Trainer settings (full / quick).
+
+    ``make`` is ``"module:function"`` called as ``function(out_dir, **data)``, returning the
+    dataset root (a folder with ``train/`` and ``val/`` in the task's format). ``model`` is a
+    ``zoo.load`` name, or the backbone when ``head`` is set (then ``zoo.build(task, backbone=model,
+    head=head, **load)``). ``train`` are :class:`~zoo_core.train.Trainer` arguments; ``quick_*``
+    override ``data``/``train`` for ``--quick``. ``task_options`` become the model's task options.
+    """
+
+    dataset: str
+    make: str
+    data: Mapping[str, Any]
+    model: str
+    load: Mapping[str, Any]
+    train: Mapping[str, Any]
+    head: str | None = None
+    quick_data: Mapping[str, Any] = field(default_factory=dict)
+    quick_train: Mapping[str, Any] = field(default_factory=dict)
+    task_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """How the summary table names the model: ``"unet"`` or ``"torchvision:resnet18 + faster_rcnn"``."""
+        return f"{self.model} + {self.head}" if self.head else self.model
+
+    def write_data(self, out_dir: str | Path, *, quick: bool = False, **overrides: Any) -> Path:
+        """Write (or reuse) this recipe's dataset under ``out_dir``; ``overrides`` replace ``data`` entries.
+
+        An override the generator does not take is a :class:`ValueError` naming what it does take.
+        """
+        make = import_object(self.make, "demo dataset")
+        accepted = set(inspect.signature(make).parameters) - {"out_dir"}
+        unknown = sorted(set(overrides) - accepted)
+        if unknown:
+            raise ValueError(f"{self.dataset}: the generator {self.make} takes no {unknown}; it takes "
+                            f"{sorted(accepted)}")
+        return Path(make(Path(out_dir), **{**self.data, **(self.quick_data if quick else {}), **overrides}))
+
+    def trainer_settings(self, *, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
+        """The Trainer arguments of a full (or ``quick``) run; ``epochs`` overrides ``max_epochs``."""
+        settings = {**self.train, **((QUICK | dict(self.quick_train)) if quick else {})}
+        if epochs:
+            settings["max_epochs"] = epochs
+        return settings
+
+    def make_model(self, task: str, *, pretrained: bool = False) -> "ZooModel":
+        """The recipe's model, random or from its default pretrained weights (the backbone's, when composed)."""
+        import zoo_core as zoo
+
+        from .api import set_task_options
+
+        if self.head:
+            model = zoo.build(task, backbone=self.model, head=self.head,
+                              pretrained="default" if pretrained else None, **self.load)
+            return set_task_options(model, dict(self.task_options)) if self.task_options else model
+        return zoo.load(self.model, task=task, weights="default" if pretrained else None,
+                        task_options=dict(self.task_options), **self.load)
+
+
+def demo_recipes(tasks: list[str] | None = None) -> dict[str, DemoRecipe]:
+    """``{task name or alias as given: recipe}`` for ``tasks`` (default: every registered task with one).
+
+    Unknown task names raise :class:`~zoo_core.errors.UnknownNameError`; a named task without a
+    recipe raises :class:`ValueError` listing those that have one.
+    """
+    import zoo_core as zoo
+    from .registry import get_registry
+
+    if tasks is None:  # keyed by the shortest alias ("cls"), the name users type
+        short = [min((s.name, *s.aliases), key=len) for s in get_registry().specs("task")]
+        found = {name: zoo.get_task(name).demo() for name in short}
+        return {name: recipe for name, recipe in found.items() if recipe is not None}
+    out: dict[str, DemoRecipe] = {}
+    for name in tasks:
+        recipe = zoo.get_task(name).demo()
+        if recipe is None:
+            raise ValueError(f"task {name!r} has no demo recipe; tasks with one: {', '.join(demo_recipes())}")
+        out[name] = recipe
+    return out

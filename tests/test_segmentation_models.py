@@ -150,6 +150,19 @@ def test_compat_lists_both_heads_for_a_vit():
     assert fits["torchvision:deeplabv3"] is None and fits["smp:unet"] is None
 
 
+def test_zoo_info_describes_a_head_and_zoo_compat_prints_the_verdicts(capsys):
+    assert main(["info", "faster_rcnn"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("faster_rcnn: a head, not a whole model (torchvision:faster_rcnn")
+    assert "task:  detection" in out and "min_levels=2" in out and "head='faster_rcnn'" in out
+    assert main(["compat", "timm:vit_tiny_patch16_224", "--task", "seg"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[0] for line in lines) == ["smp:unet", "torchvision:deeplabv3"]
+    assert all(line.split()[1] == "fits" for line in lines)
+    assert main(["info", "faster_rcnnn"]) == 1  # neither model, head nor backbone: the model error
+    assert "unknown model 'faster_rcnnn'" in capsys.readouterr().err
+
+
 # ---- learning -------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_small_unet_learns_the_shapes(tmp_path):

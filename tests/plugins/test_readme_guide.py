@@ -56,6 +56,7 @@ def test_guide_walkthrough_runs_as_written(tmp_path):
     assert "[ok] myzoo  (my-zoo-plugin 0.1.0)" in out and "0 problem(s)" in out  # doctor
     assert "mlcnn\nmlcnn_small\n" in out  # zoo list --task multilabel
     assert re.search(r"^mAP 0\.\d{3}$", out, re.M)
+    assert "zoo demo (quick)" in out and "multilabel: mlcnn" in out and "mAP 0." in out  # Task.demo() recipe
     last = out.strip().splitlines()[-1]
     assert last.startswith("[") and set(eval(last)) <= {"circle", "square", "triangle", "cross"}
 

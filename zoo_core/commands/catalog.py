@@ -1,11 +1,13 @@
-"""``zoo list``, ``zoo info``, ``zoo plugins``: read the catalog only (no torch import)."""
+"""``zoo list``, ``zoo info``, ``zoo plugins``, ``zoo compat``: the catalog (torch only for ``compat``)."""
 
 from __future__ import annotations
 
 import argparse
 
 from .. import api
+from ..errors import UnknownNameError
 from ..registry import get_registry
+from ..specs import HeadSpec
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,6 +22,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name")
     p.add_argument("--task")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("compat", help="which heads a backbone can feed, and why not the others")
+    p.add_argument("backbone", help="a backbone name, e.g. timm:vit_small_patch16_224 or torchvision:resnet50")
+    p.add_argument("--task", help="only heads of this task")
+    p.set_defaults(func=cmd_compat)
 
     p = sub.add_parser("plugins", help="discovered plugins and their load errors")
     p.add_argument("action", nargs="?", choices=["doctor"], help="doctor: a full diagnosis")
@@ -39,8 +46,50 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    print(api.info(args.name, task=args.task))
-    return 0
+    try:
+        print(api.info(args.name, task=args.task))
+        return 0
+    except UnknownNameError as not_a_model:
+        part = component(args.name, args.task)
+        if part is None:
+            raise not_a_model from None
+        print(part)
+        return 0
+
+
+def cmd_compat(args: argparse.Namespace) -> int:
+    from ..compose import compat  # builds the backbone (on the meta device) to read its feature maps
+
+    verdicts = compat(args.backbone, task=args.task)
+    width = max([len(h) for h in verdicts] + [4])
+    for head, why_not in verdicts.items():
+        print(f"{head:<{width}}  {'fits' if why_not is None else 'no: ' + why_not}")
+    return 0 if any(v is None for v in verdicts.values()) else 1
+
+
+def component(name: str, task: str | None) -> str | None:
+    """``zoo info`` of a head or backbone name (not a whole model), or None when it is neither."""
+    reg = get_registry()
+    for kind in ("head", "backbone"):
+        try:
+            spec = reg.resolve(kind, name, task=task if kind == "head" else None)
+        except UnknownNameError:
+            continue
+        lines = [f"{spec.name}: a {kind}, not a whole model ({spec.qualified_name}, plugin {spec.distribution})"]
+        if spec.description:
+            lines.append(f"  {spec.description}")
+        if isinstance(spec, HeadSpec):
+            needs = ", ".join(f"{k}={v}" for k, v in spec.requires.items()) or "any feature maps"
+            lines += [f"  task:  {spec.task}", f"  needs: {needs}",
+                      f"  build: zoo.build({spec.task!r}, backbone='timm:resnet18', head={spec.name!r}, "
+                      "num_classes=N); `zoo compat BACKBONE` checks a backbone against it"]
+        else:
+            weights = ", ".join(getattr(spec, "weights", ())[:8]) or "none known"
+            lines += [f"  weights: {weights}",
+                      f"  build:   zoo.build(TASK, backbone={spec.qualified_name!r}, head=HEAD, num_classes=N); "
+                      f"`zoo compat {spec.qualified_name}` lists the heads it fits"]
+        return "\n".join(lines)
+    return None
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:

@@ -114,6 +114,18 @@ class MultiLabelTask(Task):
     default_metric_mode = "max"
     threshold = 0.5
 
+    def demo(self) -> Any:
+        """``zoo demo --tasks multilabel`` and ``zoo data synth --task multilabel``: mlcnn on shapes."""
+        from zoo_core.demo import DemoRecipe
+
+        from .synthetic import SHAPES
+
+        return DemoRecipe(dataset="multi-label shapes (4 labels)", make="zoo_multilabel.synthetic:make_shapes",
+                          data={"n_train": 64, "n_val": 32, "size": 64}, model="mlcnn",
+                          load={"class_names": list(SHAPES)},
+                          train={"max_epochs": 3, "batch_size": 16, "lr": 5e-3},
+                          quick_data={"n_train": 16, "n_val": 8})
+
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
                      image_size: int | tuple[int, int] | None = None,
                      class_names: Sequence[str] | None = None) -> MultiLabelDataset:

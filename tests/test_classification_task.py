@@ -166,6 +166,14 @@ def test_predict_pil_tensor_and_path(digits: Path, model) -> None:
     assert preds[0].label == preds[2].label and preds[0].score == pytest.approx(preds[2].score, abs=1e-6)
 
 
+def test_a_batch_tensor_is_preprocessed_at_once_and_matches_image_by_image(model) -> None:
+    x = torch.rand(4, 3, 50, 70)
+    batch = model.predict(x, topk=2)  # one batched resize + normalise
+    mixed = model.predict([*x.unbind(0), Image.new("RGB", (70, 50))], topk=2)  # per-image path
+    assert [p.topk[0][0] for p in batch] == [p.topk[0][0] for p in mixed[:4]]
+    assert max(abs(a.score - b.score) for a, b in zip(batch, mixed)) < 1e-5
+
+
 def test_confusion_matrix_plot(tmp_path: Path, model) -> None:
     report = {"accuracy": 0.5, "confusion_matrix": [[3 if i == j else (1 if j == 0 else 0) for j in range(10)]
                                                     for i in range(10)]}

@@ -138,3 +138,23 @@ def test_zoo_demo_quick_trains_evaluates_and_reports(tmp_path, capsys):
     assert (tmp_path / "runs" / "cls" / "best.pt").is_file()
     assert (tmp_path / "runs" / "cls" / "plots" / "confusion_matrix.png").is_file()
     assert (tmp_path / "data" / "cls" / "train").is_dir()
+
+
+def test_train_by_name_sizes_the_head_to_the_data_and_builds_the_model_once(tmp_path, monkeypatch, capsys):
+    import zoo_core.api as api
+
+    for split in ("train", "val"):
+        for k, cls in enumerate(("cat", "dog", "owl")):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            for i in range(2):
+                Image.new("RGB", (16, 16), (80 * k, 40 * i, 0)).save(tmp_path / "data" / split / cls / f"{i}.png")
+    built = []
+    real = api.build_model
+    monkeypatch.setattr(api, "build_model", lambda *a, **kw: built.append(kw["num_classes"]) or real(*a, **kw))
+    assert main(["train", "--model", "resnet18", "--data", str(tmp_path / "data"), "--max-epochs", "1",
+                 "--batch-size", "3", "--image-size", "16", "--out-dir", str(tmp_path / "run"),
+                 "--num-workers", "0", "--no-progress-bar"]) == 0
+    assert "resnet18: a 3-class head for the classes of" in capsys.readouterr().out
+    assert built == [3]  # one build, already with the data's head (not 1000 classes, then rebuilt)
+    config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
+    assert config["num_classes"] == 3 and config["class_names"] == ["cat", "dog", "owl"]

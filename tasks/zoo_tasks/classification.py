@@ -146,7 +146,11 @@ class ClassificationTask(OptionsMixin, Task):
         k = min(int(options.get("topk", self.options(model)["topk"])), model.num_classes)
         transform = eval_transform(model.preprocess)
         device, dtype = _model_device(model)
-        x = torch.stack([torch.as_tensor(transform(img)) for img in images]).to(device=device, dtype=dtype)
+        if all(isinstance(im, Tensor) for im in images) and len({tuple(im.shape) for im in images}) == 1:
+            # one batched resize + normalise on the model's device instead of a host loop per image
+            x = torch.as_tensor(transform(torch.stack(images).to(device, non_blocking=True))).to(dtype)
+        else:
+            x = torch.stack([torch.as_tensor(transform(img)) for img in images]).to(device=device, dtype=dtype)
         probs = _logits(model(x)).float().softmax(dim=-1).cpu()
         scores, labels = probs.topk(k, dim=-1)
         names = model.class_names

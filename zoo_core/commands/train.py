@@ -104,23 +104,23 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
                     **(options or {}))
 
 
-def fit_head_to_data(model: Any, train: Any, name: str, weights: Any, options: dict[str, Any],
-                     task_options: dict[str, Any] | None = None) -> Any:
-    """A model loaded by name without ``--num-classes`` gets a head sized to the training data's classes.
+def data_class_names(name: str, task: str | None, train: Any) -> list[str] | None:
+    """The classes of the training data, for a model loaded by name without ``--num-classes``.
 
     What a user of ``zoo train --data`` expects: fine-tuning a 1000-class ImageNet model on 10 folders
-    trains a 10-way head named after the folders (the printed line says so). A saved or resumed model
-    keeps its head.
+    trains a 10-way head named after the folders (the printed line says so). Read before the model
+    is built, so it is built (and its weights read) once. ``None``: the task cannot tell.
     """
     import zoo_core as zoo
+    from ..registry import get_registry
 
-    names = list(model.task_impl.source_class_names(train, split="train") or [])
-    if not names or len(names) == model.num_classes:
-        return model
-    print(f"{name}: a {len(names)}-class head for the classes of {train} (was {model.num_classes}; "
-          "--num-classes overrides)", flush=True)
-    return zoo.load(name, task=model.task, num_classes=len(names), class_names=names, weights=weights,
-                    task_options=task_options, **options)
+    spec = get_registry().resolve("model", name, task=task)
+    task_name = task or spec.tasks[0]
+    names = list(zoo.get_task(task_name).source_class_names(train, split="train") or [])
+    if names:
+        print(f"{name}: a {len(names)}-class head for the classes of {train} (--num-classes overrides)",
+              flush=True)
+    return names or None
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -143,10 +143,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     val = None if str(val).lower() == "none" else val
     options = {**dict(run["options"] or {}), **parse_options(args.option)}
     task_options = {**dict(run["task_options"] or {}), **parse_options(args.task_option)}
-    model = open_model(str(run["model"]), task=run["task"], num_classes=run["num_classes"],
+    by_name = not Path(str(run["model"])).exists()
+    names = (data_class_names(str(run["model"]), run["task"], train)
+             if by_name and run["num_classes"] is None and not run["resume"] else None)
+    if names:
+        options = {**options, "class_names": names}
+    model = open_model(str(run["model"]), task=run["task"], num_classes=len(names) if names else run["num_classes"],
                        weights=run["weights"], options=options, task_options=task_options)
-    if run["num_classes"] is None and not run["resume"] and not Path(str(run["model"])).exists():
-        model = fit_head_to_data(model, train, str(run["model"]), run["weights"], options, task_options)
     result = zoo.Trainer(config).fit(model, train, val, resume=run["resume"])
     if config.verbose and result.model_dir is not None:
         print(f"evaluate it: zoo eval {result.model_dir} --data {val or train}")

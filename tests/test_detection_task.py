@@ -158,6 +158,25 @@ def test_predict_returns_boxes_in_input_image_pixels(small_det):
     assert len(none) == 0
 
 
+def test_prediction_plot_draws_only_confident_boxes(small_det, det_data, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from zoo_tasks.det_plots import predictions_png
+
+    ds = small_det.task_impl.read_dataset(det_data, split="val", train=False, model=small_det)
+
+    def red_pixels(**kw):
+        path = predictions_png(small_det, ds, tmp_path / f"p{len(kw)}{kw.get('max_boxes', 0)}.png", n=2, **kw)
+        rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
+        return int(((rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)).sum())
+
+    none = red_pixels(score_threshold=1.01)   # random weights: nothing clears an impossible threshold
+    few = red_pixels(score_threshold=0.0, max_boxes=1)
+    many = red_pixels(score_threshold=0.0, max_boxes=20)
+    assert none < few < many, (none, few, many)
+
+
 # ---- learning -----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_small_faster_rcnn_overfits_a_few_synthetic_images(det_data, tmp_path):

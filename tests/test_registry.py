@@ -199,10 +199,19 @@ def test_disable_and_allow_lists(monkeypatch):
     b = plugin("b_mod", register_models=models(("n", {"tasks": ["cls"]})))
     monkeypatch.setattr("zoo_core.registry._entry_points", lambda: [_ep("a", a, "da"), _ep("b", b, "db")])
     monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "b")
-    assert set(discover().plugins) == {"a"}
+    reg = discover()
+    assert set(reg.plugins) == {"a"} and reg.skipped == {"b": "ZOO_DISABLE_PLUGINS"}
+    with pytest.raises(UnknownNameError, match=r"Plugin\(s\) not loaded on purpose: b \(ZOO_DISABLE_PLUGINS\)"):
+        reg.resolve("model", "n")  # the error says where the model went
     monkeypatch.delenv("ZOO_DISABLE_PLUGINS")
     monkeypatch.setenv("ZOO_LOAD_PLUGINS", "b")
     assert set(discover().plugins) == {"b"}
+    monkeypatch.delenv("ZOO_LOAD_PLUGINS")
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "bb")  # a typo: nothing is disabled, and the user is told
+    with pytest.warns(UserWarning, match="ZOO_DISABLE_PLUGINS names bb, which no installed plugin is called; "
+                                         "installed plugins: a, b"):
+        reg = discover()
+    assert set(reg.plugins) == {"a", "b"} and reg.warnings and not reg.skipped
 
 
 def test_catalog_import_pulls_in_no_torch():

@@ -25,6 +25,7 @@ import importlib.metadata as md
 import os
 import traceback
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -92,7 +93,10 @@ class Registry:
         self._short: dict[str, dict[str, list[Spec]]] = {k: {} for k in SPEC_TYPES}
         self._task_alias: dict[str, str] = {}
         self.collisions: dict[str, list[str]] = {}
+        #: problems that do not stop loading (e.g. an env var naming no installed plugin)
         self.warnings: list[str] = []
+        #: installed plugins left unloaded on purpose: name -> the variable that said so
+        self.skipped: dict[str, str] = {}
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
 
@@ -254,10 +258,14 @@ class Registry:
 
     def _failed_hint(self) -> str:
         failed = [p for p in self.plugins.values() if not p.ok]
-        if not failed:
-            return ""
-        return "Plugin(s) that might provide it failed to load: " + "; ".join(
-            f"{p.name} ({p.error})" for p in failed) + " (see `zoo plugins`)"
+        hints = []
+        if failed:
+            hints.append("Plugin(s) that might provide it failed to load: " + "; ".join(
+                f"{p.name} ({p.error})" for p in failed) + " (see `zoo plugins`)")
+        if self.skipped:
+            hints.append("Plugin(s) not loaded on purpose: " + ", ".join(
+                f"{name} ({why})" for name, why in sorted(self.skipped.items())))
+        return " ".join(hints)
 
     def list(self, kind: str, pattern: str | Iterable[str] | None = None, *, task: str | None = None,
              plugin: str | None = None, exclude: str | Iterable[str] | None = None) -> list[str]:
@@ -325,6 +333,7 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
     by_name: dict[str, md.EntryPoint] = {}
     for ep in _entry_points():
         if ep.name in disabled or (allowed is not None and ep.name not in allowed):
+            reg.skipped[ep.name] = "ZOO_DISABLE_PLUGINS" if ep.name in disabled else "not in ZOO_LOAD_PLUGINS"
             continue
         dist = getattr(ep, "dist", None)
         dname, dver = (dist.name, dist.version) if dist is not None else (None, None)
@@ -346,6 +355,14 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
             reg._fail(info, exc)
             continue
         reg.add_plugin(module, ep.name, distribution=dname, version=dver)
+    installed = {ep.name for ep in _entry_points()}
+    for var, names in (("ZOO_DISABLE_PLUGINS", disabled), ("ZOO_LOAD_PLUGINS", allowed or set())):
+        unknown = sorted(set(names) - installed)
+        if unknown:  # a typo here would silently load (or drop) the plugin the user meant
+            message = (f"{var} names {', '.join(unknown)}, which no installed plugin is called; installed "
+                       f"plugins: {', '.join(sorted(installed)) or 'none'}")
+            reg.warnings.append(message)
+            warnings.warn(message, stacklevel=3)
     for name, module in extra:
         if isinstance(module, str):
             module = importlib.import_module(module)

@@ -104,4 +104,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         counts = ", ".join(f"{n} {k}s" for k, n in sorted(p.registered.items())) or "nothing registered"
         status = f"ERROR {p.error}" if p.error else f"ok ({counts})"
         print(f"{p.name:<{width}}  {(p.distribution or '-'):<24} {(p.version or '-'):<10} {status}")
+    reg = get_registry()
+    for name, why in sorted(reg.skipped.items()):
+        print(f"{name:<{width}}  {'-':<24} {'-':<10} not loaded ({why})")
     return 0

@@ -4,6 +4,9 @@ Nothing here unpickles arbitrary objects: ``.safetensors`` files are read with s
 ``.pt``/``.pth``/``.bin`` files with ``torch.load(weights_only=True)``; a pickle that tries to run
 code is refused. Downloads go to ``$ZOO_HOME/weights`` (default ``~/.cache/zoo``), are verified by
 sha256 when downloaded and on every later load, and fail within seconds when there is no network.
+The expected hash is the provider's (torchvision's table, the plugin's) or else the one the server
+publishes (Hugging Face's ETag for timm weights); the hash of the downloaded file is recorded beside it
+(``<file>.sha256``) and checked on every later load, so a corrupted cached file is named.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -289,6 +292,7 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
                 req = urllib.request.Request(url, headers={"User-Agent": "zoo"})
                 with urllib.request.urlopen(req, timeout=download_timeout()) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
+                    published = published_sha256(resp.headers)
                     bar = _progress(total, dest.name) if progress else None
                     try:
                         while block := resp.read(1 << 20):
@@ -306,6 +310,9 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
             raise WeightsError(f"download of {url} is truncated: got {received} of {total} bytes. The "
                                "partial file was deleted; try again")
         actual = h.hexdigest()
+        if published and not weights.sha256 and actual != published:
+            raise WeightsError(f"download of {url} is corrupt or truncated: sha256 {actual}, but the server "
+                               f"publishes {published}. The partial file was deleted; try again")
         if weights.sha256 and actual != weights.sha256:
             raise WeightsError(f"download of {url} is corrupt or truncated: sha256 {actual}, expected "
                                f"{weights.sha256}. The partial file was deleted; try again")
@@ -316,6 +323,17 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
         dest.with_name(dest.name + ".sha256").write_text(actual + "\n")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def published_sha256(headers: Any) -> str | None:
+    """The sha256 a server publishes for the file, when it does: Hugging Face serves an LFS file's
+    sha256 as its ``X-Linked-Etag`` / ``ETag`` (64 hex digits, maybe quoted). Other ETags (MD5s,
+    version strings) are not hashes of the content and are ignored."""
+    for key in ("X-Linked-Etag", "ETag"):
+        value = str(headers.get(key) or "").strip().removeprefix("W/").strip('"').lower()
+        if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+            return value
+    return None
 
 
 def _progress(total: int | None, name: str):

@@ -78,7 +78,16 @@ class Trainer(CheckpointMixin):
 
     # ---- the run ----------------------------------------------------------------------------------
     def fit(self, model: "ZooModel", train: Any, val: Any = None, *, resume: str | Path | None = None) -> FitResult:
-        """Train ``model`` in place on ``train`` (validating on ``val`` each epoch); see the module doc."""
+        """Train ``model`` in place on ``train``, validating on ``val`` each epoch; see the module doc.
+
+        ``train`` given as a dataset root holding ``train/`` and ``val/`` (what ``zoo data synth``
+        writes) validates on its ``val/`` split when ``val`` is None; ``val=False`` trains without
+        validation.
+        """
+        if val is None and isinstance(train, (str, Path)) and (Path(train) / "train").is_dir() \
+                and (Path(train) / "val").is_dir():
+            val = train  # the task reads split="val" of the same root
+        val = None if val is False else val
         cfg = self.config
         self.env = env = D.setup(cfg.device)
         self.out_dir = Path(cfg.out_dir)

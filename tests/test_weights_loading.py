@@ -113,8 +113,9 @@ def test_weights_of_another_architecture_are_refused_naming_keys(tmp_path: Path)
 def test_new_head_on_1000_class_weights_is_reported(tmp_path: Path, tv_resnet18) -> None:
     path = tmp_path / "r18.safetensors"
     save_file({k: v.contiguous() for k, v in tv_resnet18.state_dict().items()}, path)
-    with pytest.warns(UserWarning, match="re-initialised"):
+    with pytest.warns(UserWarning, match="re-initialised") as caught:
         model = zoo.load("torchvision:resnet18", task="cls", num_classes=10, weights=path)
+    assert caught[0].filename == __file__  # attributed to the caller's line, not to zoo's internals
     report = model.weights_report
     assert sorted(report.reinitialized) == ["fc.bias", "fc.weight"]
     assert "layer4.1.bn2.running_var" in report.loaded and not report.missing

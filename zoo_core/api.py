@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from .errors import IncompatibleError, UnknownNameError, ZooError
+from .errors import IncompatibleError, UnknownNameError, ZooError, warn
 from .registry import PluginInfo, get_registry
 from .specs import ModelSpec
 
@@ -262,9 +262,7 @@ def load_weights(model: "ZooModel", source: Path, *, head: Sequence[str] = (), s
     model.provenance["sha256"] = report.sha256
     model.weights_report = report
     if report.reinitialized:
-        import warnings
-
-        warnings.warn(f"{label}: {report}", stacklevel=3)
+        warn(f"{label}: {report}")
 
 
 def check_task(model: "ZooModel", task: str | None) -> None:

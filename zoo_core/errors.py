@@ -56,3 +56,22 @@ def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     if not hits:  # "resnet" should still suggest "resnet50": try prefix matches
         hits = [c for c in lowered if c.startswith(name.lower())][:n]
     return [lowered[h] for h in hits]
+
+
+#: modules whose frames a user-facing warning skips, so it points at the user's line
+_OWN_MODULES = ("zoo_core", "zoo_tasks", "zoo_torchvision", "zoo_timm", "zoo_smp")
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` attributed to the first caller outside the zoo's own packages.
+
+    A fixed ``stacklevel`` points at a different zoo line depending on the path taken (``zoo.load``
+    -> builder -> loader, or the Trainer -> task -> reader); the user needs their own line.
+    """
+    import sys
+    import warnings
+
+    frame, level = sys._getframe(1), 2
+    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in _OWN_MODULES:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)

@@ -35,7 +35,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .errors import IncompatibleError, UnknownNameError, ZooError
+from .errors import IncompatibleError, UnknownNameError, ZooError, warn
 from .specs import EXPORT_FORMATS
 
 FORMATS = EXPORT_FORMATS
@@ -184,7 +184,7 @@ def _export_onnx(net: nn.Module, sample: torch.Tensor, path: Path, opset: int | 
         raise ExportError(f"ONNX export failed ({'; '.join(errors)}). If the model has data-dependent "
                           "control flow, try dynamic_batch=False or exporter='torchscript'")
     if errors:
-        warnings.warn(f"ONNX: fell back to the {chosen} exporter ({errors[0]})", stacklevel=3)
+        warn(f"ONNX: fell back to the {chosen} exporter ({errors[0]})")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = max(1, torch.get_num_threads())
     opts.log_severity_level = 3

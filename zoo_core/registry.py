@@ -33,7 +33,7 @@ import pluggy
 
 from . import hookspecs
 from ._version import __version__
-from .errors import PluginError, UnknownNameError
+from .errors import PluginError, UnknownNameError, warn
 from .specs import SPEC_TYPES, ModelSpec, Spec, TaskSpec
 
 HOOK_KINDS = {"register_tasks": "task", "register_models": "model",
@@ -362,7 +362,7 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
             message = (f"{var} names {', '.join(unknown)}, which no installed plugin is called; installed "
                        f"plugins: {', '.join(sorted(installed)) or 'none'}")
             reg.warnings.append(message)
-            warnings.warn(message, stacklevel=3)
+            warn(message)
     for name, module in extra:
         if isinstance(module, str):
             module = importlib.import_module(module)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,7 +33,7 @@ from torchvision.transforms import v2
 
 from zoo_core.data.images import load_image, pil_to_tensor
 from zoo_core.data.robust import SkipTracker, load_or_skip
-from zoo_core.errors import DataError
+from zoo_core.errors import DataError, warn
 
 ANNOTATION_NAMES = ("annotations.json", "instances.json", "_annotations.coco.json")
 
@@ -169,9 +168,9 @@ def _check_ids(raw: dict[str, Any], json_path: Path) -> None:
             bad_polygons.append(aid)
     if bad_polygons:
         shown = ", ".join(map(str, bad_polygons[:10])) + (" ..." if len(bad_polygons) > 10 else "")
-        warnings.warn(f"{json_path}: {len(bad_polygons)} annotation(s) have a polygon 'segmentation' with fewer "
-                      f"than 3 (x, y) points or an odd number of values (ids {shown}); detection uses only "
-                      "'bbox', but COCO mask tools will fail on them: fix or drop those polygons", stacklevel=4)
+        warn(f"{json_path}: {len(bad_polygons)} annotation(s) have a polygon 'segmentation' with fewer "
+             f"than 3 (x, y) points or an odd number of values (ids {shown}); detection uses only "
+             "'bbox', but COCO mask tools will fail on them: fix or drop those polygons")
 
 
 def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, json_path: Path
@@ -224,7 +223,7 @@ def _warn(json_path: Path, problems: dict[str, list[int]]) -> None:
     for key, ids in problems.items():
         if ids:
             shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
-            warnings.warn(f"{json_path}: {what[key].format(n=len(ids))} (annotation ids {shown})", stacklevel=3)
+            warn(f"{json_path}: {what[key].format(n=len(ids))} (annotation ids {shown})")
 
 
 # ---- the dataset --------------------------------------------------------------------------------

@@ -17,12 +17,12 @@ once, in ``compute``, from arrays.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
+from zoo_core.errors import warn
 from zoo_core.task import Batch, Metrics
 
 from .coco_eval import resolve_coco_backend, run_cocoeval
@@ -107,8 +107,8 @@ def coco_metrics(gt: dict[str, Any], dets: list[dict[str, Any]], class_names: Se
     """The zoo's metric dict from COCOeval run by ``backend`` (see the module docstring)."""
     has_gt = {a["category_id"] for a in gt["annotations"] if not a.get("iscrowd")}
     if not dets:
-        warnings.warn(f"no detections at all over {len(gt['images'])} evaluation image(s): mAP is 0. The "
-                      "model may be untrained, or its score threshold too high", stacklevel=2)
+        warn(f"no detections at all over {len(gt['images'])} evaluation image(s): mAP is 0. The "
+             "model may be untrained, or its score threshold too high")
         out: dict[str, Any] = {k: 0.0 for k in STAT_NAMES}
         out["per_class_ap"] = {n: (0.0 if i + 1 in has_gt else None) for i, n in enumerate(class_names)}
         return out

@@ -19,7 +19,6 @@ values never changes.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,7 +30,7 @@ from torchvision.transforms import v2
 
 from zoo_core.data.images import is_image_file, load_image
 from zoo_core.data.robust import SkipTracker, load_or_skip
-from zoo_core.errors import DataError
+from zoo_core.errors import DataError, warn
 from zoo_core.model import Preprocess
 
 from .transforms import interpolation_mode, target_size, to_float_normalized
@@ -80,8 +79,7 @@ def pair_files(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     orphans = [p.name for p in masks.values() if p.stem not in stems]
     if orphans:  # harmless for training, but usually a renamed or deleted image the user meant to keep
         shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
-        warnings.warn(f"{masks_dir}: {len(orphans)} mask(s) match no image in {images_dir} and are ignored: {shown}",
-                      stacklevel=3)
+        warn(f"{masks_dir}: {len(orphans)} mask(s) match no image in {images_dir} and are ignored: {shown}")
     return [(p, masks[p.stem]) for p in images]
 
 

@@ -7,13 +7,12 @@ evaluation set never shrinks silently: the first unreadable image raises, naming
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from PIL import Image
 
-from ..errors import DataError
+from ..errors import DataError, warn
 from .images import load_image
 
 T = TypeVar("T")
@@ -37,8 +36,7 @@ class SkipTracker:
         key = str(path)
         if key not in self.bad:
             self.bad[key] = str(error)
-            warnings.warn(f"skipping unreadable training image ({len(self.bad)} so far): {error}",
-                          stacklevel=3)
+            warn(f"skipping unreadable training image ({len(self.bad)} so far): {error}")
         if len(self.bad) > self.limit:
             names = ", ".join(list(self.bad)[:5])
             raise DataError(f"{len(self.bad)} of {self.total} training images are unreadable (more than "

@@ -6,14 +6,13 @@ the file format, atomic writes and migrations are :mod:`zoo_core.train.checkpoin
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..errors import IncompatibleError, ZooError
+from ..errors import IncompatibleError, ZooError, warn
 from ..evaluate import scalar_metrics
 from . import checkpoint as C
 
@@ -124,12 +123,12 @@ class CheckpointMixin:
         self.metrics = dict(ckpt.get("metrics", {}))
         same = p["world_size"] == env.world_size and p["batch_size"] == self.config.batch_size
         if not same and p["batch_in_epoch"]:
-            warnings.warn(f"the checkpoint was written with world size {p['world_size']} and batch size "
-                          f"{p['batch_size']}, this run has {env.world_size} and {self.config.batch_size}: "
-                          f"resuming at the start of epoch {p['epoch'] + 1} instead of mid-epoch")
+            warn(f"the checkpoint was written with world size {p['world_size']} and batch size "
+                 f"{p['batch_size']}, this run has {env.world_size} and {self.config.batch_size}: "
+                 f"resuming at the start of epoch {p['epoch'] + 1} instead of mid-epoch")
             self.state.batch_in_epoch = 0
         elif not same:
-            warnings.warn(f"resuming with world size {env.world_size} (checkpoint: {p['world_size']}): "
-                          "the data order and random streams differ from an uninterrupted run")
+            warn(f"resuming with world size {env.world_size} (checkpoint: {p['world_size']}): "
+                 "the data order and random streams differ from an uninterrupted run")
         per_rank = ckpt.get("rng_per_rank") or []
         return per_rank[env.rank] if same and len(per_rank) == env.world_size else ckpt["rng"]

@@ -1,8 +1,8 @@
 """Classification training: timm's ``benchmark.py`` train loop vs ``zoo.Trainer``, side by side.
 
 Plain (the way timm's ``benchmark.py --bench train`` does it): ``timm.create_model``, channels-last,
-bf16 autocast, optionally ``torch.compile``, SGD (momentum 0.9, Nesterov, as timm's ``sgd``; fused on
-CUDA) or AdamW, cross-entropy, one synthetic batch on the device reused every step, no host sync.
+bf16 autocast, optionally ``torch.compile``, SGD (momentum 0.9, Nesterov, as timm's ``sgd``; fused,
+as the Trainer's default) or AdamW, cross-entropy, one synthetic batch on the device reused every step, no host sync.
 Zoo: ``zoo.load("timm:<model>", weights=<the plain model's initial weights>)`` trained by
 ``zoo.Trainer`` on the same batch with the same settings (see :mod:`zoo_core.bench.runner` for how the
 Trainer is configured and timed).
@@ -29,7 +29,8 @@ NUM_CLASSES = 1000
 
 
 def optimizer(params, args) -> torch.optim.Optimizer:
-    fused = {"fused": True} if args.device.type == "cuda" else {}
+    # fused kernels on both sides (torch has them on the CPU too), as the Trainer's fused_optimizer auto
+    fused = {"fused": True}
     if args.opt == "sgd":
         return torch.optim.SGD(params, lr=args.lr, momentum=0.9, nesterov=True, **fused)
     return torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0, **fused)

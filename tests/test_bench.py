@@ -23,7 +23,8 @@ from zoo_core.bench.timing import Timer
 from zoo_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = {"bench_cls_train.py": 2, "bench_infer.py": 2, "bench_det_train.py": 1, "bench_seg_train.py": 2}
+SCRIPTS = {"bench_cls_train.py": 2, "bench_infer.py": 2, "bench_det_train.py": 1, "bench_seg_train.py": 2,
+           "bench_step_overhead.py": 1}
 NUM = r"([0-9]+(?:\.[0-9]+)?)"
 LINE = re.compile(rf"^(?P<what>.+): plain {NUM} img/s, zoo {NUM} img/s, ratio {NUM}, "
                   rf"peak memory plain {NUM} MiB \({NUM}/img\) zoo {NUM} MiB \({NUM}/img\)$")
@@ -64,6 +65,10 @@ def test_each_script_prints_a_parsable_comparison(script_outputs, script):
         assert pmi == pytest.approx(pm / 2, abs=0.6) and zmi == pytest.approx(zm / 2, abs=0.6)  # batch 2
     assert "precision 32" in script_outputs[script] and "[tiny]" in script_outputs[script]
     assert "RSS" in script_outputs[script]  # CPU memory is labelled as the process's resident set
+    if script == "bench_step_overhead.py":  # the overhead follows from the two throughputs
+        (m,) = lines
+        got = re.search(r"Trainer overhead ([+-][0-9.]+)% of the step", script_outputs[script])
+        assert got and float(got.group(1)) == pytest.approx(100 * (float(m.group(2)) / float(m.group(3)) - 1), abs=0.6)
 
 
 def bench_table(capsys, *argv: str) -> dict[str, list[str]]:

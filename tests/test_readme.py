@@ -44,7 +44,7 @@ def test_readme_examples_run(tmp_path, monkeypatch):
             continue
         for line in code.strip().splitlines():
             line = line.split(" #")[0].strip()
-            if not line:
+            if not line or line.startswith("#"):  # a comment line
                 continue
             argv = shlex.split(line)
             assert argv[0] == "zoo", f"README bash line is not a zoo command: {line}"

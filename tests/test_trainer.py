@@ -30,7 +30,7 @@ def test_fit_writes_checkpoints_logs_config_model_and_plots(toy, tmp_path):
     assert result.epochs == 2 and result.steps == 8 and result.monitor == "accuracy"
     assert (tmp_path / "last.pt").is_file() and result.best_checkpoint == tmp_path / "best.pt"
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
-    assert [r["epoch"] for r in rows] == ["1", "2"] and {"train_loss", "accuracy", "lr/head_decay"} <= set(rows[0])
+    assert [r["epoch"] for r in rows] == ["1", "2"] and {"train_loss", "accuracy", "lr/decay"} <= set(rows[0])
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["trainer"]["max_epochs"] == 2 and config["trainer"]["monitor"] == "accuracy"
     assert config["model"]["model"] == "toytrain:toynet" and config["class_names"] == T.CLASSES
@@ -52,7 +52,7 @@ def test_tensorboard_event_files_hold_the_logged_scalars(toy, tmp_path):
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     tags = events.Tags()["scalars"]
-    assert {"val/accuracy", "epoch/train_loss", "train/loss", "train/lr", "lr/head_decay"} <= set(tags)
+    assert {"val/accuracy", "epoch/train_loss", "train/loss", "train/lr", "lr/decay"} <= set(tags)
     assert [e.step for e in events.Scalars("val/accuracy")] == [4, 8, 12]
     assert [e.step for e in events.Scalars("train/loss")] == [2, 4, 6, 8, 10, 12]
     assert all(math.isfinite(e.value) for e in events.Scalars("train/loss"))
@@ -63,7 +63,7 @@ def test_validation_every_n_epochs_and_always_after_the_last(toy, tmp_path):
                          **QUIET).fit(zoo.load("toynet", task="toytrain"), "toy:n=16", "toy:n=8")
     rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
     assert [bool(r["accuracy"]) for r in rows] == [False, True, True] and result.best_epoch in (1, 2)
-    assert all(r["lr/head_decay"] for r in rows)
+    assert all(r["lr/decay"] for r in rows)
 
 
 def test_early_stopping_stops_after_patience_validations_without_improvement(toy, tmp_path):
@@ -141,6 +141,13 @@ def test_no_weight_decay_on_norms_and_biases_and_a_lower_backbone_lr(toy):
     assert by_group["backbone_no_decay"][1] == 0.0
     assert by_group["head_decay"] == ({"fc.weight"}, 0.05, 0.1)
     assert by_group["head_no_decay"] == ({"fc.bias"}, 0.0, 0.1)
+    # groups that no setting separates are merged (one optimizer kernel per group and step)
+    merged = param_groups(model, TrainConfig(lr=0.1, weight_decay=0.05))
+    assert [(g["name"], len(g["params"])) for g in merged] == [("decay", 4), ("no_decay", 6)]
+    merged = param_groups(model, TrainConfig(lr=0.1, weight_decay=0.0))
+    assert [(g["name"], len(g["params"]), g["weight_decay"]) for g in merged] == [("all", 10, 0.0)]
+    merged = param_groups(model, TrainConfig(lr=0.1, weight_decay=0.0, backbone_lr_mult=0.5))
+    assert [g["name"] for g in merged] == ["backbone", "head"]
 
 
 def test_freezing_the_backbone_or_its_first_blocks(toy, tmp_path):
@@ -245,7 +252,7 @@ def test_callbacks_are_called_by_name_in_loop_order(toy, tmp_path):
     zoo.Trainer(max_epochs=1, batch_size=8, out_dir=tmp_path, callbacks=[Recorder()],
                 **QUIET).fit(zoo.load("toynet", task="toytrain"), "toy:n=16", "toy:n=4")
     assert seen == ["fit_start", "epoch_start0", "step1", "step2",
-                    "train_end['lr/backbone_decay', 'lr/backbone_no_decay', 'lr/head_decay', 'lr/head_no_decay', "
+                    "train_end['lr/decay', 'lr/no_decay', "
                     "'train_ce', 'train_loss']",
                     "val['accuracy', 'num_samples', 'val_loss']", "epoch_end1", "fit_end"]
 

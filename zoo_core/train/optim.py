@@ -11,7 +11,8 @@ tensors a new ``num_classes`` re-initialises). Groups:
 - frozen parameters (``freeze_backbone``, ``freeze_blocks``) are left out, and frozen norm layers
   are kept in eval mode so their running statistics do not drift (:func:`frozen_norm_modules`).
 
-Each group carries ``base_lr`` (its peak lr) and a ``name``; the schedules scale ``base_lr``.
+Each group carries ``base_lr`` (its peak lr) and a ``name``; the schedules scale ``base_lr``. Groups
+that end up with equal settings are merged (:func:`merge_equal_groups`): one kernel per group a step.
 """
 
 from __future__ import annotations
@@ -121,7 +122,33 @@ def param_groups(model: "ZooModel", config: TrainConfig) -> list[dict]:
         raise ValueError("no trainable parameter left: everything is frozen (freeze_backbone on a model "
                          "whose head is empty, or freeze_blocks too large)")
     order = ("backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay")
-    return [groups[k] for k in order if k in groups]
+    return merge_equal_groups([groups[k] for k in order if k in groups])
+
+
+def merge_equal_groups(groups: list[dict]) -> list[dict]:
+    """Merge groups whose lr and weight decay are equal, naming them by what they still separate.
+
+    Each group costs one optimizer kernel launch per step (fused) or one Python loop (foreach), so
+    four groups that differ in nothing cost a tiny model ~3% of its step. With the defaults
+    (``backbone_lr_mult`` 1) backbone and head merge into ``decay`` / ``no_decay``; with weight decay
+    0 as well, everything is ``all``; with ``backbone_lr_mult`` != 1 the four groups stay.
+    """
+    merged: dict[tuple[float, float], dict] = {}
+    labels: dict[tuple[float, float], list[tuple[str, str]]] = {}
+    for group in groups:
+        key = (group["base_lr"], group["weight_decay"])
+        part, _, decay = group["name"].partition("_")
+        labels.setdefault(key, []).append((part, decay))
+        if key in merged:
+            merged[key]["params"] += group["params"]
+        else:
+            merged[key] = {**group, "params": list(group["params"])}
+    for key, group in merged.items():
+        parts = {p for p, _ in labels[key]}
+        decays = {d for _, d in labels[key]}
+        name = "_".join(([parts.pop()] if len(parts) == 1 else []) + ([decays.pop()] if len(decays) == 1 else []))
+        group["name"] = name or "all"
+    return list(merged.values())
 
 
 FUSED_KINDS = ("sgd", "adam", "adamw")

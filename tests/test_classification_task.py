@@ -174,6 +174,18 @@ def test_a_batch_tensor_is_preprocessed_at_once_and_matches_image_by_image(model
     assert max(abs(a.score - b.score) for a, b in zip(batch, mixed)) < 1e-5
 
 
+def test_predict_runs_in_eval_mode_and_restores_the_mode(model) -> None:
+    x = torch.rand(2, 3, 40, 40)
+    model.eval()
+    reference = [p.score for p in model.predict(x)]
+    model.train()
+    assert [p.score for p in model.predict(x)] == pytest.approx(reference)  # BatchNorm in eval for the call
+    assert model.training and model.net.training
+    model.eval()
+    model.net.train()  # a half-switched model (ZooModel in eval, its net in train) still predicts in eval
+    assert [p.score for p in model.predict(x)] == pytest.approx(reference) and not model.net.training
+
+
 def test_confusion_matrix_plot(tmp_path: Path, model) -> None:
     report = {"accuracy": 0.5, "confusion_matrix": [[3 if i == j else (1 if j == 0 else 0) for j in range(10)]
                                                     for i in range(10)]}

@@ -163,7 +163,8 @@ class ZooModel(nn.Module):
 
         images, sources = as_image_list(inputs)
         was_training = self.training
-        self.eval()
+        if was_training or self.net.training:  # eval() walks every module: skip it when already in eval
+            self.eval()
         try:
             out: list[Prediction] = []
             for i in range(0, len(images), batch_size):
@@ -171,7 +172,8 @@ class ZooModel(nn.Module):
                                               **options)
             return out
         finally:
-            self.train(was_training)
+            if was_training:
+                self.train()
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (+ a README.md model card) into a directory."""

@@ -148,9 +148,10 @@ class ClassificationTask(OptionsMixin, Task):
         device, dtype = _model_device(model)
         if all(isinstance(im, Tensor) for im in images) and len({tuple(im.shape) for im in images}) == 1:
             # one batched resize + normalise on the model's device instead of a host loop per image
-            x = torch.as_tensor(transform(torch.stack(images).to(device, non_blocking=True))).to(dtype)
+            # a plain tensor: a tv_tensors.Image would route every op of the network through __torch_function__
+            x = transform(torch.stack(images).to(device, non_blocking=True)).as_subclass(Tensor).to(dtype)
         else:
-            x = torch.stack([torch.as_tensor(transform(img)) for img in images]).to(device=device, dtype=dtype)
+            x = torch.stack([transform(img).as_subclass(Tensor) for img in images]).to(device=device, dtype=dtype)
         probs = _logits(model(x)).float().softmax(dim=-1).cpu()
         scores, labels = probs.topk(k, dim=-1)
         names = model.class_names

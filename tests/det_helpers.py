@@ -14,7 +14,7 @@ from zoo_core.data.shapes import make_shapes
 @pytest.fixture(scope="session")
 def det_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``root/{train,val}/annotations.json`` + images: 96 px coloured shapes (circle, square, triangle)."""
-    return make_shapes(tmp_path_factory.mktemp("shapes") / "det", task="det", n_train=6, n_val=6, image_size=96)
+    return make_shapes(tmp_path_factory.mktemp("shapes") / "det", layout="coco", n_train=6, n_val=6, image_size=96)
 
 
 def edited_copy(det_data: Path, tmp_path: Path, edit: Callable[[dict[str, Any]], None], split: str = "train") -> Path:

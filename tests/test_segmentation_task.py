@@ -38,7 +38,7 @@ def tiny_model(k: int = 4, size: int = 32, **kw) -> ZooModel:
 
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory):
-    return make_shapes(tmp_path_factory.mktemp("seg") / "shapes", task="seg", n_train=6, n_val=2, image_size=48,
+    return make_shapes(tmp_path_factory.mktemp("seg") / "shapes", layout="masks", n_train=6, n_val=2, image_size=48,
                        ignore_border=1)
 
 

@@ -15,7 +15,7 @@ from zoo_core.errors import DataError
 
 @pytest.fixture(scope="module")
 def det_root(tmp_path_factory):
-    return make_shapes(tmp_path_factory.mktemp("shapes") / "det", task="det", n_train=12, n_val=4, image_size=64)
+    return make_shapes(tmp_path_factory.mktemp("shapes") / "det", layout="coco", n_train=12, n_val=4, image_size=64)
 
 
 def test_det_layout_is_valid_coco_whose_polygons_match_boxes_and_areas(det_root):
@@ -43,8 +43,8 @@ def test_det_layout_is_valid_coco_whose_polygons_match_boxes_and_areas(det_root)
 
 
 def test_seg_layout_masks_hold_class_indices_and_optional_ignore_ring(tmp_path):
-    root = make_shapes(tmp_path / "seg", task="seg", n_train=6, n_val=2, image_size=64)
-    ringed = make_shapes(tmp_path / "ring", task="seg", n_train=6, n_val=2, image_size=64, ignore_border=1)
+    root = make_shapes(tmp_path / "seg", layout="masks", n_train=6, n_val=2, image_size=64)
+    ringed = make_shapes(tmp_path / "ring", layout="masks", n_train=6, n_val=2, image_size=64, ignore_border=1)
     assert (root / "classes.txt").read_text().split() == list(SEG_CLASS_NAMES)
     for split in ("train", "val"):
         images = sorted(p.stem for p in (root / split / "images").iterdir())
@@ -66,25 +66,25 @@ def test_seg_layout_masks_hold_class_indices_and_optional_ignore_ring(tmp_path):
 
 
 def test_deterministic_by_seed_reused_and_never_overwrites_foreign_folders(tmp_path):
-    a = make_shapes(tmp_path / "a", task="seg", n_train=3, n_val=1, image_size=48, seed=5)
-    b = make_shapes(tmp_path / "b", task="seg", n_train=3, n_val=1, image_size=48, seed=5)
-    c = make_shapes(tmp_path / "c", task="seg", n_train=3, n_val=1, image_size=48, seed=6)
+    a = make_shapes(tmp_path / "a", layout="masks", n_train=3, n_val=1, image_size=48, seed=5)
+    b = make_shapes(tmp_path / "b", layout="masks", n_train=3, n_val=1, image_size=48, seed=5)
+    c = make_shapes(tmp_path / "c", layout="masks", n_train=3, n_val=1, image_size=48, seed=6)
     for sub in ("train/images/00000.png", "train/masks/00002.png", "val/images/00000.png"):
         assert (a / sub).read_bytes() == (b / sub).read_bytes()
     assert (a / "train/images/00000.png").read_bytes() != (c / "train/images/00000.png").read_bytes()
     stamp = (a / "train/images/00000.png").stat().st_mtime_ns
-    make_shapes(tmp_path / "a", task="seg", n_train=3, n_val=1, image_size=48, seed=5)  # same params: reused
+    make_shapes(tmp_path / "a", layout="masks", n_train=3, n_val=1, image_size=48, seed=5)  # same params: reused
     assert (a / "train/images/00000.png").stat().st_mtime_ns == stamp
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     with pytest.raises(DataError, match="holds other files"):
-        make_shapes(foreign, task="det")
+        make_shapes(foreign, layout="coco")
     assert (foreign / "notes.txt").read_text() == "keep me"
-    with pytest.raises(ValueError, match="task='cls'"):
-        make_shapes(tmp_path / "x", task="cls")
+    with pytest.raises(ValueError, match="layout='cls'"):
+        make_shapes(tmp_path / "x", layout="cls")
     with pytest.raises(ValueError, match="ignore_border"):
-        make_shapes(tmp_path / "x", task="det", ignore_border=2)
+        make_shapes(tmp_path / "x", layout="coco", ignore_border=2)
 
 
 def test_cli_synth_writes_each_layout(tmp_path, capsys):

@@ -23,7 +23,7 @@ CLASSIFICATION = DemoRecipe(
 
 DETECTION = DemoRecipe(
     dataset="shapes (COCO json, 3 classes)", make="zoo_core.data.shapes:make_shapes",
-    data={"task": "det", "n_train": 96, "n_val": 12, "image_size": 128},
+    data={"layout": "coco", "n_train": 96, "n_val": 12, "image_size": 128},
     model="torchvision:resnet18", head="faster_rcnn",
     load={"class_names": list(SHAPES), "min_size": 128, "max_size": 128, "fpn_channels": 64,
           "representation_size": 128, "rpn_batch_size_per_image": 64, "box_batch_size_per_image": 64},
@@ -33,7 +33,7 @@ DETECTION = DemoRecipe(
 
 SEGMENTATION = DemoRecipe(
     dataset="shapes (mask folders, background + 3 classes)", make="zoo_core.data.shapes:make_shapes",
-    data={"task": "seg", "n_train": 96, "n_val": 16, "image_size": 64}, model="unet",
+    data={"layout": "masks", "n_train": 96, "n_val": 16, "image_size": 64}, model="unet",
     load={"num_classes": 4, "backbone": "resnet18"},
     train={"max_epochs": 8, "batch_size": 8, "lr": 5e-3, "image_size": 64, "warmup_epochs": 0.5},
     quick_data={"n_train": 8, "n_val": 4})

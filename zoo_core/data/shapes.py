@@ -7,9 +7,9 @@ PNGs written with light compression): ``zoo data synth`` and the tests build it 
 
 Layouts (``out_dir/{train,val}/...``):
 
-- ``task="det"``: ``annotations.json`` (COCO: ``images``, ``annotations`` with ``bbox`` xywh,
+- ``layout="coco"`` (what the detection demo trains on): ``annotations.json`` (COCO: ``images``, ``annotations`` with ``bbox`` xywh,
   ``area``, ``iscrowd=0``, polygon ``segmentation``; ``categories`` 1..3) + ``images/*.png``;
-- ``task="seg"``: ``images/*.png`` + ``masks/*.png`` (same stem; single-channel class indices,
+- ``layout="masks"`` (what the segmentation demo trains on): ``images/*.png`` + ``masks/*.png`` (same stem; single-channel class indices,
   0 background, 1..3 the shapes; with ``ignore_border=k`` a ``k``-pixel ring of 255 = "ignore"
   around each shape, the way VOC marks uncertain edges) and ``classes.txt`` (the names, index order).
 """
@@ -31,12 +31,12 @@ SHAPES = ("circle", "square", "triangle")
 #: class names of the segmentation layout (mask value = index); detection uses ``SHAPES`` (ids 1..3)
 SEG_CLASS_NAMES = ("background", *SHAPES)
 IGNORE_INDEX = 255
-TASKS = ("det", "seg")
+LAYOUTS = ("coco", "masks")
 _CIRCLE_POINTS = 32
 
 
-def _params(task: str, n_train: int, n_val: int, image_size: int, seed: int, ignore_border: int) -> dict:
-    return {"dataset": "shapes", "version": 1, "task": task, "n_train": n_train, "n_val": n_val,
+def _params(layout: str, n_train: int, n_val: int, image_size: int, seed: int, ignore_border: int) -> dict:
+    return {"dataset": "shapes", "version": 2, "layout": layout, "n_train": n_train, "n_val": n_val,
             "image_size": image_size, "seed": seed, "ignore_border": ignore_border}
 
 
@@ -134,10 +134,10 @@ def _seg_mask(size: int, shapes: list[dict[str, Any]], ignore_border: int) -> np
     return out
 
 
-def _write_split(folder: Path, task: str, n: int, size: int, rng: np.random.Generator, ignore_border: int,
+def _write_split(folder: Path, layout: str, n: int, size: int, rng: np.random.Generator, ignore_border: int,
                  start_id: int) -> int:
     (folder / "images").mkdir(parents=True)
-    if task == "seg":
+    if layout == "masks":
         (folder / "masks").mkdir()
     images, annotations = [], []
     ann_id = start_id
@@ -145,7 +145,7 @@ def _write_split(folder: Path, task: str, n: int, size: int, rng: np.random.Gene
         rgb, shapes = _render(size, rng)
         name = f"{i:05d}.png"
         Image.fromarray(rgb, mode="RGB").save(folder / "images" / name, compress_level=1)
-        if task == "seg":
+        if layout == "masks":
             Image.fromarray(_seg_mask(size, shapes, ignore_border), mode="L").save(folder / "masks" / name,
                                                                                   compress_level=1)
             continue
@@ -156,38 +156,38 @@ def _write_split(folder: Path, task: str, n: int, size: int, rng: np.random.Gene
                                 "area": float(s["mask"].sum()), "iscrowd": 0,
                                 "segmentation": [[round(float(v), 2) for v in s["polygon"].reshape(-1)]]})
             ann_id += 1
-    if task == "det":
+    if layout == "coco":
         coco = {"info": {"description": "zoo synthetic shapes"}, "images": images, "annotations": annotations,
                 "categories": [{"id": k + 1, "name": name, "supercategory": "shape"} for k, name in enumerate(SHAPES)]}
         (folder / "annotations.json").write_text(json.dumps(coco))
     return n
 
 
-def make_shapes(out_dir: str | Path, *, task: str = "det", n_train: int = 64, n_val: int = 16, image_size: int = 128,
+def make_shapes(out_dir: str | Path, *, layout: str = "coco", n_train: int = 64, n_val: int = 16, image_size: int = 128,
                 seed: int = 0, ignore_border: int = 0) -> Path:
-    """Write the shapes dataset for ``task`` (``"det"`` or ``"seg"``) under ``out_dir``; return ``out_dir``.
+    """Write the shapes dataset in ``layout`` (``"coco"`` or ``"masks"``) under ``out_dir``; return ``out_dir``.
 
     Deterministic for given arguments; a folder already holding the same dataset is reused as is.
-    ``ignore_border`` (seg only): width in pixels of the 255 ring around every shape (0: none). The
+    ``ignore_border`` (masks only): width in pixels of the 255 ring around every shape (0: none). The
     folder is written next to ``out_dir`` and moved into place at the end, so an interrupted run
     leaves nothing half-written; a non-empty ``out_dir`` this function did not write is never touched.
     """
-    if task not in TASKS:
-        raise ValueError(f"make_shapes(task={task!r}): must be one of {TASKS} (use make_digits for classification)")
+    if layout not in LAYOUTS:
+        raise ValueError(f"make_shapes(layout={layout!r}): must be one of {LAYOUTS} (use make_digits for class folders)")
     if image_size < 32:
         raise ValueError(f"make_shapes(image_size={image_size}): must be at least 32 pixels")
     if n_train < 1 or n_val < 1:
         raise ValueError(f"make_shapes: n_train and n_val must be >= 1 (got {n_train}, {n_val})")
-    if ignore_border < 0 or (ignore_border and task != "seg"):
-        raise ValueError(f"make_shapes(ignore_border={ignore_border}): a non-negative width, for task='seg' only")
-    params = _params(task, int(n_train), int(n_val), int(image_size), int(seed), int(ignore_border))
+    if ignore_border < 0 or (ignore_border and layout != "masks"):
+        raise ValueError(f"make_shapes(ignore_border={ignore_border}): a non-negative width, for layout='masks' only")
+    params = _params(layout, int(n_train), int(n_val), int(image_size), int(seed), int(ignore_border))
     rng = np.random.default_rng(seed)
 
     def write(tmp: Path) -> dict[str, Any]:
-        _write_split(tmp / "train", task, n_train, image_size, rng, ignore_border, start_id=1)
-        _write_split(tmp / "val", task, n_val, image_size, rng, ignore_border, start_id=1)
-        classes = list(SEG_CLASS_NAMES) if task == "seg" else list(SHAPES)
-        if task == "seg":
+        _write_split(tmp / "train", layout, n_train, image_size, rng, ignore_border, start_id=1)
+        _write_split(tmp / "val", layout, n_val, image_size, rng, ignore_border, start_id=1)
+        classes = list(SEG_CLASS_NAMES) if layout == "masks" else list(SHAPES)
+        if layout == "masks":
             (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
         return {"classes": classes}
 

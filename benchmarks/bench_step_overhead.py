@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
             plains.append(plain)
             zoos.append(zoo)
             ratios.append(zoo[0] / plain[0])
-        k = ratios.index(statistics.median(ratios))
+        k = ratios.index(statistics.median_low(ratios))
         H.report(f"{name} train", plains[k], zoos[k], args)
         step_ms = 1000 * args.batch_size / plains[k][0]
         overhead = plains[k][0] / zoos[k][0] - 1.0

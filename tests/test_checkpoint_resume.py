@@ -187,3 +187,10 @@ def test_resuming_with_another_optimizer_is_refused_naming_both(toy, tmp_path):
     _train(tmp_path / "run", max_epochs=1)
     with pytest.raises(IncompatibleError, match=r"optimizer='adamw'.*'sgd'.*resume with optimizer='adamw'"):
         _train(tmp_path / "run", resume="last", max_epochs=2, optimizer="sgd")
+
+
+def test_resuming_with_settings_that_regroup_the_optimizer_is_refused_naming_the_groups(toy, tmp_path):
+    _train(tmp_path / "run", max_epochs=1, weight_decay=0.0)  # one group: everything shares lr and decay
+    with pytest.raises(IncompatibleError, match=r"groups \['all'\], this run's has \['decay', 'no_decay'\].*"
+                                                r"weight_decay and backbone_lr_mult"):
+        _train(tmp_path / "run", resume="last", max_epochs=2, weight_decay=0.05)

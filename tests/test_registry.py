@@ -226,3 +226,24 @@ def test_catalog_import_pulls_in_no_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
     assert zoo_core.__version__
+
+
+def test_warnings_from_a_plugins_code_point_at_the_users_line(monkeypatch):
+    import types
+    import warnings
+
+    from zoo_core.errors import warn
+    from zoo_core.registry import PluginInfo, Registry, reset_registry
+
+    fake = types.ModuleType("fakeplug.tasks")
+    exec("def read(warn):\n    warn('fakeplug: 2 files skipped')\n", fake.__dict__)
+    reg = Registry()
+    reg.plugins["fake"] = PluginInfo("fake", "fakeplug.plugin")
+    reset_registry(reg)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fake.read(warn)
+    finally:
+        reset_registry(None)
+    assert caught[0].filename == __file__ and "2 files skipped" in str(caught[0].message)

@@ -31,7 +31,7 @@ def _batch(k: int, size: int = 64, n: int = 2):
 
 # ---- torchvision ----------------------------------------------------------------------------------
 def test_torchvision_specs_list_every_weights_enum_member():
-    assert set(zoo.list_models(layout="masks", plugin="torchvision")) == {name for name, _, _ in TV_MODELS}
+    assert set(zoo.list_models(task="seg", plugin="torchvision")) == {name for name, _, _ in TV_MODELS}
     for name, _, _ in TV_MODELS:
         info = zoo.info(f"torchvision:{name}")
         assert info.weights[f"torchvision:{name}"] == [w.name for w in get_model_weights(name)]
@@ -43,7 +43,7 @@ def test_torchvision_specs_list_every_weights_enum_member():
 
 @pytest.mark.parametrize("name", ["deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large"])
 def test_small_torchvision_models_train_step(name):
-    model = zoo.load(name, layout="masks", num_classes=3)
+    model = zoo.load(name, task="seg", num_classes=3)
     assert model.head_prefixes == (("classifier.4", "aux_classifier.4") if name.startswith("deeplab")
                                    else ("classifier.low_classifier", "classifier.high_classifier"))
     model.train()
@@ -56,7 +56,7 @@ def test_small_torchvision_models_train_step(name):
 @pytest.mark.parametrize("name", ["deeplabv3_resnet50", "deeplabv3_resnet101", "fcn_resnet50", "fcn_resnet101"])
 def test_large_torchvision_models_build_and_shape_on_meta(name):
     with torch.device("meta"):  # construction and shapes only: no memory, no compute
-        model = zoo.load(name, layout="masks", num_classes=5)
+        model = zoo.load(name, task="seg", num_classes=5)
         out = model.eval()(torch.empty(1, 3, 64, 64))
     assert out["out"].shape == (1, 5, 64, 64) and out["aux"].shape == (1, 5, 64, 64)
     assert model.net.classifier[4].out_channels == 5 and model.net.aux_classifier[4].out_channels == 5
@@ -64,20 +64,20 @@ def test_large_torchvision_models_build_and_shape_on_meta(name):
 
 def test_num_classes_replaces_only_the_class_convolutions(tmp_path):
     torch.manual_seed(0)
-    source = zoo.load("deeplabv3_mobilenet_v3_large", layout="masks")  # 21 VOC classes, random
+    source = zoo.load("deeplabv3_mobilenet_v3_large", task="seg")  # 21 VOC classes, random
     assert source.num_classes == 21
     path = tmp_path / "voc.safetensors"
     save_file({k: v.contiguous() for k, v in source.net.state_dict().items()}, str(path))
-    same = zoo.load("deeplabv3_mobilenet_v3_large", layout="masks", weights=path).eval()
+    same = zoo.load("deeplabv3_mobilenet_v3_large", task="seg", weights=path).eval()
     x = torch.randn(1, 3, 64, 64)
     assert torch.equal(same(x)["out"], source.eval()(x)["out"])
     with pytest.warns(UserWarning, match="re-initiali"):
-        new = zoo.load("deeplabv3_mobilenet_v3_large", layout="masks", num_classes=4, weights=path)
+        new = zoo.load("deeplabv3_mobilenet_v3_large", task="seg", num_classes=4, weights=path)
     assert sorted(new.weights_report.reinitialized) == ["aux_classifier.4.bias", "aux_classifier.4.weight",
                                                         "classifier.4.bias", "classifier.4.weight"]
     kept = new.net.state_dict()
     assert torch.equal(kept["classifier.0.convs.0.0.weight"], source.net.state_dict()["classifier.0.convs.0.0.weight"])
-    no_aux = zoo.load("deeplabv3_mobilenet_v3_large", layout="masks", weights=path, aux_loss=False).eval()
+    no_aux = zoo.load("deeplabv3_mobilenet_v3_large", task="seg", weights=path, aux_loss=False).eval()
     assert set(no_aux(x)) == {"out"} and torch.equal(no_aux(x)["out"], source(x)["out"])
 
 
@@ -85,7 +85,7 @@ def test_num_classes_replaces_only_the_class_convolutions(tmp_path):
 @pytest.mark.parametrize("name, arch, loss", [row[:3] for row in SMP_MODELS])
 def test_every_smp_architecture_builds_and_runs(name, arch, loss):
     size = 128 if arch == "PAN" else 64  # PAN's pyramid pooling needs 4x4 at stride 32
-    model = zoo.load(name, layout="masks", backbone=TINY_TIMM, num_classes=3)
+    model = zoo.load(name, task="seg", backbone=TINY_TIMM, num_classes=3)
     assert type(model.net).__name__ == arch and model.config["options"] == {"backbone": TINY_TIMM}
     assert model.config["task_options"] == {"loss": loss}
     model.train()
@@ -95,20 +95,20 @@ def test_every_smp_architecture_builds_and_runs(name, arch, loss):
 
 
 def test_unet_on_smp_and_timm_encoders_with_dice_ce(tmp_path):
-    unet = zoo.load("unet", layout="masks", backbone="resnet18", num_classes=5)
+    unet = zoo.load("unet", task="seg", backbone="resnet18", num_classes=5)
     assert unet.config["model"] == "smp:unet" and unet.head_prefixes == ("segmentation_head",)
     assert isinstance(unet.task_impl.loss_fn(unet), DiceCE)
     assert unet.net.encoder.__class__.__name__ == "ResNetEncoder"
-    tu = zoo.load("unet", layout="masks", backbone="tu-test_resnet", num_classes=2)
+    tu = zoo.load("unet", task="seg", backbone="tu-test_resnet", num_classes=2)
     assert tu.net.encoder.__class__.__name__ == "TimmUniversalEncoder"
     unet.eval()
     x = torch.randn(1, 3, 64, 64)
     reloaded = zoo.load(unet.save(tmp_path / "unet"))
     assert torch.equal(reloaded.eval()(x), unet(x)) and reloaded.config["task_options"] == {"loss": "dice_ce"}
     with pytest.raises(UnknownNameError, match="smp encoder 'resnet19'.*resnet18"):
-        zoo.load("unet", layout="masks", backbone="resnet19")
+        zoo.load("unet", task="seg", backbone="resnet19")
     with pytest.raises(ValueError, match="never downloads"):
-        zoo.load("unet", layout="masks", encoder_weights="imagenet")
+        zoo.load("unet", task="seg", encoder_weights="imagenet")
 
 
 @pytest.mark.parametrize("name, extra", [("unet", {"backbone": "resnet18"}), ("lraspp_mobilenet_v3_large", {}),
@@ -116,7 +116,7 @@ def test_unet_on_smp_and_timm_encoders_with_dice_ce(tmp_path):
 def test_a_misspelt_builder_option_is_refused_not_dropped(name, extra):
     """torchvision's and smp's constructors swallow unknown **kwargs; the zoo names them instead."""
     with pytest.raises(TypeError, match=r"does not accept option\(s\) \['decoder_chanels'\]; it takes \["):
-        zoo.load(name, layout="masks", num_classes=3, decoder_chanels=(8, 8), **extra)
+        zoo.load(name, task="seg", num_classes=3, decoder_chanels=(8, 8), **extra)
 
 
 def test_info_unet_says_which_backbones_fit(capsys):
@@ -146,7 +146,7 @@ def test_heads_on_a_convnet_and_on_a_vit(head, backbone, options):
 
 
 def test_compat_lists_both_heads_for_a_vit():
-    fits = zoo.compat("vit_tiny_patch16_224", layout="masks")
+    fits = zoo.compat("vit_tiny_patch16_224", task="seg")
     assert fits["torchvision:deeplabv3"] is None and fits["smp:unet"] is None
 
 
@@ -169,7 +169,7 @@ def test_small_unet_learns_the_shapes(tmp_path):
     """Fails if learning is broken: a resnet18 U-Net must fit 6 shape images (eval-mode mIoU)."""
     torch.manual_seed(0)
     root = make_shapes(tmp_path / "shapes", layout="masks", n_train=6, n_val=2, image_size=64, seed=0)
-    model = zoo.load("unet", layout="masks", backbone="resnet18", num_classes=4, encoder_depth=4,
+    model = zoo.load("unet", task="seg", backbone="resnet18", num_classes=4, encoder_depth=4,
                      decoder_channels=(64, 32, 16, 16))
     task = model.task_impl
     ds = task.read_dataset(root, split="train", train=False, model=model, image_size=64)

@@ -153,8 +153,13 @@ def test_train_by_name_sizes_the_head_to_the_data_and_builds_the_model_once(tmp_
     monkeypatch.setattr(api, "build_model", lambda *a, **kw: built.append(kw["num_classes"]) or real(*a, **kw))
     assert main(["train", "--model", "resnet18", "--data", str(tmp_path / "data"), "--max-epochs", "1",
                  "--batch-size", "3", "--image-size", "16", "--out-dir", str(tmp_path / "run"),
-                 "--num-workers", "0", "--no-progress-bar"]) == 0
+                 "--num-workers", "0", "--no-progress-bar", "--val", "none"]) == 0
     assert "resnet18: a 3-class head for the classes of" in capsys.readouterr().out
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert "train_loss" in header and "accuracy" not in header  # --val none: no validation, even on a root
+    from zoo_core.commands.train import data_class_names
+
+    assert data_class_names("resnet18.tv_in1k", None, tmp_path / "data") == ["cat", "dog", "owl"]  # a weights tag
     assert built == [3]  # one build, already with the data's head (not 1000 classes, then rebuilt)
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert config["num_classes"] == 3 and config["class_names"] == ["cat", "dog", "owl"]

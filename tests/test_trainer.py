@@ -275,14 +275,14 @@ def test_bad_settings_are_named():
 def test_a_dataset_root_validates_on_its_val_split_unless_told_not_to(tmp_path):
     from PIL import Image
 
-    for split in ("train", "val"):
+    for split, per_class in (("train", 2), ("val", 3)):  # 4 training images, 6 validation images
         for k, name in enumerate(("a", "b")):
             (tmp_path / "data" / split / name).mkdir(parents=True)
-            for i in range(2):
+            for i in range(per_class):
                 Image.new("RGB", (16, 16), (200 * k, 30 * i, 90)).save(tmp_path / "data" / split / name / f"{i}.png")
     model = zoo.load("timm:test_resnet", task="cls", num_classes=2)
     settings = dict(max_epochs=1, batch_size=2, image_size=16, **QUIET)
     fit = zoo.Trainer(out_dir=tmp_path / "auto", **settings).fit(model, tmp_path / "data")
-    assert fit.metrics["num_samples"] == 4 and "accuracy" in fit.metrics   # validated on data/val
+    assert fit.metrics["num_samples"] == 6 and "accuracy" in fit.metrics   # validated on data/val
     fit = zoo.Trainer(out_dir=tmp_path / "off", **settings).fit(model, tmp_path / "data", val=False)
     assert "accuracy" not in fit.metrics and fit.monitor == "train_loss"  # best.pt follows the training loss

@@ -36,6 +36,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         raise AssertionError(f"network access: {calls[-1]}")
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(urllib.request.OpenerDirector, "open", lambda self, req, *a, **kw: urlopen(req))
     return calls
 
 

@@ -142,13 +142,19 @@ def test_hash_mismatch_on_download_deletes_the_temp_file_and_shows_both_hashes(r
 class _Handler(http.server.BaseHTTPRequestHandler):
     body = b""
     claimed = 0
-    etag = ""
+    linked = ""  # X-Linked-Etag of the redirect that /resolve/... answers with, as Hugging Face does
 
     def do_GET(self):  # noqa: N802 - http.server's API
+        if self.path.startswith("/resolve/"):
+            self.send_response(302)
+            self.send_header("Location", "/cdn/" + self.path.rsplit("/", 1)[-1])
+            if self.linked:
+                self.send_header("X-Linked-Etag", self.linked)
+            self.end_headers()
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(self.claimed or len(self.body)))
-        if self.etag:
-            self.send_header("ETag", self.etag)
+        self.send_header("ETag", '"' + "cd" * 32 + '"')  # a CDN's own 64-hex ETag: not the file's sha256
         self.end_headers()
         self.wfile.write(self.body)
 
@@ -178,25 +184,25 @@ def test_download_over_http_shows_progress_and_records_the_hash(reg, tmp_path, h
 
 
 def test_a_download_is_checked_against_the_hash_the_server_publishes(reg, tmp_path, http_server):
-    """timm's weights carry no hash in timm; Hugging Face publishes each file's sha256 as its ETag."""
+    """timm's weights carry no hash in timm; Hugging Face's redirect publishes the sha256 (X-Linked-Etag)."""
     path, sha, _ = remote.publish(tmp_path)
     remote.SOURCE["sha256"] = None
-    url = f"http://127.0.0.1:{http_server.server_port}/{remote.FILENAME}"
+    url = f"http://127.0.0.1:{http_server.server_port}/resolve/main/{remote.FILENAME}"
     dest = tmp_path / "cache" / remote.FILENAME
     _Handler.body, _Handler.claimed = path.read_bytes(), 0
     try:
-        _Handler.etag = '"' + "ab" * 32 + '"'  # a sha256-shaped ETag that does not match: refused
+        _Handler.linked = '"' + "ab" * 32 + '"'  # the publisher's hash does not match: refused
         with pytest.raises(WeightsError, match=f"sha256 {sha}, but the server publishes {'ab' * 32}"):
             download(url, dest, remote.describe(), progress=False)
         assert list(dest.parent.iterdir()) == []
-        _Handler.etag = '"5d41402abc4b2a76b9719d911017c592"'  # an MD5-style ETag is not a content hash
+        _Handler.linked = ""  # no published hash: the CDN's own ETag is ignored, the hash is recorded
         download(url, dest, remote.describe(), progress=False)
-        _Handler.etag = f'"{sha}"'
         dest.unlink()
+        _Handler.linked = f'"{sha}"'
         download(url, dest, remote.describe(), progress=False)
         assert dest.with_name(dest.name + ".sha256").read_text().strip() == sha
     finally:
-        _Handler.etag = ""
+        _Handler.linked = ""
 
 
 def test_truncated_http_download_is_refused_and_cleaned_up(reg, tmp_path, http_server):

@@ -105,7 +105,7 @@ def get_task(name: str) -> "Task":
     return _task_instance(get_registry().task_spec(name).builder)
 
 
-def _split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[ModelSpec, str | None]:
+def split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[ModelSpec, str | None]:
     """Resolve ``name`` or ``name.tag`` (timm style) to a spec and an optional weights tag."""
     try:
         spec = reg.resolve("model", name, task=task, provider=provider)
@@ -157,7 +157,7 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
                            strict=strict)
         return set_task_options(model, task_options)
     reg = get_registry()
-    spec, tag = _split_tag(reg, str(name), task, provider)
+    spec, tag = split_tag(reg, str(name), task, provider)
     if weights is not None and tag is not None:
         raise ValueError(f"{name!r} names weights tag {tag!r} and weights={weights!r} was also given; pick one")
     task_name = reg.canonical_task(task) if task else spec.tasks[0]

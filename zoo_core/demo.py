@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
+from .errors import warn
 from .specs import import_object
 
 if TYPE_CHECKING:
@@ -52,15 +53,25 @@ class DemoRecipe:
     def write_data(self, out_dir: str | Path, *, quick: bool = False, **overrides: Any) -> Path:
         """Write (or reuse) this recipe's dataset under ``out_dir``; ``overrides`` replace ``data`` entries.
 
-        An override the generator does not take is a :class:`ValueError` naming what it does take.
+        An override the generator does not take is a :class:`ValueError` naming what it does take
+        (a generator with ``**kwargs`` takes anything). Returns the generator's path, or ``out_dir``
+        when it returns nothing.
         """
         make = import_object(self.make, "demo dataset")
-        accepted = set(inspect.signature(make).parameters) - {"out_dir"}
-        unknown = sorted(set(overrides) - accepted)
+        accepted = self.generator_keywords()
+        unknown = sorted(set(overrides) - accepted) if accepted is not None else []
         if unknown:
             raise ValueError(f"{self.dataset}: the generator {self.make} takes no {unknown}; it takes "
-                            f"{sorted(accepted)}")
-        return Path(make(Path(out_dir), **{**self.data, **(self.quick_data if quick else {}), **overrides}))
+                             f"{sorted(accepted or ())}")
+        out = make(Path(out_dir), **{**self.data, **(self.quick_data if quick else {}), **overrides})
+        return Path(out) if out is not None else Path(out_dir)
+
+    def generator_keywords(self) -> set[str] | None:
+        """The keyword arguments the generator takes (``None``: any, it has ``**kwargs``)."""
+        params = inspect.signature(import_object(self.make, "demo dataset")).parameters.values()
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            return None
+        return {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)} - {"out_dir"}
 
     def trainer_settings(self, *, quick: bool = False, epochs: int | None = None) -> dict[str, Any]:
         """The Trainer arguments of a full (or ``quick``) run; ``epochs`` overrides ``max_epochs``."""
@@ -87,15 +98,25 @@ def demo_recipes(tasks: list[str] | None = None) -> dict[str, DemoRecipe]:
     """``{task name or alias as given: recipe}`` for ``tasks`` (default: every registered task with one).
 
     Unknown task names raise :class:`~zoo_core.errors.UnknownNameError`; a named task without a
-    recipe raises :class:`ValueError` listing those that have one.
+    recipe raises :class:`ValueError` listing those that have one. Listing them all, a task whose
+    ``demo()`` fails is skipped with a warning naming it (one broken plugin never stops the others).
     """
     import zoo_core as zoo
     from .registry import get_registry
 
     if tasks is None:  # keyed by the shortest alias ("cls"), the name users type
-        short = [min((s.name, *s.aliases), key=len) for s in get_registry().specs("task")]
-        found = {name: zoo.get_task(name).demo() for name in short}
-        return {name: recipe for name, recipe in found.items() if recipe is not None}
+        found: dict[str, DemoRecipe] = {}
+        for spec in get_registry().specs("task"):
+            name = min((spec.name, *spec.aliases), key=len)
+            try:
+                recipe = zoo.get_task(name).demo()
+            except Exception as exc:  # a plugin's broken task: the others still run
+                warn(f"task {spec.qualified_name} (plugin {spec.distribution or spec.plugin}): its demo() failed "
+                     f"({type(exc).__name__}: {exc}); left out of the demo")
+                continue
+            if recipe is not None:
+                found[name] = recipe
+        return found
     out: dict[str, DemoRecipe] = {}
     for name in tasks:
         recipe = zoo.get_task(name).demo()

@@ -58,8 +58,19 @@ def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
     return [lowered[h] for h in hits]
 
 
-#: modules whose frames a user-facing warning skips, so it points at the user's line
+#: packages whose frames a user-facing warning skips, so it points at the user's line (plus every
+#: loaded plugin's package, see :func:`_own_modules`)
 _OWN_MODULES = ("zoo_core", "zoo_tasks", "zoo_torchvision", "zoo_timm", "zoo_smp")
+
+
+def _own_modules() -> set[str]:
+    """The zoo's packages and the top-level package of every plugin the registry has discovered."""
+    from . import registry  # imported here: registry imports this module
+
+    names = set(_OWN_MODULES)
+    if registry._REGISTRY is not None:  # never trigger discovery from inside a warning
+        names |= {p.module.split(":")[0].split(".")[0] for p in registry._REGISTRY.plugins.values() if p.module}
+    return names
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
@@ -71,7 +82,8 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     import sys
     import warnings
 
+    own = _own_modules()
     frame, level = sys._getframe(1), 2
-    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in _OWN_MODULES:
+    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in own:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

@@ -144,7 +144,7 @@ def check_supported(model: nn.Module, fmt: str) -> None:
     formats = tuple(getattr(model, "export_formats", ()) or ())
     if formats and fmt not in formats:
         reasons = (getattr(model, "export_options", {}) or {}).get("reasons", {})
-        why = reasons.get(fmt) or f"its plugin declares only {', '.join(formats)} as verified exports"
+        why = reasons.get(fmt) or f"its plugin declares only {', '.join(formats)} as export formats"
         name = getattr(model, "config", {}).get("model", type(model).__name__)
         raise IncompatibleError(f"{name} cannot be exported to {fmt}: {why}. Formats it supports: "
                                 f"{', '.join(formats)} (`zoo info {name}` lists them)")

@@ -25,7 +25,6 @@ import importlib.metadata as md
 import os
 import traceback
 import types
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
@@ -331,7 +330,8 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
     disabled = _env_list("ZOO_DISABLE_PLUGINS") or set()
     allowed = _env_list("ZOO_LOAD_PLUGINS")
     by_name: dict[str, md.EntryPoint] = {}
-    for ep in _entry_points():
+    entry_points = _entry_points()
+    for ep in entry_points:
         if ep.name in disabled or (allowed is not None and ep.name not in allowed):
             reg.skipped[ep.name] = "ZOO_DISABLE_PLUGINS" if ep.name in disabled else "not in ZOO_LOAD_PLUGINS"
             continue
@@ -355,7 +355,7 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
             reg._fail(info, exc)
             continue
         reg.add_plugin(module, ep.name, distribution=dname, version=dver)
-    installed = {ep.name for ep in _entry_points()}
+    installed = {ep.name for ep in entry_points}
     for var, names in (("ZOO_DISABLE_PLUGINS", disabled), ("ZOO_LOAD_PLUGINS", allowed or set())):
         unknown = sorted(set(names) - installed)
         if unknown:  # a typo here would silently load (or drop) the plugin the user meant

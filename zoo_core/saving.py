@@ -213,7 +213,8 @@ def model_card(config: dict[str, Any]) -> str:
              f"- input: {pre.get('in_chans', 3)} x {' x '.join(map(str, pre.get('input_size', [])))}, "
              f"mean {_fmt_seq(pre.get('mean'))}, std {_fmt_seq(pre.get('std'))}, "
              f"{pre.get('interpolation')} resize, crop_pct {pre.get('crop_pct')}",
-             f"- verified export formats: {', '.join(config.get('export_formats') or []) or 'not declared'}"]
+             "- export formats (each export is run and compared with eager when written): "
+             f"{', '.join(config.get('export_formats') or []) or 'not declared'}"]
     metrics = config.get("metrics") or {}
     scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     lines += ["", "## Metrics (last evaluation)", ""]

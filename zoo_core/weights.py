@@ -5,7 +5,7 @@ Nothing here unpickles arbitrary objects: ``.safetensors`` files are read with s
 code is refused. Downloads go to ``$ZOO_HOME/weights`` (default ``~/.cache/zoo``), are verified by
 sha256 when downloaded and on every later load, and fail within seconds when there is no network.
 The expected hash is the provider's (torchvision's table, the plugin's) or else the one the server
-publishes (Hugging Face's ETag for timm weights); the hash of the downloaded file is recorded beside it
+publishes (Hugging Face's X-Linked-Etag for timm weights); the hash of the downloaded file is recorded beside it
 (``<file>.sha256``) and checked on every later load, so a corrupted cached file is named.
 """
 
@@ -290,9 +290,10 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
         with os.fdopen(fd, "wb") as out:
             try:
                 req = urllib.request.Request(url, headers={"User-Agent": "zoo"})
-                with urllib.request.urlopen(req, timeout=download_timeout()) as resp:
+                linked = _LinkedEtag()
+                with urllib.request.build_opener(linked).open(req, timeout=download_timeout()) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
-                    published = published_sha256(resp.headers)
+                    published = linked.sha256 or published_sha256(resp.headers)
                     bar = _progress(total, dest.name) if progress else None
                     try:
                         while block := resp.read(1 << 20):
@@ -326,14 +327,27 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
 
 
 def published_sha256(headers: Any) -> str | None:
-    """The sha256 a server publishes for the file, when it does: Hugging Face serves an LFS file's
-    sha256 as its ``X-Linked-Etag`` / ``ETag`` (64 hex digits, maybe quoted). Other ETags (MD5s,
-    version strings) are not hashes of the content and are ignored."""
-    for key in ("X-Linked-Etag", "ETag"):
-        value = str(headers.get(key) or "").strip().removeprefix("W/").strip('"').lower()
-        if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
-            return value
+    """The sha256 a server publishes for the file in ``X-Linked-Etag``, when it does.
+
+    Hugging Face answers a ``resolve`` URL of an LFS file with a redirect to its CDN whose
+    ``X-Linked-Etag`` is the file's sha256 (64 hex digits, maybe quoted). A plain ``ETag`` is never
+    trusted as a content hash: CDNs put other 64-hex values there.
+    """
+    value = str(headers.get("X-Linked-Etag") or "").strip().removeprefix("W/").strip('"').lower()
+    if len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value
     return None
+
+
+class _LinkedEtag(urllib.request.HTTPRedirectHandler):
+    """Follows redirects like urllib's default, remembering the first ``X-Linked-Etag`` seen on one."""
+
+    def __init__(self) -> None:
+        self.sha256: str | None = None
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        self.sha256 = self.sha256 or published_sha256(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _progress(total: int | None, name: str):

@@ -6,27 +6,27 @@ import argparse
 import time
 from pathlib import Path
 
-#: CLI flag -> generator keyword; a flag left unset keeps the recipe's value
-FLAGS = {"n_train": "n_train", "n_val": "n_val", "limit": "limit", "size": "image_size", "seed": "seed",
-         "ignore_border": "ignore_border"}
+#: CLI flag -> the generator keywords it can mean, first match wins; an unset flag keeps the recipe's value
+FLAGS = {"n_train": ("n_train",), "n_val": ("n_val",), "limit": ("limit",), "size": ("image_size", "size"),
+         "seed": ("seed",), "ignore_border": ("ignore_border",)}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="built-in datasets")
     dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
     s = dsub.add_parser("synth", help="write a small learnable synthetic dataset to OUT_DIR",
-                        description="Write the dataset a task's zoo demo trains on. det: coloured shapes as "
-                                    "COCO json + images; seg: shapes as image + mask folders; cls: handwritten "
-                                    "digits as image folders. Unset flags keep the demo's values.")
-    s.add_argument("--task", required=True, help="a task with a demo recipe (cls, det, seg, or a plugin's)")
+                        description="Write the dataset a task's demo recipe (Task.demo()) trains on, e.g. shapes "
+                                    "as COCO json (det) or mask folders (seg), digits as class folders (cls). "
+                                    "Flags the task's generator does not take are refused; unset ones keep the "
+                                    "recipe's values.")
+    s.add_argument("--task", required=True, help="a task with a demo recipe (name or alias)")
     s.add_argument("out_dir", type=Path, help="folder to write (created; must be empty or written by zoo)")
-    s.add_argument("--n-train", type=int, help="training images (det/seg; demo: 96)")
-    s.add_argument("--n-val", type=int, help="validation images (det/seg; demo: 12 det, 16 seg)")
-    s.add_argument("--limit", type=int, help="cls: total images (default: all 1,797 digits)")
-    s.add_argument("--size", type=int, help="image side in pixels (demo: det 128, seg 64, cls 32)")
-    s.add_argument("--seed", type=int, help="random seed (default 0)")
-    s.add_argument("--ignore-border", type=int,
-                   help="seg: width of the 255 'ignore' ring around each shape (default 0: none)")
+    s.add_argument("--n-train", type=int, help="training images")
+    s.add_argument("--n-val", type=int, help="validation images")
+    s.add_argument("--limit", type=int, help="total images, for generators that take a limit")
+    s.add_argument("--size", type=int, help="image side in pixels")
+    s.add_argument("--seed", type=int, help="random seed")
+    s.add_argument("--ignore-border", type=int, help="width of a 255 'ignore' ring around each shape's mask")
     s.set_defaults(func=cmd_synth)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -36,7 +36,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     recipe = demo_recipes([args.task])[args.task]
-    overrides = {key: getattr(args, flag) for flag, key in FLAGS.items() if getattr(args, flag) is not None}
+    accepted = recipe.generator_keywords()
+    overrides = {}
+    for flag, keys in FLAGS.items():
+        if getattr(args, flag) is not None:
+            key = next((k for k in keys if accepted is None or k in accepted), keys[0])
+            overrides[key] = getattr(args, flag)
     out = recipe.write_data(args.out_dir, **overrides)
     print(f"wrote {out} ({recipe.dataset}) in {time.perf_counter() - start:.1f}s")
     return 0

@@ -12,10 +12,10 @@ from pathlib import Path
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="synthesise data, fine-tune a small model per task on the CPU, evaluate",
-                       description="For each task: write a small synthetic dataset (digits for cls, shapes for "
-                                   "det and seg), train a small model on it, evaluate it, and print one table "
-                                   "with the metrics and where the checkpoints and plots are.")
-    p.add_argument("--tasks", help="comma-separated tasks (default: every task with a demo: cls, det, seg)")
+                       description="For each task with a demo recipe (Task.demo()): write its small synthetic "
+                                   "dataset, train its small model on it, evaluate it, and print one table with "
+                                   "the metrics and where the checkpoints and plots are.")
+    p.add_argument("--tasks", help="comma-separated task names or aliases (default: every task with a demo recipe)")
     p.add_argument("--quick", action="store_true", help="a few steps per task (smoke test, under a minute)")
     p.add_argument("--dir", type=Path, help="where to write data and runs (default: a new temp folder)")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
@@ -32,10 +32,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     import zoo_core as zoo
     from ..demo import demo_recipes
+    from ..errors import ZooError
     from ..train.loggers import summary_table
 
     wanted = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
     recipes = demo_recipes(wanted)
+    if not recipes:
+        raise ZooError("no installed task has a demo recipe (Task.demo()); `zoo plugins` lists the tasks")
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="zoo-demo-"))
     rows: list[tuple[str, str]] = []
     for name, recipe in recipes.items():

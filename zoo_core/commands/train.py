@@ -112,9 +112,10 @@ def data_class_names(name: str, task: str | None, train: Any) -> list[str] | Non
     is built, so it is built (and its weights read) once. ``None``: the task cannot tell.
     """
     import zoo_core as zoo
+    from ..api import split_tag
     from ..registry import get_registry
 
-    spec = get_registry().resolve("model", name, task=task)
+    spec, _ = split_tag(get_registry(), name, task, None)  # "resnet50.a1_in1k" names a weights tag
     task_name = task or spec.tasks[0]
     names = list(zoo.get_task(task_name).source_class_names(train, split="train") or [])
     if names:
@@ -140,7 +141,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not train:
         raise ValueError("zoo train needs --data DIR (a root with train/ and val/) or --train/--val")
     val = run["val"] if run["val"] is not None else run["data"]
-    val = None if str(val).lower() == "none" else val
+    val = False if str(val).lower() == "none" else val  # False: no validation (None would use the root's val/)
     options = {**dict(run["options"] or {}), **parse_options(args.option)}
     task_options = {**dict(run["task_options"] or {}), **parse_options(args.task_option)}
     by_name = not Path(str(run["model"])).exists()

@@ -66,7 +66,7 @@ def _zoo_home(path: Path) -> Iterator[None]:
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from ..api import _split_tag
+    from ..api import split_tag
     from ..errors import ZooError
     from ..registry import get_registry
     from ..weights import fetch
@@ -77,7 +77,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     jobs = []
     for name in args.names:
         every = name.endswith(".all")
-        spec, tag = _split_tag(reg, name[:-4] if every else name, args.task, None)
+        spec, tag = split_tag(reg, name[:-4] if every else name, args.task, None)
         if not spec.weights and not spec.weights_info:
             raise ZooError(f"{spec.qualified_name} has no known pretrained weights to pull "
                            f"(`zoo weights {spec.name}` lists what is known)")

@@ -111,6 +111,14 @@ class CheckpointMixin:
                     f"the checkpoint was trained with {key}={saved[key]!r}, this run uses "
                     f"{getattr(self.config, key)!r}: resume with {key}={saved[key]!r}, or start a new run "
                     f"from its weights (zoo.load(<run>/model) or weights=<checkpoint>) without resume")
+        theirs_groups = [g.get("name", str(i)) for i, g in enumerate(ckpt["optimizer"]["param_groups"])]
+        ours_groups = [g.get("name", str(i)) for i, g in enumerate(self.optimizer.param_groups)]
+        if theirs_groups != ours_groups:  # torch would only say "different number of parameter groups"
+            raise IncompatibleError(
+                f"the checkpoint's optimizer has parameter groups {theirs_groups}, this run's has {ours_groups}: "
+                "groups split by weight_decay and backbone_lr_mult (equal settings share a group), and by "
+                "freezing. Resume with the checkpoint's settings (its config.yaml), or start a new run from its "
+                "weights (zoo.load(<run>/model) or weights=<checkpoint>) without resume")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler.is_enabled() and ckpt.get("scaler"):

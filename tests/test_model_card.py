@@ -37,7 +37,7 @@ def test_card_has_task_classes_metrics_training_and_provenance(reg, tmp_path):
     assert '"optimizer": "adamw"' in card and '"epochs": 3' in card
     assert f"- weights: {path}" in card and f"- source file sha256: {sha}" in card
     assert f"- model.safetensors sha256: {config['sha256']}" in card
-    assert "zoo-remote 0.1" in card and "export formats: onnx, torchscript, torch_export" in card
+    assert "zoo-remote 0.1" in card and "- export formats (each export is run and compared with eager when written): onnx, torchscript, torch_export" in card
     assert config["metrics"] == {"accuracy": 0.8125, "loss": 0.25, "per_class": {"cat": 0.5}}
 
 

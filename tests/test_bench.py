@@ -167,3 +167,21 @@ def test_host_sync_counter_sees_reads_and_masks_only():
     with HostSyncCounter(device="cuda") as syncs:  # host tensors are read without waiting for a GPU
         y.item()
     assert syncs.count == 0
+
+
+def test_export_parity_script_prints_every_declared_format_within_tolerance():
+    """benchmarks/export_parity.py: one line per declared format, each diff finite and under its tolerance."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "export_parity.py"), "--models", "resnet18",
+                           "fasterrcnn_mobilenet_v3_large_320_fpn", "--image-size", "32"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    pattern = re.compile(r"^(\S+) (\w+): max \|exported - eager\| (\S+) \(tolerance (\S+)\), "
+                         r"batches (.+), exporter (.+)$")
+    rows = [m.groups() for m in map(pattern.match, proc.stdout.splitlines()) if m]
+    assert [(name, fmt) for name, fmt, *_ in rows] == [
+        ("resnet18", "onnx"), ("resnet18", "torchscript"), ("resnet18", "torch_export"),
+        ("fasterrcnn_mobilenet_v3_large_320_fpn", "onnx")], proc.stdout
+    for name, fmt, diff, tol, batches, exporter in rows:
+        assert 0 <= float(diff) <= float(tol), (name, fmt, diff, tol)
+    assert rows[0][4] == "(2, 1, 3)" and rows[-1][4] == "(1,)"  # dynamic batch checked; detector at batch 1

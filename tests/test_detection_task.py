@@ -211,4 +211,5 @@ def test_small_faster_rcnn_overfits_a_few_synthetic_images(det_data, tmp_path):
     with torch.no_grad():
         metrics.update(task.forward_eval(model, batch), batch)
     result = metrics.compute()
+    print(f"Faster R-CNN after 40 steps on 4 images: map {result['map']:.3f}, map_50 {result['map_50']:.3f}")
     assert result["map_50"] > 0.8, result

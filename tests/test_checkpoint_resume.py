@@ -191,6 +191,26 @@ def test_resuming_with_another_optimizer_is_refused_naming_both(toy, tmp_path):
 
 def test_resuming_with_settings_that_regroup_the_optimizer_is_refused_naming_the_groups(toy, tmp_path):
     _train(tmp_path / "run", max_epochs=1, weight_decay=0.0)  # one group: everything shares lr and decay
+    model = zoo.load("toynet", task="toytrain")
+    before = {k: v.clone() for k, v in model.net.state_dict().items()}
+    trainer = zoo.Trainer(out_dir=tmp_path / "run", **{**RUN, "weight_decay": 0.05})
     with pytest.raises(IncompatibleError, match=r"groups \['all'\], this run's has \['decay', 'no_decay'\].*"
                                                 r"weight_decay and backbone_lr_mult"):
-        _train(tmp_path / "run", resume="last", max_epochs=2, weight_decay=0.05)
+        trainer.fit(model, "toy:n=32", "toy:n=8", resume="last")
+    after = model.net.state_dict()  # the refusal came before the checkpoint's weights were copied in
+    assert all(torch.equal(before[k], after[k].cpu()) for k in before)
+
+
+def test_a_checkpoint_with_the_old_four_unmerged_groups_still_resumes_exactly(toy, tmp_path, monkeypatch):
+    """Checkpoints written before equal groups were merged held backbone/head x decay/no_decay."""
+    from zoo_core.train import optim
+
+    _train(tmp_path / "straight")
+    with monkeypatch.context() as patch:
+        patch.setattr(optim, "merge_equal_groups", lambda groups: groups)
+        with pytest.raises(KeyboardInterrupt):
+            _train(tmp_path / "old", callbacks=[Crash(epoch_end=1)])
+    saved = torch.load(tmp_path / "old" / "last.pt", weights_only=True)["optimizer"]["param_groups"]
+    assert [g["name"] for g in saved] == ["backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay"]
+    _train(tmp_path / "old", resume="last")
+    _assert_same_run(tmp_path / "straight", tmp_path / "old")

@@ -163,3 +163,9 @@ def test_train_by_name_sizes_the_head_to_the_data_and_builds_the_model_once(tmp_
     assert built == [3]  # one build, already with the data's head (not 1000 classes, then rebuilt)
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
     assert config["num_classes"] == 3 and config["class_names"] == ["cat", "dog", "owl"]
+    argv = ["train", "--model", "resnet18", "--data", str(tmp_path / "data"), "--batch-size", "3", "--image-size",
+            "16", "--out-dir", str(tmp_path / "run"), "--num-workers", "0", "--no-progress-bar", "--val", "none"]
+    assert main([*argv, "--max-epochs", "2", "--resume", "last"]) == 0  # the same command resumes: same head
+    assert built == [3, 3]
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2"]

@@ -95,7 +95,8 @@ class ClassificationTask(OptionsMixin, Task):
         if len(index.class_names) != model.num_classes:  # a subset of the model's named classes matched above
             raise DataError(f"{index.root} has {len(index.class_names)} classes but the model predicts "
                             f"{model.num_classes}; load it with num_classes={len(index.class_names)} (or "
-                            "class_names=[...]) to give it a matching head", index.root)
+                            f"class_names=[...]; zoo train --num-classes {len(index.class_names)}) to give it a "
+                            "matching head", index.root)
         opts = self.options(model)
         if train:
             transform = train_transform(model.preprocess, image_size, scale=tuple(opts["scale"]),

@@ -83,7 +83,8 @@ class DetectionTask(OptionsMixin, Task):
         if len(index.class_names) > model.num_classes:
             raise DataError(f"{json_path} has {len(index.class_names)} categories but the model predicts "
                             f"{model.num_classes}; load it with num_classes={len(index.class_names)} (or "
-                            "class_names=[...]) for a matching head", json_path)
+                            f"class_names=[...]; zoo train --num-classes {len(index.class_names)}) for a "
+                            "matching head", json_path)
         transform = train_transform(float(opts["hflip"])) if train else eval_transform()
         return CocoDetection(index, transform, train=train)
 

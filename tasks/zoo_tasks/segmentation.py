@@ -108,7 +108,8 @@ class SegmentationTask(OptionsMixin, Task):
         names = list(class_names) if class_names is not None else read_class_names(images_dir)
         if names is not None and len(names) > model.num_classes:
             raise DataError(f"{images_dir}: the data names {len(names)} classes but the model predicts "
-                            f"{model.num_classes}; load it with num_classes={len(names)} (or class_names=[...])",
+                            f"{model.num_classes}; load it with num_classes={len(names)} (or class_names=[...]; "
+                            f"zoo train --num-classes {len(names)})",
                             images_dir)
         names = (names or []) + model.class_names[len(names or []):]
         opts = self.options(model)

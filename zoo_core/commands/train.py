@@ -146,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     task_options = {**dict(run["task_options"] or {}), **parse_options(args.task_option)}
     by_name = not Path(str(run["model"])).exists()
     names = (data_class_names(str(run["model"]), run["task"], train)
-             if by_name and run["num_classes"] is None and not run["resume"] else None)
+             if by_name and run["num_classes"] is None else None)  # on resume too: the checkpoint has that head
     if names:
         options = {**options, "class_names": names}
     model = open_model(str(run["model"]), task=run["task"], num_classes=len(names) if names else run["num_classes"],

@@ -15,6 +15,7 @@ import torch
 from ..errors import IncompatibleError, ZooError, warn
 from ..evaluate import scalar_metrics
 from . import checkpoint as C
+from .optim import merge_equal_groups
 
 
 @dataclass
@@ -91,6 +92,29 @@ class CheckpointMixin:
                            "start without resume or pass the checkpoint's path")
         return C.load_checkpoint(path)
 
+    def _matching_optimizer_state(self, state: dict) -> dict:
+        """The checkpoint's optimizer state if its parameter groups are this run's, else a refusal.
+
+        A checkpoint written before groups with equal settings were merged holds four groups
+        (backbone/head x decay/no_decay) where this run may hold two or one; those merge the same way
+        (their parameter indices concatenated in this run's order), so such a run still resumes exactly.
+        """
+        def names(groups: list[dict]) -> list[str]:
+            return [g.get("name", str(i)) for i, g in enumerate(groups)]
+
+        theirs, ours = names(state["param_groups"]), names(self.optimizer.param_groups)
+        if theirs == ours:
+            return state
+        if all("base_lr" in g and "_" in str(g.get("name", "")) for g in state["param_groups"]):
+            merged = merge_equal_groups(state["param_groups"])
+            if names(merged) == ours:
+                return {**state, "param_groups": merged}
+        raise IncompatibleError(  # torch would only say "different number of parameter groups"
+            f"the checkpoint's optimizer has parameter groups {theirs}, this run's has {ours}: "
+            "groups split by weight_decay and backbone_lr_mult (equal settings share a group), and by "
+            "freezing. Resume with the checkpoint's settings (its config.yaml), or start a new run from its "
+            "weights (zoo.load(<run>/model) or weights=<checkpoint>) without resume")
+
     def _restore(self, ckpt: dict) -> dict | None:
         """Load a checkpoint into the run's components; return the RNG state to restore at the start."""
         from ..weights import load_into
@@ -99,11 +123,6 @@ class CheckpointMixin:
         if ckpt["task"] != model.task:
             raise IncompatibleError(f"the checkpoint is for task {ckpt['task']!r} (model "
                                     f"{ckpt['model_config'].get('model')!r}), this model is {model.task!r}")
-        theirs, ours = ckpt["model_config"].get("model"), model.config.get("model")
-        source = f"checkpoint of {theirs} (this model: {ours})"
-        load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True)
-        if self.ema is not None:
-            self.ema.module.load_state_dict(ckpt["model"])  # the EMA weights, or the raw ones if EMA is new
         saved = ckpt.get("config") or {}
         for key in ("optimizer", "scheduler"):  # their states only fit the same kind
             if key in saved and saved[key] != getattr(self.config, key):
@@ -111,15 +130,14 @@ class CheckpointMixin:
                     f"the checkpoint was trained with {key}={saved[key]!r}, this run uses "
                     f"{getattr(self.config, key)!r}: resume with {key}={saved[key]!r}, or start a new run "
                     f"from its weights (zoo.load(<run>/model) or weights=<checkpoint>) without resume")
-        theirs_groups = [g.get("name", str(i)) for i, g in enumerate(ckpt["optimizer"]["param_groups"])]
-        ours_groups = [g.get("name", str(i)) for i, g in enumerate(self.optimizer.param_groups)]
-        if theirs_groups != ours_groups:  # torch would only say "different number of parameter groups"
-            raise IncompatibleError(
-                f"the checkpoint's optimizer has parameter groups {theirs_groups}, this run's has {ours_groups}: "
-                "groups split by weight_decay and backbone_lr_mult (equal settings share a group), and by "
-                "freezing. Resume with the checkpoint's settings (its config.yaml), or start a new run from its "
-                "weights (zoo.load(<run>/model) or weights=<checkpoint>) without resume")
-        self.optimizer.load_state_dict(ckpt["optimizer"])
+        optimizer_state = self._matching_optimizer_state(ckpt["optimizer"])
+        # Every check that can refuse the resume runs before the model is touched.
+        theirs, ours = ckpt["model_config"].get("model"), model.config.get("model")
+        source = f"checkpoint of {theirs} (this model: {ours})"
+        load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True)
+        if self.ema is not None:
+            self.ema.module.load_state_dict(ckpt["model"])  # the EMA weights, or the raw ones if EMA is new
+        self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler.is_enabled() and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])

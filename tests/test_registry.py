@@ -247,3 +247,20 @@ def test_warnings_from_a_plugins_code_point_at_the_users_line(monkeypatch):
     finally:
         reset_registry(None)
     assert caught[0].filename == __file__ and "2 files skipped" in str(caught[0].message)
+
+
+def test_warnings_skip_only_a_plugins_own_modules_never_its_whole_package_or_main(monkeypatch):
+    """A plugin ``acme.zoo.plugin`` must not hide ``acme.app`` (the user's code) from warning attribution."""
+    from types import SimpleNamespace
+
+    from zoo_core import errors, registry
+
+    plugins = {"acme": SimpleNamespace(module="acme.zoo.plugin"), "script": SimpleNamespace(module="__main__"),
+               "flat": SimpleNamespace(module="flatplug:hooks")}
+    specs = {"model": {"acme:net": SimpleNamespace(builder="acme.nets.build:make")}}
+    monkeypatch.setattr(registry, "_REGISTRY", SimpleNamespace(plugins=plugins, _specs=specs))
+    own = errors._own_modules()
+    assert {"zoo_core", "acme.zoo", "flatplug", "acme.nets.build"} <= own and "__main__" not in own
+    assert errors._is_own("acme.zoo.tasks", own) and errors._is_own("zoo_core.train.trainer", own)
+    assert not errors._is_own("acme.app", own) and not errors._is_own("acme", own)
+    assert not errors._is_own("__main__", own) and not errors._is_own("zoo_core_fork", own)

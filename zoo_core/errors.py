@@ -59,18 +59,38 @@ def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
 
 
 #: packages whose frames a user-facing warning skips, so it points at the user's line (plus every
-#: loaded plugin's package, see :func:`_own_modules`)
+#: loaded plugin's own modules, see :func:`_own_modules`)
 _OWN_MODULES = ("zoo_core", "zoo_tasks", "zoo_torchvision", "zoo_timm", "zoo_smp")
 
 
 def _own_modules() -> set[str]:
-    """The zoo's packages and the top-level package of every plugin the registry has discovered."""
+    """The zoo's packages, the package holding each discovered plugin, and its builders' modules.
+
+    A plugin's package is the package its plugin module lives in (``acme.zoo.plugin`` -> ``acme.zoo``,
+    so ``acme.app`` still counts as the user's code), or the module itself when it is a package or
+    top-level. ``__main__`` never counts: a script that registers a plugin is still the user's code.
+    """
+    import sys
+
     from . import registry  # imported here: registry imports this module
 
+    def package_of(module: str) -> str:
+        loaded = sys.modules.get(module)
+        if "." not in module or hasattr(loaded, "__path__"):
+            return module
+        return module.rpartition(".")[0]
+
     names = set(_OWN_MODULES)
-    if registry._REGISTRY is not None:  # never trigger discovery from inside a warning
-        names |= {p.module.split(":")[0].split(".")[0] for p in registry._REGISTRY.plugins.values() if p.module}
+    reg = registry._REGISTRY
+    if reg is not None:  # never trigger discovery from inside a warning
+        names |= {package_of(p.module.split(":")[0]) for p in reg.plugins.values() if p.module}
+        names |= {spec.builder.split(":")[0] for kind in reg._specs.values() for spec in kind.values()}
+    names.discard("__main__")
     return names
+
+
+def _is_own(module: str, own: set[str]) -> bool:
+    return any(module == name or module.startswith(name + ".") for name in own)
 
 
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
@@ -84,6 +104,6 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
 
     own = _own_modules()
     frame, level = sys._getframe(1), 2
-    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in own:
+    while frame is not None and _is_own(str(frame.f_globals.get("__name__", "")), own):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level)

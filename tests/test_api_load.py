@@ -126,3 +126,28 @@ def test_task_options_are_validated_saved_and_never_silently_swallowed(tmp_path)
         zoo.load("unet", task="seg", backbone="resnet18", loss="dice")  # a builder kwarg would be ignored
     with pytest.raises(TypeError, match=r"not options of the classification task; known: .*'label_smoothing'"):
         zoo.load("resnet18", task="cls", task_options={"labelsmoothing": 0.1})
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"interpolation": "box"}, r"unknown resize filter; use one of nearest, nearest-exact, bilinear, bicubic, lanczos"),
+    ({"interpolation": "bicubc"}, r"interpolation='bicubc'"),
+    ({"input_size": (224,)}, r"must be \(height, width\)"),
+    ({"mean": (0.5, 0.5), "std": (0.5, 0.5, 0.5)}, r"one mean and one positive std per channel"),
+    ({"crop_pct": 0.0}, r"crop_pct=0\.0\): must be in \(0, 2\]"),
+])
+def test_preprocess_refuses_values_the_image_paths_cannot_apply(bad, message):
+    from zoo_core.model import Preprocess
+
+    with pytest.raises(ValueError, match=message):
+        Preprocess(**bad)
+
+
+@pytest.mark.parametrize("interpolation", ["nearest", "nearest-exact", "bilinear", "bicubic", "lanczos"])
+def test_every_accepted_resize_filter_runs_in_predict(interpolation):
+    """Each filter Preprocess accepts has a tensor kernel: predict resizes a (C, H, W) tensor with it."""
+    from dataclasses import replace
+
+    model = zoo.load("resnet18", task="cls", num_classes=3)
+    model.preprocess = replace(model.preprocess, input_size=(32, 32), interpolation=interpolation, crop_pct=0.9)
+    (pred,) = model.predict([torch.rand(3, 40, 50)])
+    assert pred.label in (0, 1, 2) and 0.0 < pred.score <= 1.0

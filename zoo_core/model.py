@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-#: resize filters every image path (PIL, torchvision v2, device decode) implements
-INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+#: resize filters every image path implements: PIL, torchvision v2 on tensors (which predict, evaluate
+#: and device decode use) and on PIL images. PIL's "box" and "hamming" have no tensor kernel.
+INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "lanczos")
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,12 @@ def test_predict_runs_in_eval_mode_and_restores_the_mode(model) -> None:
     assert model.training and model.net.training
     model.eval()
     model.net.train()  # a half-switched model (ZooModel in eval, its net in train) still predicts in eval
-    assert [p.score for p in model.predict(x)] == pytest.approx(reference) and not model.net.training
+    assert [p.score for p in model.predict(x)] == pytest.approx(reference)
+    assert not model.training and model.net.training  # ... and every module's mode is restored
+    model.eval()
+    model.net.fc.train()  # deliberately in train inside an eval model (Monte-Carlo dropout): left as set
+    model.predict(x)
+    assert model.net.fc.training and not model.net.training
 
 
 def test_confusion_matrix_plot(tmp_path: Path, model) -> None:

@@ -157,14 +157,17 @@ class ZooModel(nn.Module):
     def predict(self, inputs: Any, *, batch_size: int = 16, **options: Any) -> list["Prediction"]:
         """Typed predictions for a path, PIL image, ``(C,H,W)``/``(B,C,H,W)`` tensor, or a list of them.
 
-        Tensors are float images in [0, 1] (not yet normalised). The model's device is used and the
-        model is put in eval mode for the call (its previous mode is restored).
+        Tensors are float images in [0, 1] (not yet normalised). The model's device is used. A model
+        (or its net) in training mode is put in eval mode for the call and every module's previous
+        mode is restored afterwards; a model already in eval mode is used as it is, so a submodule you
+        deliberately set to train (dropout for Monte-Carlo sampling) stays so, and no module walk is paid.
         """
         from .data.images import as_image_list
 
         images, sources = as_image_list(inputs)
-        was_training = self.training
-        if was_training or self.net.training:  # eval() walks every module: skip it when already in eval
+        modes = None
+        if self.training or self.net.training:
+            modes = [(m, m.training) for m in self.modules()]
             self.eval()
         try:
             out: list[Prediction] = []
@@ -173,8 +176,8 @@ class ZooModel(nn.Module):
                                               **options)
             return out
         finally:
-            if was_training:
-                self.train()
+            for module, mode in modes or ():
+                module.training = mode
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (+ a README.md model card) into a directory."""

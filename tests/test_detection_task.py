@@ -158,7 +158,8 @@ def test_predict_returns_boxes_in_input_image_pixels(small_det):
     assert len(none) == 0
 
 
-def test_prediction_plot_draws_only_confident_boxes(small_det, det_data, tmp_path):
+def test_prediction_plot_draws_only_confident_boxes(small_det, det_data, tmp_path, monkeypatch):
+    import matplotlib.axes
     import numpy as np
     from PIL import Image
 
@@ -171,10 +172,17 @@ def test_prediction_plot_draws_only_confident_boxes(small_det, det_data, tmp_pat
         rgb = np.asarray(Image.open(path).convert("RGB")).astype(int)
         return int(((rgb[..., 0] > 200) & (rgb[..., 1] < 60) & (rgb[..., 2] < 60)).sum())
 
+    titles = []
+    real_set_title = matplotlib.axes.Axes.set_title
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title",
+                        lambda ax, text, *a, **kw: titles.append(text) or real_set_title(ax, text, *a, **kw))
     none = red_pixels(score_threshold=1.01)   # random weights: nothing clears an impossible threshold
     few = red_pixels(score_threshold=0.0, max_boxes=1)
     many = red_pixels(score_threshold=0.0, max_boxes=20)
     assert none < few < many, (none, few, many)
+    assert titles[0].endswith(": 0 prediction(s) >= 1.01")
+    total = int(titles[2].split(": ")[1].split()[0])  # the title counts every prediction, not only those drawn
+    assert total > 1 and titles[2].endswith(f"{total} prediction(s) >= 0, best 1 drawn"), titles
 
 
 # ---- learning -----------------------------------------------------------------------------------

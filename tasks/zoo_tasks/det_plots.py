@@ -74,8 +74,10 @@ def predictions_png(model: "ZooModel", dataset: Any, path: str | Path, *, n: int
                 ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="red", linewidth=1.5))
                 ax.text(x0, y0, f"{pred.names[j]} {float(pred.scores[j]):.2f}", color="white", fontsize=7,
                         va="bottom", bbox={"facecolor": "red", "alpha": 0.7, "pad": 1, "linewidth": 0})
-            ax.set_title(f"{Path(str(meta.get('source', i))).name}: {len(order)} prediction(s) >= "
-                         f"{score_threshold:g}", fontsize="small")
+            total = len(pred.scores)
+            shown = f"{total} prediction(s) >= {score_threshold:g}" + (f", best {len(order)} drawn"
+                                                                        if len(order) < total else "")
+            ax.set_title(f"{Path(str(meta.get('source', i))).name}: {shown}", fontsize="small")
             ax.axis("off")
     finally:
         model.train(was_training)

@@ -2,11 +2,12 @@
 
 Nothing here unpickles arbitrary objects: ``.safetensors`` files are read with safetensors and
 ``.pt``/``.pth``/``.bin`` files with ``torch.load(weights_only=True)``; a pickle that tries to run
-code is refused. Downloads go to ``$ZOO_HOME/weights`` (default ``~/.cache/zoo``), are verified by
-sha256 when downloaded and on every later load, and fail within seconds when there is no network.
-The expected hash is the provider's (torchvision's table, the plugin's) or else the one the server
-publishes (Hugging Face's X-Linked-Etag for timm weights); the hash of the downloaded file is recorded beside it
-(``<file>.sha256``) and checked on every later load, so a corrupted cached file is named.
+code is refused. Downloads go to ``$ZOO_HOME/weights`` (default ``~/.cache/zoo``) and fail within
+seconds when there is no network. A download is checked against the expected sha256 when one is
+known: the provider's (torchvision's table, the plugin's) or else the one the server publishes
+(``X-Linked-Etag``, on Hugging Face's redirect or the response, for timm weights); with neither, only
+its length is checked. The sha256 of the downloaded file is recorded beside it (``<file>.sha256``)
+and checked on every later load, so a cached file corrupted later is named.
 """
 
 from __future__ import annotations

@@ -58,6 +58,10 @@ def test_a_task_whose_demo_fails_is_left_out_with_a_warning_naming_it(monkeypatc
     assert "det" not in recipes and {"cls", "seg"} <= set(recipes)
     with pytest.raises(RuntimeError, match="no data generator"):
         demo_recipes(["det"])  # asked for by name: the error itself
+    monkeypatch.setattr(DetectionTask, "demo", lambda self: {"model": "fasterrcnn"})  # not a DemoRecipe
+    with pytest.warns(UserWarning, match=r"task tasks:detection .*TypeError: task 'det': demo\(\) returned dict, "
+                                         r"not a zoo_core\.demo\.DemoRecipe"):
+        assert "det" not in demo_recipes()
 
 
 def test_zoo_demo_says_so_when_no_task_has_a_recipe(monkeypatch, capsys):

@@ -94,6 +94,14 @@ class DemoRecipe:
                         task_options=dict(self.task_options), **self.load)
 
 
+def _checked(task: str, recipe: object) -> DemoRecipe | None:
+    """``recipe`` if it is a DemoRecipe (or None); anything else is the plugin's bug, named."""
+    if recipe is None or isinstance(recipe, DemoRecipe):
+        return recipe
+    raise TypeError(f"task {task!r}: demo() returned {type(recipe).__name__}, not a zoo_core.demo.DemoRecipe "
+                    "(or None for no demo)")
+
+
 def demo_recipes(tasks: list[str] | None = None) -> dict[str, DemoRecipe]:
     """``{task name or alias as given: recipe}`` for ``tasks`` (default: every registered task with one).
 
@@ -109,7 +117,7 @@ def demo_recipes(tasks: list[str] | None = None) -> dict[str, DemoRecipe]:
         for spec in get_registry().specs("task"):
             name = min((spec.name, *spec.aliases), key=len)
             try:
-                recipe = zoo.get_task(name).demo()
+                recipe = _checked(name, zoo.get_task(name).demo())
             except Exception as exc:  # a plugin's broken task: the others still run
                 warn(f"task {spec.qualified_name} (plugin {spec.distribution or spec.plugin}): its demo() failed "
                      f"({type(exc).__name__}: {exc}); left out of the demo")
@@ -119,7 +127,7 @@ def demo_recipes(tasks: list[str] | None = None) -> dict[str, DemoRecipe]:
         return found
     out: dict[str, DemoRecipe] = {}
     for name in tasks:
-        recipe = zoo.get_task(name).demo()
+        recipe = _checked(name, zoo.get_task(name).demo())
         if recipe is None:
             raise ValueError(f"task {name!r} has no demo recipe; tasks with one: {', '.join(demo_recipes())}")
         out[name] = recipe

@@ -286,3 +286,13 @@ def test_a_dataset_root_validates_on_its_val_split_unless_told_not_to(tmp_path):
     assert fit.metrics["num_samples"] == 6 and "accuracy" in fit.metrics   # validated on data/val
     fit = zoo.Trainer(out_dir=tmp_path / "off", **settings).fit(model, tmp_path / "data", val=False)
     assert "accuracy" not in fit.metrics and fit.monitor == "train_loss"  # best.pt follows the training loss
+
+
+def test_summary_table_wraps_long_paths_instead_of_cutting_them(capsys):
+    from zoo_core.train.loggers import summary_table
+
+    path = "/tmp/runs/cls/plots/" + "x" * 150 + "/confusion_matrix.png"
+    text = summary_table("run", [("plot", path), ("accuracy", "0.9190")])
+    assert "…" not in text and capsys.readouterr().out == text
+    cells = "".join(line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 3)
+    assert path in cells and "0.9190" in cells  # the whole path, folded over lines

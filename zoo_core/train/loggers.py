@@ -139,7 +139,7 @@ def summary_table(title: str, rows: list[tuple[str, str]], *, file: Any = None) 
 
     table = Table(title=title, show_header=False)
     table.add_column("what", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # paths wrap, never end in "…"
     for key, value in rows:
         table.add_row(key, value)
     console = Console(file=file or sys.stdout, width=max(100, Console().width))

@@ -214,3 +214,25 @@ def test_a_checkpoint_with_the_old_four_unmerged_groups_still_resumes_exactly(to
     assert [g["name"] for g in saved] == ["backbone_decay", "backbone_no_decay", "head_decay", "head_no_decay"]
     _train(tmp_path / "old", resume="last")
     _assert_same_run(tmp_path / "straight", tmp_path / "old")
+
+
+def test_a_new_run_never_replaces_another_runs_checkpoints_unless_told(toy, tmp_path):
+    _train(tmp_path / "run", max_epochs=1)
+    before = (tmp_path / "run" / "last.pt").read_bytes()
+    with pytest.raises(zoo.ZooError, match=r"already holds a run \(last\.pt, best\.pt\).*resume='last'.*"
+                                           r"--out-dir.*overwrite=True"):
+        _train(tmp_path / "run", max_epochs=1, lr=0.5)
+    assert (tmp_path / "run" / "last.pt").read_bytes() == before  # refused before anything was written
+    _train(tmp_path / "run", max_epochs=1, lr=0.5, overwrite=True)
+    assert (tmp_path / "run" / "last.pt").read_bytes() != before
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"hi\n", r"junk\.pt is not a zoo training checkpoint: it is not a PyTorch file"),  # was "error: 105"
+    (b"\x80\x04K\x69.", r"junk\.pt is unreadable .*not a checkpoint"),  # a bare pickle of the int 105
+])
+def test_a_file_that_is_not_a_training_checkpoint_is_named(tmp_path, content, message):
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    with pytest.raises(WeightsError, match=message):
+        C.load_checkpoint(path)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..errors import WeightsError
+from ..errors import WeightsError, ZooError
 
 if TYPE_CHECKING:
     from ..model import ZooModel
@@ -98,18 +98,33 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return stale
 
 
+def refuse_to_overwrite(out_dir: Path) -> None:
+    """Refuse a new run in a folder that holds another run's checkpoints (they would be replaced)."""
+    found = [p.name for p in (out_dir / "last.pt", out_dir / "best.pt") if p.exists()]
+    if found:
+        raise ZooError(f"{out_dir} already holds a run ({', '.join(found)}); a new run would replace it. "
+                       "Continue it with resume='last' (zoo train --resume last), pick another out_dir "
+                       "(--out-dir), or replace it with overwrite=True (--overwrite)")
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint safely and upgrade it to the current format; errors name the file."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist; pass a .pt file written by the Trainer "
                            "or resume='last' with the run's out_dir")
+    from ..weights import sniff_format
+
+    if sniff_format(path) != "torch":
+        raise WeightsError(f"{path} is not a zoo training checkpoint: it is not a PyTorch file at all "
+                           f"({path.stat().st_size} bytes). Pass a last.pt/best.pt written by the Trainer; "
+                           "for plain weights use zoo.load(name, weights=path)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise WeightsError(f"refused to load {path}: it holds Python objects beyond tensors and plain "
                            f"data, which could run code ({str(exc).splitlines()[0]})") from exc
-    except (RuntimeError, EOFError, OSError) as exc:
+    except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as exc:
         raise WeightsError(f"checkpoint {path} is unreadable ({exc}); it is truncated or not a "
                            "checkpoint. Use another one (best.pt / last.pt)") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:

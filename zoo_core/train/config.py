@@ -95,6 +95,8 @@ class TrainConfig:
     save_best: bool = _f(True, "write best.pt whenever the monitored metric improves")
     # ---- IO
     out_dir: str = _f("runs/exp", "run folder: checkpoints, logs, config, plots, the final model")
+    overwrite: bool = _f(False, "start a new run in an out_dir that holds another run's checkpoints, "
+                                "replacing them (without it, such a run is refused unless it resumes)")
     log_every_n_steps: int = _f(50, "read the loss back from the device every N steps (no per-step sync)")
     tensorboard: bool = _f(True, "write TensorBoard event files to out_dir/tensorboard")
     progress_bar: bool | None = _f(None, "progress bar (default: only when stderr is a terminal)")
@@ -114,7 +116,7 @@ class TrainConfig:
         self.precision = str(self.precision)
         self.out_dir = str(self.out_dir)  # a Path is welcome; stored as text (YAML, checkpoints)
         for name in ("max_epochs", "batch_size", "accumulate_grad_batches", "log_every_n_steps",
-                     "val_every_n_epochs"):
+                     "val_every_n_epochs") + (("image_size",) if self.image_size is not None else ()):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.ema is not None and not 0.0 <= self.ema < 1.0:

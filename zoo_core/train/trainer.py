@@ -95,6 +95,8 @@ class Trainer(CheckpointMixin):
         if env.is_main:
             C.remove_stale_temps(self.out_dir)
         ckpt = self._read_resume(resume)
+        if ckpt is None and not cfg.overwrite:
+            C.refuse_to_overwrite(self.out_dir)
         self.model, self.task = model, model.task_impl
         self.should_stop, self.stop_reason = False, ""
         try:

@@ -62,3 +62,7 @@ def test_classification_on_digits_reports_accuracy_and_draws_a_confusion_matrix(
     bad.write_bytes(b"not a png")
     with pytest.raises(DataError, match=bad.name):
         zoo.evaluate(model, root, batch_size=8, plots=False, num_workers=0)
+    with pytest.raises(DataError) as err:  # from a worker process: the message, not the worker's traceback
+        zoo.evaluate(model, root, batch_size=8, plots=False, num_workers=1)
+    assert str(err.value).startswith(str(bad)) and str(err.value).endswith("(raised in DataLoader worker process 0)")
+    assert "Traceback" not in str(err.value) and len(str(err.value)) < 500

@@ -44,8 +44,26 @@ class DataError(ZooError, ValueError):
     """Bad input data: unreadable image, bad annotation, bad mask. Names the file and the fix."""
 
     def __init__(self, message: str, path: object = None) -> None:
-        super().__init__(message)
+        super().__init__(_unwrap_worker_message(message, type(self)))
         self.path = path
+
+
+def _unwrap_worker_message(message: str, cls: type) -> str:
+    """The original message of an error a DataLoader worker raised, without the worker's traceback.
+
+    torch re-raises a worker's exception as ``cls("Caught X in DataLoader worker process N.\nOriginal
+    Traceback ...\nmodule.X: message")``: the user would read a page of traceback before the line
+    that names their file. Keep that line, and say which worker it came from.
+    """
+    text = str(message)
+    if not text.startswith("Caught ") or "Original Traceback" not in text:
+        return text
+    marker = f"{cls.__module__}.{cls.__qualname__}: "
+    head, _, original = text.rpartition(marker)
+    if not head:
+        return text
+    where = text.split("\n", 1)[0].removeprefix(f"Caught {cls.__name__} ").rstrip(".")
+    return f"{original.strip()} (raised {where})"
 
 
 def close_names(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:

@@ -223,6 +223,12 @@ def test_a_nan_loss_stops_naming_the_step_and_batch_and_keeps_the_last_good_chec
     order = trainer.train_loader.sampler.indices()
     assert f"step {8 + order.index(5) // 4 + 1} (epoch 3, batch {order.index(5) // 4})" in message
     assert (tmp_path / "last.pt").read_bytes() == good
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
+    assert "model in memory was reset to the weights of" in message  # not left holding NaN weights
+    assert all(torch.equal(saved[k], v) for k, v in model.net.state_dict().items())
+    fresh = zoo.load("toynet_plain", task="toytrain")
+    with pytest.raises(NonFiniteLossError, match="no longer finite and no checkpoint exists: load it again"):
+        zoo.Trainer(max_epochs=1, batch_size=4, out_dir=tmp_path / "new", **QUIET).fit(fresh, "toy:n=16,nan_at=1")
 
 
 def test_datasets_dataloaders_compile_and_channels_last_leave_no_wrapper_prefixes(toy, tmp_path):

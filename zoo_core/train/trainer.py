@@ -103,8 +103,20 @@ class Trainer(CheckpointMixin):
             with numerics(cfg.deterministic), perf.matmul_precision(cfg.matmul_precision):
                 seed_everything(cfg.seed)
                 return self._fit(model, train, val, ckpt)
+        except NonFiniteLossError as exc:
+            exc.args = (f"{exc.args[0]}. {self._reset_after_nan(model)}",)
+            raise
         finally:
             D.teardown(env)
+
+    def _reset_after_nan(self, model: "ZooModel") -> str:
+        """Put the last good checkpoint's weights back into ``model`` (NaN/Inf updates already reached it)."""
+        if not self.last_path.exists():
+            return ("The model's weights in memory are no longer finite and no checkpoint exists: load it "
+                    "again before using it")
+        state = C.load_checkpoint(self.last_path)["model"]
+        model.net.load_state_dict(state)
+        return f"The model in memory was reset to the weights of {self.last_path}"
 
     def _fit(self, model: "ZooModel", train: Any, val: Any, ckpt: dict | None) -> FitResult:
         cfg, env, task = self.config, self.env, self.task

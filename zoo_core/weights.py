@@ -182,12 +182,13 @@ def _short(keys: list[str], n: int = 6) -> str:
 
 
 def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
-              head: Iterable[str] = (), strict: bool = True, map_state_dict=None) -> LoadReport:
+              head: Iterable[str] = (), strict: bool = True, map_state_dict=None,
+              advice: str | None = None) -> LoadReport:
     """Copy ``state`` into ``net``: prefixes stripped, head tensors of another shape re-initialised.
 
     In strict mode any other missing key, unexpected key or shape mismatch raises
     :class:`WeightsError` naming the keys (a file for another architecture); with ``strict=False``
-    they are skipped and listed in the report.
+    they are skipped and listed in the report. ``advice`` replaces the default fix in that error.
     """
     state = strip_prefixes(state)
     if map_state_dict is not None:
@@ -221,9 +222,9 @@ def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
     if strict and report.unexpected:
         problems.append(f"{len(report.unexpected)} unexpected key(s): {_short(report.unexpected, 4)}")
     if problems:
-        raise WeightsError(f"weights from {source} do not fit this model ({'; '.join(problems)}). "
-                           "They are probably for another architecture or task; pass num_classes= to "
-                           "replace only the head, or strict=False to load what fits")
+        raise WeightsError(f"weights from {source} do not fit this model ({'; '.join(problems)}). " + (
+            advice or "They are probably for another architecture or task; pass num_classes= to replace only "
+                      "the head, or strict=False to load what fits"))
     net.load_state_dict(to_load, strict=False)
     report.loaded = sorted(to_load)
     return report

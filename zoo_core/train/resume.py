@@ -134,7 +134,10 @@ class CheckpointMixin:
         # Every check that can refuse the resume runs before the model is touched.
         theirs, ours = ckpt["model_config"].get("model"), model.config.get("model")
         source = f"checkpoint of {theirs} (this model: {ours})"
-        load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True)
+        trained = f"{theirs}, {ckpt['model_config'].get('num_classes')} classes"
+        load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True,
+                  advice=f"A run resumes with the model it trained ({trained}): pass that model (zoo train "
+                         "--model/--num-classes), or start a new run in another out_dir")
         if self.ema is not None:
             self.ema.module.load_state_dict(ckpt["model"])  # the EMA weights, or the raw ones if EMA is new
         self.optimizer.load_state_dict(optimizer_state)

@@ -82,6 +82,23 @@ def test_train_errors_are_one_line_messages(toy, tmp_path, capsys):
     assert "did you mean 'max_epochs'" in capsys.readouterr().err
 
 
+def test_bad_options_devices_and_sizes_are_one_line_errors(tmp_path, capsys):
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (tmp_path / "data" / split / cls).mkdir(parents=True)
+            Image.new("RGB", (16, 16)).save(tmp_path / "data" / split / cls / "0.png")
+    base = ["train", "--model", "resnet18", "--data", str(tmp_path / "data"), "--val", "none", "--out-dir", str(tmp_path / "r")]
+    for extra, message in ((["--option", "bogus=1"], "torchvision:resnet18 does not accept option(s) ['bogus']"),
+                           (["--task-option", "bogus=1"], "task_options ['bogus'] are not options of the"),
+                           (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"],
+                            "device 'cuda:"),
+                           (["--device", "gpu"], "device 'gpu' is not a device name"),
+                           (["--image-size", "0"], "image_size must be >= 1")):
+        assert main(base + extra) == 1, extra  # an error line, not a traceback
+        err = capsys.readouterr().err
+        assert err.startswith("zoo train: error: ") and message in err and "Traceback" not in err, err
+
+
 def test_the_cli_modules_do_not_import_torch():
     code = "import sys, zoo_core.cli as c; c.make_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from .errors import IncompatibleError, UnknownNameError, ZooError, warn
+from .errors import IncompatibleError, OptionError, UnknownNameError, ZooError, warn
 from .registry import PluginInfo, get_registry
 from .specs import ModelSpec
 
@@ -173,7 +173,7 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
     misplaced = sorted(set(options) & set(getattr(get_task(task_name), "option_defaults", None) or {}))
     if misplaced:  # builders may swallow unknown keywords: a loss= there would silently do nothing
         moved = ", ".join(f"{k!r}: {options[k]!r}" for k in misplaced)
-        raise TypeError(f"{misplaced} are options of the {task_name} task, not of the model builder: pass "
+        raise OptionError(f"{misplaced} are options of the {task_name} task, not of the model builder: pass "
                         f"task_options={{{moved}}}")
     model = build_model(spec, task_name, num_classes=num_classes, class_names=class_names, tag=tag,
                         weights_path=weights_path, strict=strict, options=options)
@@ -187,7 +187,7 @@ def set_task_options(model: "ZooModel", task_options: Mapping[str, Any] | None) 
     known = getattr(model.task_impl, "option_defaults", None)
     unknown = sorted(set(task_options) - set(known)) if known is not None else []
     if unknown:
-        raise TypeError(f"task_options {unknown} are not options of the {model.task} task; "
+        raise OptionError(f"task_options {unknown} are not options of the {model.task} task; "
                         f"known: {sorted(known)}")
     model.config["task_options"] = {**dict(model.config.get("task_options") or {}), **dict(task_options)}
     return model

@@ -36,6 +36,10 @@ class IncompatibleError(ZooError, ValueError):
     """A request that cannot be satisfied: a task the model lacks, a head the backbone cannot feed."""
 
 
+class OptionError(ZooError, TypeError):
+    """A keyword option that the model builder, head or task does not take (names the known ones)."""
+
+
 class WeightsError(ZooError):
     """A weights file that is missing, unsafe, corrupt, or for another architecture."""
 

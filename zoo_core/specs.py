@@ -9,6 +9,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
+from .errors import OptionError
+
 
 #: every format :meth:`zoo_core.model.ZooModel.export` writes (and verifies by running the result)
 EXPORT_FORMATS = ("onnx", "torchscript", "torch_export")
@@ -124,5 +126,5 @@ def check_options(target: Callable[..., Any], options: Mapping[str, Any], *, wha
                 if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"} - set(passed)
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise TypeError(f"{what} does not accept option(s) {unknown}; it takes {sorted(accepted) or 'none'}. "
+        raise OptionError(f"{what} does not accept option(s) {unknown}; it takes {sorted(accepted) or 'none'}. "
                         "Task settings (loss, augmentation) go in zoo.load(..., task_options={...})")

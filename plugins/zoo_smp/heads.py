@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from torch import Tensor, nn
 
 from zoo_core.backbone import Backbone
+from zoo_core.errors import OptionError
 from zoo_core.model import BuiltModel
 from zoo_core.specs import HeadSpec
 
@@ -57,7 +58,7 @@ def build_unet_head(spec: HeadSpec, *, backbone: Backbone, num_classes: int,
                     decoder_channels: Sequence[int] = DEFAULT_DECODER_CHANNELS, **options: Any) -> BuiltModel:
     """A U-Net decoder over every map of ``backbone``; default loss Dice + CE (``spec.kwargs["loss"]``)."""
     if options:
-        raise TypeError(f"head {spec.qualified_name} got unknown option(s) {sorted(options)}; known: decoder_channels")
+        raise OptionError(f"head {spec.qualified_name} got unknown option(s) {sorted(options)}; known: decoder_channels")
     net = UNetOnBackbone(backbone, num_classes, decoder_channels)
     pre = backbone.preprocess
     if backbone.fixed_input_size is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zoo_core.errors import UnknownNameError
+from zoo_core.errors import OptionError, UnknownNameError
 from zoo_core.model import BuiltModel, Preprocess
 from zoo_core.specs import ModelSpec, check_options
 
@@ -72,7 +72,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     try:
         net = smp.create_model(spec.kwargs["arch"], encoder_name=encoder, encoder_weights=None, classes=n, **options)
     except TypeError as exc:
-        raise TypeError(f"{spec.qualified_name} does not accept option(s) {sorted(options)}: {exc}") from exc
+        raise OptionError(f"{spec.qualified_name} does not accept option(s) {sorted(options)}: {exc}") from exc
     side = int(image_size or (spec.input_size[-1] if spec.input_size else 256))
     preprocess = Preprocess(input_size=(side, side))
     return BuiltModel(net=net, preprocess=preprocess, num_classes=n, head=(HEAD_PREFIX,),

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torchvision.models import get_model
 
+from zoo_core.errors import OptionError
 from zoo_core.model import BuiltModel, Preprocess
 from zoo_core.specs import ModelSpec
 
@@ -67,7 +68,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     try:
         net = get_model(name, weights=None, num_classes=n, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"torchvision:{name} does not accept option(s) {sorted(options)}: {exc}") from exc
+        raise OptionError(f"torchvision:{name} does not accept option(s) {sorted(options)}: {exc}") from exc
     if info is not None:
         info = replace(info, preprocess=preprocess)
     return BuiltModel(net=net, preprocess=preprocess, num_classes=n, head=(head,), pretrained=info,

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 
 from zoo_core.backbone import Backbone
+from zoo_core.errors import OptionError
 from zoo_core.model import BuiltModel
 from zoo_core.specs import HeadSpec
 
@@ -40,7 +41,7 @@ def build_deeplabv3_head(spec: HeadSpec, *, backbone: Backbone, num_classes: int
                          atrous_rates: Sequence[int] = (12, 24, 36), **options: Any) -> BuiltModel:
     """DeepLabV3 on ``backbone``'s map ``level`` (default the deepest) with ASPP ``atrous_rates``."""
     if options:
-        raise TypeError(f"head {spec.qualified_name} got unknown option(s) {sorted(options)}; "
+        raise OptionError(f"head {spec.qualified_name} got unknown option(s) {sorted(options)}; "
                         "known: level, atrous_rates")
     if not -len(backbone.feature_info) <= level < len(backbone.feature_info):
         raise ValueError(f"head {spec.qualified_name}: level={level} but the backbone has "

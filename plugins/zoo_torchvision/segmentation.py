@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torchvision.models import get_model, get_model_builder
 
+from zoo_core.errors import OptionError
 from zoo_core.model import BuiltModel, Preprocess, PretrainedWeights
 from zoo_core.specs import ModelSpec, check_options
 
@@ -91,7 +92,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     try:
         net = get_model(name, weights=None, weights_backbone=None, num_classes=n, **kwargs)
     except TypeError as exc:
-        raise TypeError(f"torchvision:{name} does not accept option(s) {sorted(options)}: {exc}") from exc
+        raise OptionError(f"torchvision:{name} does not accept option(s) {sorted(options)}: {exc}") from exc
     heads = tuple(h for h in HEADS[family] if aux or not h.startswith("aux_"))
     if info is not None:
         info.preprocess = preprocess

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from zoo_core.errors import OptionError
+
 
 class OptionsMixin:
     """``__init__(**options)`` checked against ``option_defaults``; ``options(model)`` merged per model."""
@@ -19,7 +21,7 @@ class OptionsMixin:
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.option_defaults)
         if unknown:
-            raise TypeError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
+            raise OptionError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
                             f"known: {sorted(self.option_defaults)}")
         self.defaults = {**self.option_defaults, **options}
 

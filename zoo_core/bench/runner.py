@@ -27,6 +27,7 @@ from ..errors import ZooError
 from ..evaluate import autocast
 from ..task import Batch
 from ..train import perf
+from ..train.distributed import resolve_device
 from .flops import count_flops, device_name, mfu, peak_tflops
 from .memory import MemoryReading, PeakMemory
 from .timing import StepTimer, time_loop
@@ -195,7 +196,7 @@ def bench_model(model: "ZooModel", *, batch_size: int = 32, image_size: int | No
     """Train and/or inference throughput, peak memory, GFLOP per image and MFU of ``model``."""
     if mode not in ("train", "infer", "both"):
         raise ValueError(f"mode={mode!r}: use train, infer or both")
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dev = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if image_size:
         model.set_image_size(image_size)
     model.to(dev)

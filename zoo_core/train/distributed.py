@@ -40,6 +40,24 @@ class DistEnv:
         return self.world_size > 1
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch.device this machine has; a ValueError naming it and the choices otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a device name ({exc}); use cpu, cuda, cuda:N or mps") from exc
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device!r}: this machine has no usable CUDA GPU (torch "
+                             f"{torch.__version__}); use device cpu, or leave it unset to pick one")
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(f"device {device!r}: this machine has {count} GPU(s), cuda:0..cuda:{count - 1}")
+    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available on this machine; use device cpu")
+    return dev
+
+
 def setup(device: str | None = None) -> DistEnv:
     """Detect torchrun's environment, start the process group if needed, choose the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -49,7 +67,7 @@ def setup(device: str | None = None) -> DistEnv:
         dev = torch.device(f"cuda:{local}" if world > 1 else "cuda") if torch.cuda.is_available() \
             else torch.device("cpu")
     else:
-        dev = torch.device(device)
+        dev = resolve_device(device)
         if dev.type == "cuda" and dev.index is None and world > 1:
             dev = torch.device(f"cuda:{local}")
     if dev.type == "cuda":

@@ -102,6 +102,124 @@ def test_broken_files_raise_a_named_error(det_data, tmp_path, damage, message):
     assert "annotations.json" in str(err.value)
 
 
+def _retype_image_ids(coco, new_id):
+    """Every image id (and each annotation's image_id) replaced by ``new_id(old id)``."""
+    for img in coco["images"]:
+        img["id"] = new_id(img["id"])
+    for ann in coco["annotations"]:
+        ann["image_id"] = new_id(ann["image_id"])
+
+
+def _drop_key(entry, key):
+    entry.pop(key)
+
+
+@pytest.mark.parametrize("damage, message", [
+    # non-finite or boolean box values (NaN passed isinstance(v, float) and then trained to a NaN loss)
+    (lambda c: c["annotations"][1].update(id=901, bbox=[math.nan, 2, 3, 4]),
+     r"annotation 901 has bbox \[nan, 2, 3, 4\]; expected .* 4 finite numbers .*no NaN/Infinity"),
+    (lambda c: c["annotations"][1].update(id=902, bbox=[1, 2, math.inf, 4]),
+     r"annotation 902 has bbox \[1, 2, inf, 4\]"),
+    (lambda c: c["annotations"][1].update(id=903, bbox=[1, 2, 3, -math.inf]), r"annotation 903 has bbox .*-inf\]"),
+    (lambda c: c["annotations"][1].update(id=904, bbox=[True, 2, 3, 4]),
+     r"annotation 904 has bbox \[True, 2, 3, 4\]"),
+    (lambda c: c["annotations"][1].update(id=905, area=math.nan), r"annotation 905 has area nan; expected a finite"),
+    # duplicate ids and names (COCO tools keep the last image; a category would be renamed or a KeyError)
+    (lambda c: c["images"][1].update(id=c["images"][0]["id"]),
+     r"duplicate image id \d+ \('00000.png' and '00001.png'\); every image needs a unique id"),
+    (lambda c: c["categories"][1].update(id=1), r"duplicate category id 1 \('circle' and 'square'\); every category"),
+    (lambda c: c["categories"][2].update(name="circle"),
+     r"categories 1 and 3 are both named 'circle'; class names must be unique"),
+    # sections and entries of the wrong type
+    (lambda c: c.update(annotations=None), r"'annotations' is null, not a list; .*use \[\] for none"),
+    (lambda c: c.update(annotations={"1": c["annotations"][0]}), r"'annotations' is dict \{'1': .*, not a list"),
+    (lambda c: c.update(images={str(i["id"]): i for i in c["images"]}), r"'images' is dict .*, not a list"),
+    (lambda c: c.update(categories="circle"), r"'categories' is str 'circle', not a list"),
+    (lambda c: c["categories"].append(4), r"'categories'\[3\] is int 4, not an object"),
+    (lambda c: c["images"].insert(0, None), r"'images'\[0\] is null, not an object"),
+    # ids that are not integers (were a TypeError in sorting or a ValueError in int())
+    (lambda c: _retype_image_ids(c, str), r"'images'\[0\] has id '\d+' \(str\); COCO ids are integers"),
+    (lambda c: c["images"][2].update(id="img-3"), r"'images'\[2\] has id 'img-3' \(str\); COCO ids are integers"),
+    (lambda c: _retype_image_ids(c, float), r"'images'\[0\] has id \d+\.0 \(float\)"),
+    (lambda c: c["categories"][1].update(id="2"), r"'categories'\[1\] has id '2' \(str\); COCO ids are integers"),
+    (lambda c: c["categories"][0].update(id=True), r"'categories'\[0\] has id True \(bool\)"),
+    (lambda c: c["annotations"][3].update(image_id=[1]), r"annotation \d+ refers to image_id \[1\], which is not in"),
+    # missing required fields
+    (lambda c: _drop_key(c["annotations"][2], "id"),
+     r"'annotations'\[2\] has no 'id'; give every entry of 'annotations' a unique integer id"),
+    (lambda c: _drop_key(c["images"][0], "file_name"),
+     r"image \d+ has no 'file_name'; give every image the path of its file"),
+    (lambda c: c["images"][0].update(file_name=""), r"image \d+ has file_name ''; give every image the path"),
+    (lambda c: c["images"][0].update(width="96"),
+     r"image \d+ \(00000.png\) has width '96'; expected a positive number of pixels"),
+])
+def test_malformed_ids_types_and_numbers_raise_a_named_error(det_data, tmp_path, damage, message):
+    src = edited_copy(det_data, tmp_path, damage)
+    with pytest.raises(DataError, match=message) as err:
+        read_coco(src / "annotations.json", src / "images")
+    assert str(err.value).startswith(str(src / "annotations.json") + ": ")
+
+
+def test_a_file_that_is_not_a_coco_object_is_refused(tmp_path):
+    (tmp_path / "annotations.json").write_text(json.dumps([{"id": 1}]))
+    with pytest.raises(DataError, match=r"annotations.json: the top level is a list, not a COCO object"):
+        read_coco(tmp_path / "annotations.json", tmp_path)
+
+
+def _exif_dataset(root, orientation, size=None):
+    """One 64x48 (stored) JPEG with EXIF ``orientation`` and a box near its displayed bottom-left."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(root / "images" / "turned.jpg", exif=exif)
+    image = {"id": 7, "file_name": "turned.jpg", **(size or {})}
+    coco = {"images": [image], "categories": [{"id": 1, "name": "circle"}],
+            "annotations": [{"id": 1, "image_id": 7, "category_id": 1, "bbox": [2.0, 40.0, 20.0, 20.0]}]}
+    (root / "annotations.json").write_text(json.dumps(coco))
+    return root / "annotations.json", root / "images"
+
+
+@pytest.mark.parametrize("orientation, shown", [(1, (64, 48)), (3, (64, 48)), (5, (48, 64)), (6, (48, 64)),
+                                                (8, (48, 64))])
+def test_an_exif_rotated_jpeg_without_width_height_gets_its_displayed_size(tmp_path, orientation, shown):
+    import warnings
+
+    from zoo_tasks.det_data import CocoDetection, eval_transform
+
+    json_path, images = _exif_dataset(tmp_path, orientation)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        index = read_coco(json_path, images)
+    (rec,) = index.records
+    assert (rec.width, rec.height) == shown and rec.size_from_header
+    clamped = [str(w.message) for w in caught if "clamped" in str(w.message)]
+    assert bool(clamped) == (shown[1] < 60), clamped  # y + h = 60 fits only the turned (48x64) image
+    image, _, meta = CocoDetection(index, eval_transform(), train=False)[0]
+    assert tuple(image.shape[1:]) == (shown[1], shown[0]) and meta["orig_size"] == (shown[1], shown[0])
+
+
+def test_a_size_mismatch_says_where_the_expected_size_came_from(tmp_path):
+    from PIL import Image
+
+    from zoo_tasks.det_data import CocoDetection, eval_transform
+
+    json_path, images = _exif_dataset(tmp_path / "json", 6, {"width": 64, "height": 48})  # the raw, unturned size
+    with pytest.warns(UserWarning, match="clamped 1 box"):  # its box (y + h = 60) is clamped to the stated 48
+        ds = CocoDetection(read_coco(json_path, images), eval_transform(), train=False)
+    with pytest.raises(DataError, match=r"turned.jpg: expected 64x48 \(from width/height in .*json/annotations.json\) "
+                                        r"but the image \(after its EXIF orientation\) is 48x64; fix width/height"):
+        ds[0]
+    json_path, images = _exif_dataset(tmp_path / "header", 6)
+    ds = CocoDetection(read_coco(json_path, images), eval_transform(), train=False)
+    Image.new("RGB", (30, 20)).save(images / "turned.jpg")  # replaced after the json was read
+    with pytest.raises(DataError, match=r"expected 48x64 \(from its file header \(EXIF orientation applied\), read "
+                                        r"with .*header/annotations.json, which has no width/height\) but the image "
+                                        r"\(after its EXIF orientation\) is 30x20; the file changed since"):
+        ds[0]
+
+
 def test_crowd_boxes_stay_out_of_training_targets_but_reach_the_metrics(det_data, tmp_path, small_det):
     def crowd(coco):
         first = coco["images"][0]["id"]

@@ -10,11 +10,14 @@ detector that reserves 0 for background shifts by one inside its own wrapper, ne
 
 Bad annotations (see BAD_INPUTS.md): a box with zero/negative size is dropped and one wholly
 outside its image is dropped, one partly outside is clamped (each warned with the annotation ids);
-an unknown ``category_id``/``image_id``, a malformed ``bbox`` or a duplicate annotation id is a
-:class:`DataError` naming the annotation; a polygon ``segmentation`` with fewer than 3 points is
-warned about (unused for boxes, fatal to COCO mask tools); ``iscrowd=1`` boxes are kept out of training targets but
-passed to COCOeval as crowd regions; images without boxes are negatives (``filter_empty`` drops them);
-an empty file, or a training set with no box left, is an error before training starts.
+an unknown ``category_id``/``image_id``, a malformed or non-finite ``bbox`` or a duplicate annotation
+id is a :class:`DataError` naming the annotation, and so are sections that are not lists, ids that are
+not integers, duplicate image or category ids, duplicate category names and an image without
+``file_name`` (:mod:`.coco_checks`); a polygon ``segmentation`` with fewer than 3 points is warned
+about (unused for boxes, fatal to COCO mask tools); ``iscrowd=1`` boxes are kept out of training
+targets but passed to COCOeval as crowd regions; images without boxes are negatives (``filter_empty``
+drops them); an empty file, or a training set with no box left, is an error before training starts.
+An image without width/height in the json gets its size from the file header, EXIF orientation applied.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from zoo_core.data.images import load_image, pil_to_tensor
 from zoo_core.data.robust import SkipTracker, load_or_skip
 from zoo_core.errors import DataError, warn
 
+from .coco_checks import check_coco
+
 ANNOTATION_NAMES = ("annotations.json", "instances.json", "_annotations.coco.json")
 
 
@@ -50,6 +55,7 @@ class ImageRecord:
     labels: list[int] = field(default_factory=list)
     areas: list[float] = field(default_factory=list)
     crowd: list[bool] = field(default_factory=list)
+    size_from_header: bool = False  # width/height read from the file (the json has none), not the json
 
     @property
     def n_train_boxes(self) -> int:
@@ -109,13 +115,7 @@ def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] |
         raw = json.loads(json_path.read_text())
     except (OSError, ValueError) as exc:
         raise DataError(f"{json_path}: not a readable JSON file ({exc})", json_path) from exc
-    if not isinstance(raw, dict) or not raw.get("images"):
-        raise DataError(f"{json_path}: empty annotation file (no 'images'); a COCO file needs 'images', "
-                        "'annotations' and 'categories'", json_path)
-    if not raw.get("categories"):
-        raise DataError(f"{json_path}: no 'categories'; list every class as {{'id': int, 'name': str}}", json_path)
-    raw.setdefault("annotations", [])
-    _check_ids(raw, json_path)
+    check_coco(raw, json_path)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco = COCO()
         coco.dataset = raw
@@ -141,38 +141,6 @@ def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] |
     return CocoIndex(json_path, images_dir, records, names, cat_ids)
 
 
-def _check_ids(raw: dict[str, Any], json_path: Path) -> None:
-    cats = {c.get("id") for c in raw["categories"]}
-    images = {i.get("id") for i in raw["images"]}
-    seen: set[Any] = set()
-    bad_polygons: list[Any] = []
-    for ann in raw["annotations"]:
-        aid = ann.get("id")
-        if aid in seen:
-            raise DataError(f"{json_path}: duplicate annotation id {aid}; every annotation needs a unique id",
-                            json_path)
-        seen.add(aid)
-        if ann.get("category_id") not in cats:
-            raise DataError(f"{json_path}: annotation {aid} has category_id {ann.get('category_id')!r}, which is "
-                            f"not in 'categories' (ids {sorted(cats)}); fix the id or add the category", json_path)
-        if ann.get("image_id") not in images:
-            raise DataError(f"{json_path}: annotation {aid} refers to image_id {ann.get('image_id')!r}, which is "
-                            "not in 'images'", json_path)
-        box = ann.get("bbox")
-        if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
-            raise DataError(f"{json_path}: annotation {aid} has bbox {box!r}; expected [x, y, width, height] "
-                            "numbers in pixels", json_path)
-        polygons = ann.get("segmentation")
-        if isinstance(polygons, list) and any(not isinstance(poly, list) or len(poly) < 6 or len(poly) % 2
-                                              for poly in polygons):
-            bad_polygons.append(aid)
-    if bad_polygons:
-        shown = ", ".join(map(str, bad_polygons[:10])) + (" ..." if len(bad_polygons) > 10 else "")
-        warn(f"{json_path}: {len(bad_polygons)} annotation(s) have a polygon 'segmentation' with fewer "
-             f"than 3 (x, y) points or an odd number of values (ids {shown}); detection uses only "
-             "'bbox', but COCO mask tools will fail on them: fix or drop those polygons")
-
-
 def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, json_path: Path
                  ) -> tuple[list[str], list[int]]:
     names = [str(c.get("name", c["id"])) for c in cats]
@@ -187,16 +155,31 @@ def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, 
 
 
 def _record(img: dict[str, Any], images_dir: Path, json_path: Path) -> ImageRecord:
-    path = images_dir / str(img.get("file_name", ""))
+    path = images_dir / img["file_name"]
     width, height = img.get("width"), img.get("height")
-    if not width or not height:
+    if width and height:
+        return ImageRecord(img["id"], path, int(width), int(height))
+    try:
+        width, height = _header_size(path)
+    except (OSError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{json_path}: image {img['id']} has no width/height and {path} cannot be read "
+                        f"({exc}); add width/height or fix the file_name", path) from exc
+    return ImageRecord(img["id"], path, width, height, size_from_header=True)
+
+
+#: EXIF orientations that turn the stored image by 90 degrees (transpose, 90 cw, transverse, 90 ccw)
+_SWAPPING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` of an image as :func:`load_image` will show it: EXIF orientation applied."""
+    with Image.open(path) as im:  # header (and EXIF) only, not the pixels of a JPEG
+        width, height = im.size
         try:
-            with Image.open(path) as im:  # header only
-                width, height = im.size
-        except OSError as exc:
-            raise DataError(f"{json_path}: image {img.get('id')} has no width/height and {path} cannot be read "
-                            f"({exc})", path) from exc
-    return ImageRecord(int(img["id"]), path, int(width), int(height))
+            orientation = im.getexif().get(0x0112)  # ExifTags.Base.Orientation
+        except (OSError, ValueError, SyntaxError):  # a broken EXIF block: no orientation to apply
+            orientation = None
+    return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
 
 
 def _add_box(rec: ImageRecord, ann: dict[str, Any], label: int, problems: dict[str, list[int]]) -> None:
@@ -260,9 +243,13 @@ class CocoDetection(torch.utils.data.Dataset):
         rec = self.index.records[i]
         img = load_image(rec.path)
         if img.size != (rec.width, rec.height):
-            raise DataError(f"{rec.path}: the annotations say {rec.width}x{rec.height} but the image (after its "
-                            f"EXIF orientation) is {img.size[0]}x{img.size[1]}; fix width/height or the boxes",
-                            rec.path)
+            src = self.index.json_path
+            where, fix = ((f"its file header (EXIF orientation applied), read with {src}, which has no "
+                           "width/height", "the file changed since: restore it or read the data again")
+                          if rec.size_from_header else
+                          (f"width/height in {src}", f"fix width/height in {src} (and the boxes) or the image"))
+            raise DataError(f"{rec.path}: expected {rec.width}x{rec.height} (from {where}) but the image (after its "
+                            f"EXIF orientation) is {img.size[0]}x{img.size[1]}; {fix}", rec.path)
         keep = [k for k, c in enumerate(rec.crowd) if not c]
         boxes = torch.tensor([rec.boxes[k] for k in keep], dtype=torch.float32).reshape(-1, 4)
         labels = torch.tensor([rec.labels[k] for k in keep], dtype=torch.int64)

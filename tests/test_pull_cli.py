@@ -15,6 +15,7 @@ import zoo_remote_plugin as remote
 from zoo_core.cli import main
 from zoo_core.registry import reset_registry
 from zoo_core.weights import sha256_file
+from trainer_toy import toy  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -68,6 +69,34 @@ def test_export_command_prints_the_max_abs_difference(reg, tmp_path, capsys):
     assert out_file.is_file() and "max abs difference: " in out
     diff = float(out.split("max abs difference: ")[1].split()[0])
     assert diff < 1e-4
+
+    assert main(["export", str(saved), str(tmp_path / "m.pt"), "--image-size", "16"]) == 0  # format from suffix
+    assert "torchscript -> " in capsys.readouterr().out and (tmp_path / "m.pt").is_file()
+    for argv, message in (([str(saved), str(tmp_path / "x.onnx"), "--format", "torchscript"],
+                           "x.onnx ends in .onnx (a onnx file) but --format is torchscript: name it"),
+                          ([str(saved), str(tmp_path)], "is a folder; OUT is the file to write"),
+                          ([str(tmp_path / "m.onnx"), str(tmp_path / "y.onnx")], "is a file but not a saved model"),
+                          ([str(tmp_path / "empty"), str(tmp_path / "z.onnx")], "neither a saved model")):
+        (tmp_path / "empty").mkdir(exist_ok=True)
+        assert main(["export", *argv]) == 1, argv
+        err = capsys.readouterr().err
+        assert message in err and "unknown model" not in err, err
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "z.onnx").exists()
+
+
+def test_a_run_folder_without_its_final_model_opens_from_its_best_checkpoint(toy, tmp_path):
+    """A run stopped before writing model/ (killed, or --epochs not reached) still evaluates and exports."""
+    import shutil
+
+    from zoo_core.commands.train import open_model
+
+    model = zoo.load("toynet_plain", task="toytrain")
+    zoo.Trainer(max_epochs=1, batch_size=4, out_dir=tmp_path / "run", num_workers=0, verbose=False,
+                tensorboard=False, plots=False).fit(model, "toy:n=8", "toy:n=4")
+    shutil.rmtree(tmp_path / "run" / "model")
+    opened = open_model(str(tmp_path / "run"))
+    best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
+    assert all(torch.equal(best[k], v) for k, v in opened.net.state_dict().items())
 
 
 def test_cli_commands_import_no_torch():

@@ -86,20 +86,32 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 def open_model(spec: str, *, task: str | None = None, num_classes: int | None = None,
                weights: str | None = None, options: dict[str, Any] | None = None,
                task_options: dict[str, Any] | None = None) -> Any:
-    """A model from a name, a saved directory, a run directory (its ``model/``) or a checkpoint file."""
+    """A model from a name, a saved directory, a run directory or a checkpoint file.
+
+    A run directory gives its final ``model/``, or, when the run stopped before writing it, its
+    ``best.pt`` (else ``last.pt``). An existing path that is none of these is an error saying so,
+    never "unknown model".
+    """
     import zoo_core as zoo
     from ..saving import is_saved_model
     from ..train.checkpoint import model_from_checkpoint
 
     path = Path(spec)
-    if path.is_dir() and not is_saved_model(path) and is_saved_model(path / "model"):
-        path = path / "model"
+    if path.is_dir() and not is_saved_model(path):
+        found = [p for p in (path / "model", path / "best.pt", path / "last.pt") if p.exists()]
+        if not found:
+            raise FileNotFoundError(f"{path} is a folder but neither a saved model (config.json + weights) nor a "
+                                    "run folder (model/, best.pt or last.pt): pass one of those, or a model name")
+        path = found[0]
     if is_saved_model(path):
         return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options)
     if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
         from ..api import set_task_options
 
         return set_task_options(model_from_checkpoint(path), task_options)
+    if path.is_file():
+        raise ValueError(f"{path} is a file but not a saved model directory or a .pt/.pth/.ckpt training "
+                         "checkpoint; for a weights file pass a model name with --weights FILE")
     return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
                     **(options or {}))
 

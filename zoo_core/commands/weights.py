@@ -27,10 +27,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pull)
 
     p = sub.add_parser("export", help="export a model to ONNX/TorchScript/torch.export, verified against eager")
-    p.add_argument("model", metavar="NAME_OR_DIR", help="a model name (random init unless --weights) "
-                   "or a directory written by model.save()")
-    p.add_argument("out", type=Path, metavar="OUT", help="output file")
-    p.add_argument("--format", default="onnx", help="onnx (default), torchscript or torch_export")
+    p.add_argument("model", metavar="NAME_OR_DIR", help="a model name (random init unless --weights), a "
+                   "directory written by model.save(), a run folder or a training checkpoint")
+    p.add_argument("out", type=Path, metavar="OUT", help="output file (.onnx, .pt for TorchScript, .pt2 for "
+                   "torch.export)")
+    p.add_argument("--format", help="onnx, torchscript or torch_export (default: from OUT's suffix, else onnx)")
     p.add_argument("--task")
     p.add_argument("--weights", help="a tag, 'default', or a weights file")
     p.add_argument("--num-classes", type=int)
@@ -92,10 +93,33 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from ..api import load
+#: what an export file's suffix says it holds (torch.export archives are .pt2; TorchScript .pt or .ts)
+SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "torch_export", ".pt": "torchscript", ".ts": "torchscript",
+                  ".torchscript": "torchscript"}
 
-    model = load(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
+
+def export_format(out: Path, given: str | None) -> str:
+    """The format to write: ``given``, else the one OUT's suffix names, else ONNX; a contradiction is an error."""
+    from ..export import normalize_format
+
+    implied = SUFFIX_FORMATS.get(out.suffix.lower())
+    if given is None:
+        return implied or "onnx"
+    canonical = normalize_format(given)
+    if implied is not None and implied != canonical:
+        wanted = [s for s, f in SUFFIX_FORMATS.items() if f == canonical]
+        raise ValueError(f"{out} ends in {out.suffix} (a {implied} file) but --format is {given}: name it "
+                         f"{out.with_suffix(wanted[0])}, or drop --format")
+    return canonical
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .train import open_model
+
+    if args.out.is_dir():
+        raise ValueError(f"{args.out} is a folder; OUT is the file to write, e.g. {args.out / 'model.onnx'}")
+    args.format = export_format(args.out, args.format)
+    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
     if args.image_size:
         model.set_image_size(args.image_size)
     result = model.export(args.format, args.out, opset=args.opset, atol=args.atol,

@@ -34,13 +34,14 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from zoo_core.data.folders import DETECTION_FILES
 from zoo_core.data.images import load_image, pil_to_tensor
 from zoo_core.data.robust import SkipTracker, load_or_skip
 from zoo_core.errors import DataError, warn
 
 from .coco_checks import check_coco
 
-ANNOTATION_NAMES = ("annotations.json", "instances.json", "_annotations.coco.json")
+ANNOTATION_NAMES = DETECTION_FILES  # one list: zoo_core reads the same names to tell detection data apart
 
 
 @dataclass

@@ -11,6 +11,7 @@ Trainer's ``image_size`` reaches it. Data, labels and bad-annotation handling: :
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -87,6 +88,22 @@ class DetectionTask(OptionsMixin, Task):
                             "matching head", json_path)
         transform = train_transform(float(opts["hflip"])) if train else eval_transform()
         return CocoDetection(index, transform, train=train)
+
+    def source_class_names(self, source: Any, *, split: str) -> list[str]:
+        """The category names of ``split``'s COCO json, in label order (ascending category id).
+
+        Read with the reader itself (:func:`~.det_data.read_coco`, no ``class_names``), so a head
+        sized from these names labels exactly as :meth:`read_dataset` will. No background name: zoo
+        labels are 0..K-1 and a torchvision detector adds its background slot inside its wrapper
+        (K+1 outputs), so K names give the right head. A file the reader refuses (no categories, bad
+        ids) fails here, before a model is built; the reader's warnings are left to
+        :meth:`read_dataset`, which reads the file again for training.
+        """
+        json_path, images_dir = resolve_source(source, split)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            index = read_coco(json_path, images_dir, train=False)
+        return list(index.class_names)
 
     def collate(self, samples: list[Any]) -> Batch:
         images, targets, meta = zip(*samples)

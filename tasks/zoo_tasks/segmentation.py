@@ -118,6 +118,13 @@ class SegmentationTask(OptionsMixin, Task):
         return MaskFolderDataset(pairs, transform, num_classes=model.num_classes, class_names=names, train=train,
                                  palette=opts["palette"])
 
+    def source_class_names(self, source: Any, *, split: str) -> list[str] | None:
+        """The names ``classes.txt`` gives ``split``'s classes (index order), read as :meth:`read_dataset`
+        reads them; ``None`` without that file (masks hold indices only, so the data cannot say how
+        many classes there are and ``zoo train`` keeps the model's head or asks for ``--num-classes``)."""
+        images_dir, _ = find_folders(source, split)
+        return read_class_names(images_dir) or None
+
     def collate(self, samples: list[Any]) -> Batch:
         images, masks, sources = zip(*samples)
         return Batch(inputs=torch.stack(images), targets=torch.stack(masks).long(),

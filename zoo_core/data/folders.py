@@ -3,8 +3,8 @@
 A root that holds ``train/`` and ``val/`` (or ``valid/``/``validation/``) is split by them; any other
 root is one split. Classes are the sorted sub-folder names (images may sit in nested folders below
 a class folder). Problems a user can fix (missing folder, no images, one class, images lying
-directly in the root, a class the model does not know) raise :class:`DataError` naming the path
-and the fix. Unreadable images are handled by :mod:`zoo_core.data.robust`: skipped with a warning
+directly in the root, a class the model does not know, another task's data) raise :class:`DataError`
+naming the path and the fix. Unreadable images are handled by :mod:`zoo_core.data.robust`: skipped with a warning
 in training, fatal (naming the file) in evaluation.
 """
 
@@ -27,6 +27,12 @@ SPLIT_DIRS: dict[str, tuple[str, ...]] = {
 }
 
 LAYOUT = "root/<class_name>/<image>.jpg (one sub-folder per class)"
+
+#: the file layouts of the other built-in tasks' data, by name only (zoo_core imports no task): a COCO
+#: json (the detection reader looks for exactly these names) and segmentation's images/ + masks/ pair. Read as
+#: class folders they would give classes "images" (and "masks"), and a puzzling error or a useless model.
+DETECTION_FILES = ("annotations.json", "instances.json", "_annotations.coco.json")
+SEGMENTATION_DIRS = ("images", "masks")
 
 
 @dataclass
@@ -72,9 +78,42 @@ def _images_under(folder: Path) -> list[Path]:
                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def other_task_layout(folder: Path) -> tuple[str, str, str] | None:
+    """``(task, evidence, task alias)`` when ``folder`` or a split folder in it holds another task's data.
+
+    Only the file layout is looked at (see ``DETECTION_FILES``/``SEGMENTATION_DIRS``): a COCO json
+    means detection, ``images/`` beside ``masks/`` segmentation. ``evidence`` is relative to ``folder``.
+    """
+    splits = {name for names in SPLIT_DIRS.values() for name in names}
+    candidates = [folder, *(p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.lower() in splits)]
+    for base in candidates:
+        prefix = "" if base == folder else f"{base.name}/"
+        found = next((name for name in DETECTION_FILES if (base / name).is_file()), None)
+        if found is not None:
+            return "detection", f"{prefix}{found}", "det"
+        if all((base / name).is_dir() for name in SEGMENTATION_DIRS):
+            return "segmentation", f"{prefix}images/ + {prefix}masks/", "seg"
+    return None
+
+
+def _refuse_other_task_layout(folder: Path) -> None:
+    """A :class:`DataError` naming ``folder`` and the ``--task`` to use when it holds another task's data."""
+    other = other_task_layout(folder)
+    if other is not None:
+        task, evidence, alias = other
+        raise DataError(f"{folder} looks like {task} data (it holds {evidence}), not classification class folders "
+                        f"({LAYOUT}); use --task {alias} (task={alias!r} in Python) with a {task} model, or pass "
+                        "class folders", folder)
+
+
 def folder_class_names(root: str | Path, split: str = "train") -> list[str]:
-    """The sorted class sub-folder names of ``split`` under ``root`` (no image is opened)."""
-    return [d.name for d in _class_dirs(split_root(root, split))]
+    """The sorted class sub-folder names of ``split`` under ``root`` (no image is opened).
+
+    Detection or segmentation data is refused (:func:`other_task_layout`) rather than read as classes.
+    """
+    folder = split_root(root, split)
+    _refuse_other_task_layout(folder)
+    return [d.name for d in _class_dirs(folder)]
 
 
 def scan_image_folder(root: str | Path, split: str = "train", *,
@@ -83,9 +122,11 @@ def scan_image_folder(root: str | Path, split: str = "train", *,
 
     ``class_names`` (e.g. the training set's, when reading the validation set) fixes the label
     order; a folder naming a class outside it is an error. Without it, classes are the sorted
-    sub-folder names and at least ``min_classes`` of them must hold images.
+    sub-folder names and at least ``min_classes`` of them must hold images. Detection or segmentation
+    data is a :class:`DataError` that names the task to use (:func:`other_task_layout`).
     """
     folder = split_root(root, split)
+    _refuse_other_task_layout(folder)
     class_dirs = _class_dirs(folder)
     stray = sorted(p.name for p in folder.iterdir() if p.is_file() and is_image_file(p))
     if not class_dirs:

@@ -65,7 +65,7 @@ def test_resume_at_an_epoch_boundary_is_bit_exact(toy, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _train(tmp_path / "resumed", callbacks=[Crash(epoch_end=1)])
     assert torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)["progress"]["epoch"] == 1
-    _train(tmp_path / "resumed", resume="last")
+    _train(tmp_path / "resumed", resume=True)  # Lightning style: the same as "last"
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
     rows = (tmp_path / "resumed" / "metrics.csv").read_text().splitlines()
     straight = (tmp_path / "straight" / "metrics.csv").read_text().splitlines()

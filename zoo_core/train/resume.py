@@ -83,9 +83,10 @@ class CheckpointMixin:
             C.atomic_save(ckpt, path)
         return path
 
-    def _read_resume(self, resume: str | Path | None) -> dict | None:
-        if resume is None:
+    def _read_resume(self, resume: str | Path | bool | None) -> dict | None:
+        if resume is None or resume is False:
             return None
+        resume = "last" if resume is True else resume  # Lightning-style resume=True means the run's last
         path = self.last_path if str(resume) == "last" else Path(resume)
         if str(resume) == "last" and not path.exists():
             raise ZooError(f"resume='last' but {path} does not exist: nothing to resume in {self.out_dir}; "

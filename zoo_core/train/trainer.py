@@ -77,12 +77,14 @@ class Trainer(CheckpointMixin):
         self.metrics: dict[str, Any] = {}
 
     # ---- the run ----------------------------------------------------------------------------------
-    def fit(self, model: "ZooModel", train: Any, val: Any = None, *, resume: str | Path | None = None) -> FitResult:
+    def fit(self, model: "ZooModel", train: Any, val: Any = None, *,
+            resume: str | Path | bool | None = None) -> FitResult:
         """Train ``model`` in place on ``train``, validating on ``val`` each epoch; see the module doc.
 
         ``train`` given as a dataset root holding ``train/`` and ``val/`` (what ``zoo data synth``
         writes) validates on its ``val/`` split when ``val`` is None; ``val=False`` trains without
-        validation.
+        validation. ``resume``: ``"last"`` (or True) continues from ``out_dir/last.pt``, a path from that
+        checkpoint; without it, an ``out_dir`` that already holds a run is refused unless ``overwrite``.
         """
         if val is None and isinstance(train, (str, Path)) and (Path(train) / "train").is_dir() \
                 and (Path(train) / "val").is_dir():

@@ -173,3 +173,13 @@ def test_digits_never_overwrites_foreign_folder(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         make_digits(tmp_path / "fresh", limit=20)  # an empty target is fine and quiet
+
+
+def test_every_jpeg_suffix_counts_as_an_image_so_no_file_silently_leaves_an_eval_set(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+    for i, suffix in enumerate((".jpg", ".JPEG", ".jpe", ".jfif")):
+        Image.new("RGB", (8, 8), (60 * i, 0, 0)).save(tmp_path / "a" / f"{i}{suffix}", format="JPEG")
+    Image.new("RGB", (8, 8)).save(tmp_path / "b" / "0.png")
+    index = scan_image_folder(tmp_path)
+    assert sorted(p.suffix for p, _ in index.samples if p.parent.name == "a") == [".JPEG", ".jfif", ".jpe", ".jpg"]

@@ -47,8 +47,9 @@ def test_malicious_pickle_is_refused_and_its_code_never_runs(reg, tmp_path, cont
         torch.save(payload, evil)
     else:
         evil.write_bytes(pickle.dumps(payload, protocol=2))
-    with pytest.raises(WeightsError, match=r"refused to load .*evil\.pt.*GLOBAL"):
+    with pytest.raises(WeightsError, match=r"refused to load .*evil\.pt.*GLOBAL") as err:
         read_state_dict(evil)
+    assert "weights_only=False" not in str(err.value)  # never echo torch's "load it unsafely" advice
     with pytest.raises(WeightsError, match="refused"):
         zoo.load("tiny", task="toy", weights=evil)
     assert not marker.exists()

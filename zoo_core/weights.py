@@ -82,15 +82,23 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        blocked = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
-        raise WeightsError(
-            f"refused to load {path}: it contains Python objects beyond tensors, which could run code "
-            f"when unpickled ({blocked[0] if blocked else 'not a plain state dict'}). The zoo never "
-            "unpickles such files; if you trust it, convert it to safetensors yourself") from exc
+        raise unsafe_pickle_error(path, exc) from exc
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as exc:
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}); "
                            "it may be truncated, or not a weights file") from exc
     return unwrap_state_dict(obj, str(path))
+
+
+def unsafe_pickle_error(path: Path, exc: Exception) -> WeightsError:
+    """The refusal of a file ``torch.load(weights_only=True)`` would not unpickle.
+
+    Only the line naming the blocked object is kept: torch's message goes on to suggest
+    ``weights_only=False``, which is exactly how such a file runs its code.
+    """
+    blocked = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln or "Unsupported" in ln]
+    return WeightsError(f"refused to load {path}: it contains Python objects beyond tensors, which could run "
+                        f"code when unpickled ({blocked[0] if blocked else 'not a plain state dict'}). The zoo "
+                        "never unpickles such files; if you trust it, convert it to safetensors yourself")
 
 
 def sniff_format(path: Path) -> str:

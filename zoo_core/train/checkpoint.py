@@ -113,7 +113,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist; pass a .pt file written by the Trainer "
                            "or resume='last' with the run's out_dir")
-    from ..weights import sniff_format
+    from ..weights import sniff_format, unsafe_pickle_error
 
     if sniff_format(path) != "torch":
         raise WeightsError(f"{path} is not a zoo training checkpoint: it is not a PyTorch file at all "
@@ -122,8 +122,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise WeightsError(f"refused to load {path}: it holds Python objects beyond tensors and plain "
-                           f"data, which could run code ({str(exc).splitlines()[0]})") from exc
+        raise unsafe_pickle_error(path, exc) from exc
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as exc:
         raise WeightsError(f"checkpoint {path} is unreadable ({exc}); it is truncated or not a "
                            "checkpoint. Use another one (best.pt / last.pt)") from exc

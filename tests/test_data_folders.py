@@ -183,3 +183,22 @@ def test_every_jpeg_suffix_counts_as_an_image_so_no_file_silently_leaves_an_eval
     Image.new("RGB", (8, 8)).save(tmp_path / "b" / "0.png")
     index = scan_image_folder(tmp_path)
     assert sorted(p.suffix for p, _ in index.samples if p.parent.name == "a") == [".JPEG", ".jfif", ".jpe", ".jpg"]
+
+
+def test_the_bad_image_limit_is_a_fraction_of_what_each_loader_worker_reads(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import torch.utils.data
+
+    from zoo_core.data.robust import SkipTracker
+
+    tracker = SkipTracker(400, train=True, max_bad_fraction=0.05)
+    assert tracker.limit == 20  # the main process reads the whole set
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: SimpleNamespace(num_workers=4, id=1))
+    assert tracker.limit == 5  # one of 4 workers reads ~100 images: 4 x 5 = 5% of the set in all
+    with pytest.warns(UserWarning, match=r"\(1 so far in this loader worker\)"):
+        tracker.record("a.png", DataError("a.png: truncated"))
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"6 of the 100 training images read in this "
+                                                                   r"loader worker are unreadable \(more than 5%\)"):
+        for i in range(5):
+            tracker.record(f"b{i}.png", DataError("truncated"))

@@ -19,28 +19,42 @@ T = TypeVar("T")
 
 
 class SkipTracker:
-    """Counts unreadable files of one dataset (per process) and enforces the threshold."""
+    """Counts unreadable files of one dataset and enforces the threshold.
+
+    Each DataLoader worker process holds its own copy and reads about ``1/num_workers`` of the set,
+    so its limit is that share's fraction: the whole run stops near ``max_bad_fraction`` of the set
+    whatever the number of workers (a per-process limit on the whole set would allow workers x more).
+    """
 
     def __init__(self, total: int, *, train: bool, max_bad_fraction: float = 0.05) -> None:
         self.total, self.train, self.max_bad_fraction = total, train, max_bad_fraction
         self.bad: dict[str, str] = {}
 
     @property
+    def share(self) -> float:
+        """How many of the ``total`` images this process reads (all of them outside a worker)."""
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        return self.total / info.num_workers if info is not None else float(self.total)
+
+    @property
     def limit(self) -> int:
-        return max(1, int(self.max_bad_fraction * self.total))
+        return max(1, int(self.max_bad_fraction * self.share))
 
     def record(self, path: str | Path, error: Exception) -> None:
         """Note a bad file: raise in evaluation or past the limit, else warn once and go on."""
         if not self.train:
             raise error if isinstance(error, DataError) else DataError(f"{path}: {error}")
         key = str(path)
+        where = "" if self.share == self.total else " in this loader worker"
         if key not in self.bad:
             self.bad[key] = str(error)
-            warn(f"skipping unreadable training image ({len(self.bad)} so far): {error}")
+            warn(f"skipping unreadable training image ({len(self.bad)} so far{where}): {error}")
         if len(self.bad) > self.limit:
             names = ", ".join(list(self.bad)[:5])
-            raise DataError(f"{len(self.bad)} of {self.total} training images are unreadable (more than "
-                            f"{self.max_bad_fraction:.0%}): {names} ...; fix or remove them")
+            raise DataError(f"{len(self.bad)} of the {round(self.share)} training images read{where} are "
+                            f"unreadable (more than {self.max_bad_fraction:.0%}): {names} ...; fix or remove them")
 
 
 def load_or_skip(index: int, total: int, loader: Callable[[int], T], tracker: SkipTracker) -> T:

@@ -174,7 +174,7 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
     if misplaced:  # builders may swallow unknown keywords: a loss= there would silently do nothing
         moved = ", ".join(f"{k!r}: {options[k]!r}" for k in misplaced)
         raise OptionError(f"{misplaced} are options of the {task_name} task, not of the model builder: pass "
-                        f"task_options={{{moved}}}")
+                          f"task_options={{{moved}}}")
     model = build_model(spec, task_name, num_classes=num_classes, class_names=class_names, tag=tag,
                         weights_path=weights_path, strict=strict, options=options)
     return set_task_options(model, task_options)
@@ -188,7 +188,7 @@ def set_task_options(model: "ZooModel", task_options: Mapping[str, Any] | None) 
     unknown = sorted(set(task_options) - set(known)) if known is not None else []
     if unknown:
         raise OptionError(f"task_options {unknown} are not options of the {model.task} task; "
-                        f"known: {sorted(known)}")
+                          f"known: {sorted(known)}")
     model.config["task_options"] = {**dict(model.config.get("task_options") or {}), **dict(task_options)}
     return model
 

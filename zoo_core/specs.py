@@ -127,4 +127,4 @@ def check_options(target: Callable[..., Any], options: Mapping[str, Any], *, wha
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise OptionError(f"{what} does not accept option(s) {unknown}; it takes {sorted(accepted) or 'none'}. "
-                        "Task settings (loss, augmentation) go in zoo.load(..., task_options={...})")
+                          "Task settings (loss, augmentation) go in zoo.load(..., task_options={...})")

@@ -42,7 +42,7 @@ def build_deeplabv3_head(spec: HeadSpec, *, backbone: Backbone, num_classes: int
     """DeepLabV3 on ``backbone``'s map ``level`` (default the deepest) with ASPP ``atrous_rates``."""
     if options:
         raise OptionError(f"head {spec.qualified_name} got unknown option(s) {sorted(options)}; "
-                        "known: level, atrous_rates")
+                          "known: level, atrous_rates")
     if not -len(backbone.feature_info) <= level < len(backbone.feature_info):
         raise ValueError(f"head {spec.qualified_name}: level={level} but the backbone has "
                          f"{len(backbone.feature_info)} maps ({backbone.feature_info})")

@@ -22,7 +22,7 @@ class OptionsMixin:
         unknown = set(options) - set(self.option_defaults)
         if unknown:
             raise OptionError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
-                            f"known: {sorted(self.option_defaults)}")
+                              f"known: {sorted(self.option_defaults)}")
         self.defaults = {**self.option_defaults, **options}
 
     def options(self, model: Any = None) -> dict[str, Any]:

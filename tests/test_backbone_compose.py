@@ -209,5 +209,7 @@ def test_saved_composed_model_round_trips_exactly(toy, tmp_path):
     model.eval(), again.eval()
     assert torch.equal(model(x), again(x)) and again.class_names == ["a", "b"]
     assert again.weights_report is not None and not again.weights_report.reinitialized
+    assert model.label == again.label == "bb:vit8 + bb:pyramid_head"  # what tables and messages call it
+    assert (tmp_path / "m" / "README.md").read_text().startswith("# bb:vit8 + bb:pyramid_head (toy)")
     rehead = zoo.load(tmp_path / "m", num_classes=4)
     assert rehead.num_classes == 4 and sorted(rehead.weights_report.reinitialized) == ["fc.bias", "fc.weight"]

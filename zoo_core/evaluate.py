@@ -184,7 +184,7 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 
 def _safe_name(model: "ZooModel") -> str:
-    name = str(model.config.get("model") or model.task)
+    name = model.label
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 

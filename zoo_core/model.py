@@ -26,6 +26,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "lanczos")
 
 
+def model_label(config: Mapping[str, Any]) -> str:
+    """A model's name from its config: ``model``, or ``backbone + head`` for a composed one."""
+    if config.get("model"):
+        return str(config["model"])
+    if config.get("backbone") or config.get("head"):
+        return f"{config.get('backbone', '?')} + {config.get('head', '?')}"
+    return "an unnamed model"
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """How an image becomes the model's input: size ``(H, W)``, normalisation, interpolation.
@@ -142,6 +151,11 @@ class ZooModel(nn.Module):
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def label(self) -> str:
+        """What to call this model in tables and messages: its name, or ``backbone + head`` if composed."""
+        return model_label(self.config)
 
     @property
     def task_impl(self) -> "Task":

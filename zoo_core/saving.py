@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from ._version import __version__
 from .errors import WeightsError
+from .model import model_label
 
 if TYPE_CHECKING:
     from .model import ZooModel
@@ -197,7 +198,7 @@ def model_card(config: dict[str, Any]) -> str:
     Metrics are ``model.last_metrics`` (set by ``zoo.evaluate`` and the Trainer's last validation);
     the training section is ``model.config["training"]`` (the Trainer's resolved settings).
     """
-    name = config.get("model") or f"{config.get('backbone', '')} + {config.get('head', '')}"
+    name = model_label(config)
     names = [str(c) for c in config.get("class_names", [])]
     pre = config.get("preprocess", {})
     prov = config.get("provenance", {})

@@ -203,7 +203,7 @@ def bench_model(model: "ZooModel", *, batch_size: int = 32, image_size: int | No
     cl = perf.use_channels_last(model.net, dev, channels_last)
     batch = synthetic_batch(model, batch_size, dev, channels_last=cl)
     peak_t = peak_tflops(dev, precision, peak)
-    result = BenchResult(model=str(model.config.get("model")), task=model.task, device=device_name(dev),
+    result = BenchResult(model=model.label, task=model.task, device=device_name(dev),
                          precision=precision, batch_size=batch_size, input_shape=input_shape(batch),
                          channels_last=cl, compile=compile, peak_tflops=peak_t)
     if peak_t is None:

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import IncompatibleError, ZooError, warn
 from ..evaluate import scalar_metrics
+from ..model import model_label
 from . import checkpoint as C
 from .optim import merge_equal_groups
 
@@ -133,7 +134,7 @@ class CheckpointMixin:
                     f"from its weights (zoo.load(<run>/model) or weights=<checkpoint>) without resume")
         optimizer_state = self._matching_optimizer_state(ckpt["optimizer"])
         # Every check that can refuse the resume runs before the model is touched.
-        theirs, ours = ckpt["model_config"].get("model"), model.config.get("model")
+        theirs, ours = model_label(ckpt["model_config"]), model.label
         source = f"checkpoint of {theirs} (this model: {ours})"
         trained = f"{theirs}, {ckpt['model_config'].get('num_classes')} classes"
         load_into(self.raw_net, ckpt.get("train_model", ckpt["model"]), source=source, strict=True,

@@ -360,5 +360,5 @@ class Trainer(CheckpointMixin):
                                     "out_dir": str(self.out_dir)}
         result.model_dir = model.save(self.out_dir / "model")
         if cfg.verbose:
-            print_fit_summary(f"zoo train: {model.config.get('model')} ({model.task})", result, self.stop_reason)
+            print_fit_summary(f"zoo train: {model.label} ({model.task})", result, self.stop_reason)
         return result

@@ -229,3 +229,15 @@ def test_resnet18_learns_digits_in_a_few_cpu_steps(digits: Path) -> None:
     report = metrics.compute()
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
     assert report["accuracy"] > 0.3 and report["num_samples"] == len(val)
+
+
+@pytest.mark.parametrize("options, message", [({"hflip": 2}, r"hflip=2: must be a number in \[0, 1\]"),
+                                              ({"label_smoothing": "a"}, r"label_smoothing='a'"),
+                                              ({"hflip": True}, r"hflip=True")])
+def test_probability_options_out_of_range_are_named(options, message) -> None:
+    from zoo_core.errors import OptionError
+
+    model = zoo.load("resnet18", task="cls", num_classes=3, task_options=options)
+    with pytest.raises(OptionError, match=message):
+        model.task_impl.options(model)
+    assert zoo.get_task("cls").options(zoo.load("resnet18", task="cls", num_classes=3))["hflip"] == 0.5

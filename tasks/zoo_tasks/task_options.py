@@ -17,6 +17,9 @@ class OptionsMixin:
     """``__init__(**options)`` checked against ``option_defaults``; ``options(model)`` merged per model."""
 
     option_defaults: ClassVar[dict[str, Any]] = {}
+    #: options that are probabilities or fractions: checked to lie in [0, 1] where they are read, so a
+    #: typo (hflip=2) is named instead of failing inside a transform
+    unit_interval_options: ClassVar[tuple[str, ...]] = ("hflip", "label_smoothing")
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.option_defaults)
@@ -28,4 +31,11 @@ class OptionsMixin:
     def options(self, model: Any = None) -> dict[str, Any]:
         """The options for ``model``: defaults overridden by ``model.config["task_options"]``."""
         extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
-        return {**self.defaults, **{k: v for k, v in extra.items() if k in self.option_defaults}}
+        merged = {**self.defaults, **{k: v for k, v in extra.items() if k in self.option_defaults}}
+        for key in self.unit_interval_options:
+            value = merged.get(key)
+            if key in merged and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0.0 <= float(value) <= 1.0):
+                raise OptionError(f"task option {key}={value!r}: must be a number in [0, 1] (a probability or "
+                                  f"fraction); default {self.option_defaults[key]!r}")
+        return merged

@@ -210,6 +210,37 @@ def test_bf16_and_fp16_with_a_grad_scaler_that_skips_overflowing_steps(toy, tmp_
     assert all(torch.equal(v, start[k]) for k, v in model.net.state_dict().items())
 
 
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_fused_sgd_after_a_skipped_first_fp16_step_equals_plain_sgd(toy, nesterov):
+    """torch's fused SGD leaves its momentum buffers uninitialised when GradScaler skips its first step."""
+    from zoo_core.train.optim import build_optimizer
+
+    results = []
+    for fused in (True, False):
+        model = zoo.load("toynet_plain", task="toytrain")
+        torch.manual_seed(0)
+        for p in model.net.parameters():
+            p.data = torch.randn_like(p)
+        config = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.9, nesterov=nesterov, weight_decay=0.0,
+                             fused_optimizer=fused)
+        opt = build_optimizer(model, config)
+        scaler = torch.amp.GradScaler("cpu", init_scale=4.0)
+        for step in range(3):
+            scaler.scale(torch.ones(()))  # starts the scaler's per-step state, as scaling the loss does
+            torch.full((4096,), float("nan"))  # leave NaN in the allocator for an empty_like to pick up
+            for p in model.net.parameters():
+                p.grad = torch.ones_like(p) * scaler.get_scale()
+                if step == 0:
+                    p.grad.view(-1)[0] = float("inf")  # the first step overflows and is skipped
+            scaler.step(opt)
+            scaler.update()
+        results.append({k: v.clone() for k, v in model.net.named_parameters()})
+    fused, plain = results
+    assert all(torch.isfinite(v).all() for v in fused.values())
+    for k in plain:
+        torch.testing.assert_close(fused[k], plain[k])
+
+
 def test_a_nan_loss_stops_naming_the_step_and_batch_and_keeps_the_last_good_checkpoint(toy, tmp_path):
     model = zoo.load("toynet_plain", task="toytrain")
     trainer = zoo.Trainer(max_epochs=2, batch_size=4, out_dir=tmp_path, **QUIET)

@@ -188,7 +188,15 @@ def build_optimizer(model: "ZooModel", config: TrainConfig) -> torch.optim.Optim
     kind = config.optimizer.lower()
     fast: dict = {"fused": True} if use_fused(kind, params, config.fused_optimizer) else {}
     if kind == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **fast)
+        opt = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, **fast)
+        if fast and config.momentum:
+            # Fused SGD allocates its momentum buffers uninitialised (empty_like) on its first call and
+            # fills them only if that step is applied; GradScaler's first fp16 steps are often skipped
+            # (scale 65536 overflows), so the first real step would read garbage. Zeros give exactly
+            # the first step's update (buffer = 0 * momentum + grad), skipped or not.
+            for p in params:
+                opt.state[p]["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        return opt
     if kind == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr, betas=(config.momentum, 0.999), **fast)
     if kind == "adam":

@@ -225,8 +225,12 @@ def test_a_new_run_never_replaces_another_runs_checkpoints_unless_told(toy, tmp_
                                            r"--out-dir.*overwrite=True"):
         _train(tmp_path / "run", max_epochs=1, lr=0.5)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before  # refused before anything was written
-    _train(tmp_path / "run", max_epochs=1, lr=0.5, overwrite=True)
+    (tmp_path / "run" / "tensorboard").mkdir()
+    (tmp_path / "run" / "tensorboard" / "events.out.tfevents.old").write_bytes(b"the old run's curves")
+    _train(tmp_path / "run", max_epochs=1, lr=0.5, overwrite=True, save_best=False)
     assert (tmp_path / "run" / "last.pt").read_bytes() != before
+    # the old run's best.pt and TensorBoard events are gone: nothing of it passes for the new run's
+    assert not (tmp_path / "run" / "best.pt").exists() and not (tmp_path / "run" / "tensorboard").exists()
 
 
 @pytest.mark.parametrize("content, message", [

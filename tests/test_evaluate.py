@@ -21,6 +21,10 @@ def test_report_is_a_mapping_with_timings_plots_and_sets_last_metrics(toy, tmp_p
     assert report.plots == [tmp_path / "toy_accuracy.png"] and report.plots[0].is_file()
     assert model.last_metrics == report.scalars() and "per_class" not in model.last_metrics
     assert model.training  # the caller's mode is restored
+    model.eval()
+    model.net.fc.train()  # a submodule deliberately in train mode keeps it after the evaluation
+    zoo.evaluate(model, "toy:n=10", batch_size=4, plots=False, num_workers=0)
+    assert model.net.fc.training and not model.training
     assert "accuracy" in str(report) and "images/s" in str(report)
 
 

@@ -333,3 +333,66 @@ def test_summary_table_wraps_long_paths_instead_of_cutting_them(capsys):
     assert "…" not in text and capsys.readouterr().out == text
     cells = "".join(line.split("│")[2].strip() for line in text.splitlines() if line.count("│") == 3)
     assert path in cells and "0.9190" in cells  # the whole path, folded over lines
+
+
+def test_freezing_lasts_one_run_so_a_second_stage_trains_everything(toy, tmp_path):
+    """Two-stage fine-tuning: head only, then all. The second fit must not inherit the first's freezing."""
+    model = zoo.load("toynet", task="toytrain")
+    zoo.Trainer(max_epochs=1, batch_size=8, freeze_backbone=True, out_dir=tmp_path / "a",
+                **QUIET).fit(model, "toy:n=16")
+    assert all(p.requires_grad for p in model.net.parameters())
+    before = T.weights(model.net)
+    trainer = zoo.Trainer(max_epochs=1, batch_size=8, out_dir=tmp_path / "b", **QUIET)
+    trainer.fit(model, "toy:n=16")
+    assert sum(len(g["params"]) for g in trainer.optimizer.param_groups) == len(list(model.net.parameters()))
+    after = T.weights(model.net)
+    assert not torch.equal(before["stem.0.weight"], after["stem.0.weight"])
+
+
+def test_gradients_left_on_the_model_do_not_reach_the_first_step(toy, tmp_path):
+    def run(dirty: bool):
+        model = zoo.load("toynet_plain", task="toytrain")
+        torch.manual_seed(3)
+        for p in model.net.parameters():
+            p.data = torch.randn_like(p) * 0.1
+        if dirty:
+            for p in model.net.parameters():
+                p.grad = torch.full_like(p, 5.0)
+        zoo.Trainer(max_epochs=1, batch_size=8, optimizer="sgd", lr=0.1, out_dir=tmp_path / str(dirty),
+                    **QUIET).fit(model, "toy:n=16")
+        return T.weights(model.net)
+
+    clean, dirty = run(False), run(True)
+    assert all(torch.equal(clean[k], dirty[k]) for k in clean)
+
+
+def test_a_shorter_last_accumulation_window_is_averaged_over_its_own_batches(toy, tmp_path):
+    """20 samples: batch 4 x accumulate 4 steps on windows of 16 and 4, like batch 16 does."""
+    def run(batch_size, accumulate):
+        model = zoo.load("toynet_plain", task="toytrain")
+        zoo.Trainer(max_epochs=1, batch_size=batch_size, accumulate_grad_batches=accumulate, optimizer="sgd",
+                    lr=0.1, momentum=0.0, weight_decay=0.0, scheduler="constant", seed=1,
+                    out_dir=tmp_path / f"{batch_size}", **QUIET).fit(model, "toy:n=20")
+        return T.weights(model.net)
+
+    a, b = run(16, 1), run(4, 4)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-5)
+
+
+def test_the_logged_lr_is_the_one_the_step_used(toy, tmp_path):
+    zoo.Trainer(max_epochs=1, batch_size=4, lr=0.1, warmup_epochs=1.0, warmup_start_factor=0.01, weight_decay=0.0,
+                out_dir=tmp_path, **QUIET).fit(zoo.load("toynet_plain", task="toytrain"), "toy:n=16")
+    row = next(csv.DictReader((tmp_path / "metrics.csv").open()))
+    # 4 warmup steps from 0.001 to 0.1: the last one used 0.001 + 3/4 x 0.099; the scheduler then moved to 0.1
+    assert float(row["lr/all"]) == pytest.approx(0.001 + 0.75 * 0.099)
+
+
+def test_a_nested_trunks_no_weight_decay_names_are_honoured():
+    """timm ViTs name pos_embed/cls_token in no_weight_decay(); a composed model holds the ViT deeper down."""
+    model = zoo.build("seg", backbone="timm:test_vit", head="deeplabv3", num_classes=3)
+    names = {id(p): n for n, p in model.net.named_parameters()}
+    groups = param_groups(model, TrainConfig(weight_decay=0.05))
+    decayed = {names[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    nested = [n for n in names.values() if n.endswith(("pos_embed", "cls_token"))]
+    assert nested and not set(nested) & decayed

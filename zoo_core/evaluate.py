@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
+from .model import restored_modes
+
 if TYPE_CHECKING:
     from .model import ZooModel
     from .task import Metrics, Task
@@ -94,13 +96,15 @@ class LoopStats:
 def evaluation_loop(model: "ZooModel", task: "Task", loader: torch.utils.data.DataLoader, metrics: "Metrics",
                     *, device: torch.device, precision: str = "32", channels_last: bool = False,
                     limit_batches: int | None = None, progress: Any = None) -> LoopStats:
-    """Run ``task.forward_eval`` over ``loader`` into ``metrics`` (the model is put in eval mode)."""
-    was_training = model.training
-    model.eval()
+    """Run ``task.forward_eval`` over ``loader`` into ``metrics``.
+
+    Every module is in eval mode for the loop (deterministic metrics) and gets its own mode back after.
+    """
     stats = LoopStats(batch_times=[])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
-    try:
+    with restored_modes(model):
+        model.eval()
         with torch.no_grad():  # not inference_mode: metric states must stay ordinary tensors
             for i, batch in enumerate(loader):
                 if limit_batches is not None and i >= limit_batches:
@@ -118,8 +122,6 @@ def evaluation_loop(model: "ZooModel", task: "Task", loader: torch.utils.data.Da
                 metrics.update(outputs, batch)
                 if progress is not None:
                     progress.update(1)
-    finally:
-        model.train(was_training)
     stats.seconds = time.perf_counter() - start
     return stats
 

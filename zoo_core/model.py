@@ -6,9 +6,10 @@ about it); :func:`zoo_core.load` wraps it in a :class:`ZooModel`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -26,13 +27,15 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "lanczos")
 
 
-def model_label(config: Mapping[str, Any]) -> str:
-    """A model's name from its config: ``model``, or ``backbone + head`` for a composed one."""
-    if config.get("model"):
-        return str(config["model"])
-    if config.get("backbone") or config.get("head"):
-        return f"{config.get('backbone', '?')} + {config.get('head', '?')}"
-    return "an unnamed model"
+@contextlib.contextmanager
+def restored_modes(module: nn.Module) -> Iterator[None]:
+    """Put every submodule's train/eval mode back on exit, whatever the body switched."""
+    modes = [(m, m.training) for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,8 @@ class ZooModel(nn.Module):
     @property
     def label(self) -> str:
         """What to call this model in tables and messages: its name, or ``backbone + head`` if composed."""
+        from .saving import model_label
+
         return model_label(self.config)
 
     @property
@@ -179,19 +184,15 @@ class ZooModel(nn.Module):
         from .data.images import as_image_list
 
         images, sources = as_image_list(inputs)
-        modes = None
-        if self.training or self.net.training:
-            modes = [(m, m.training) for m in self.modules()]
-            self.eval()
-        try:
+        switch = self.training or self.net.training
+        with restored_modes(self) if switch else contextlib.nullcontext():
+            if switch:
+                self.eval()
             out: list[Prediction] = []
             for i in range(0, len(images), batch_size):
                 out += self.task_impl.predict(self, images[i:i + batch_size], sources[i:i + batch_size],
                                               **options)
             return out
-        finally:
-            for module, mode in modes or ():
-                module.training = mode
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (+ a README.md model card) into a directory."""
@@ -230,4 +231,4 @@ class ZooModel(nn.Module):
         self.preprocess = self.preprocess.with_size(size)
 
     def extra_repr(self) -> str:
-        return f"task={self.task!r}, num_classes={self.num_classes}, model={self.config.get('model')!r}"
+        return f"task={self.task!r}, num_classes={self.num_classes}, model={self.label!r}"

@@ -14,11 +14,10 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ._version import __version__
 from .errors import WeightsError
-from .model import model_label
 
 if TYPE_CHECKING:
     from .model import ZooModel
@@ -27,6 +26,15 @@ FORMAT = "zoo.model"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+
+
+def model_label(config: Mapping[str, Any]) -> str:
+    """A model's name from its config: ``model``, or ``backbone + head`` for a composed one."""
+    if config.get("model"):
+        return str(config["model"])
+    if config.get("backbone") or config.get("head"):
+        return f"{config.get('backbone', '?')} + {config.get('head', '?')}"
+    return "an unnamed model"
 
 
 def is_saved_model(path: str | Path) -> bool:

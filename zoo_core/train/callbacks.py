@@ -170,13 +170,15 @@ class ModelEMA(Callback):
 
 
 class LRMonitor(Callback):
-    """Adds each parameter group's learning rate to the epoch's logged values (``lr/<group>``)."""
+    """Adds each parameter group's learning rate to the epoch's logged values (``lr/<group>``): the lr
+    of the epoch's last optimizer step (the scheduler has already moved on to the next one)."""
 
     def on_train_epoch_end(self, trainer: "Trainer") -> None:
         if trainer.optimizer is None:
             return
+        used = getattr(trainer, "step_lrs", None)
         for i, group in enumerate(trainer.optimizer.param_groups):
-            trainer.epoch_log[f"lr/{group.get('name', i)}"] = float(group["lr"])
+            trainer.epoch_log[f"lr/{group.get('name', i)}"] = used[i] if used else float(group["lr"])
 
 
 def check_callbacks(callbacks: list[Any]) -> list[Callback]:

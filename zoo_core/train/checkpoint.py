@@ -98,6 +98,10 @@ def remove_stale_temps(folder: str | Path) -> list[Path]:
     return stale
 
 
+#: what a run leaves in its out_dir that a later run could mistake for its own
+RUN_OUTPUTS = ("last.pt", "best.pt", "model", "tensorboard")
+
+
 def refuse_to_overwrite(out_dir: Path) -> None:
     """Refuse a new run in a folder that holds another run's checkpoints (they would be replaced)."""
     found = [p.name for p in (out_dir / "last.pt", out_dir / "best.pt") if p.exists()]
@@ -105,6 +109,27 @@ def refuse_to_overwrite(out_dir: Path) -> None:
         raise ZooError(f"{out_dir} already holds a run ({', '.join(found)}); a new run would replace it. "
                        "Continue it with resume='last' (zoo train --resume last), pick another out_dir "
                        "(--out-dir), or replace it with overwrite=True (--overwrite)")
+
+
+def clear_previous_run(out_dir: Path) -> list[str]:
+    """Delete another run's checkpoints, final model and TensorBoard events (``overwrite=True``).
+
+    Left in place they would pass for the new run's: a NaN reset to the old weights, the old best.pt
+    reported when this run saves none, two runs' curves in one TensorBoard. Returns what was removed.
+    """
+    import shutil
+
+    removed = []
+    for name in RUN_OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        else:
+            continue
+        removed.append(name)
+    return removed
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

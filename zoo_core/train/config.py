@@ -37,7 +37,8 @@ class TrainConfig:
     max_epochs: int = _f(10, "epochs to train", aliases=("--epochs",))
     batch_size: int = _f(32, "images per step and per process (the global batch is this x world size)")
     eval_batch_size: int | None = _f(None, "batch size for validation (default: batch_size)")
-    accumulate_grad_batches: int = _f(1, "micro-batches whose gradients are summed before one optimizer step")
+    accumulate_grad_batches: int = _f(1, "micro-batches per optimizer step; their gradients are averaged, so N "
+                                         "micro-batches of B images step like one batch of N x B")
     limit_train_batches: int | None = _f(None, "at most this many training batches per epoch (quick runs)")
     limit_val_batches: int | None = _f(None, "at most this many validation batches (quick runs)")
     val_every_n_epochs: int = _f(1, "validate every N epochs (and always after the last)")

@@ -95,8 +95,11 @@ def _no_decay_names(net: nn.Module) -> set[str]:
     for mod_name, module in net.named_modules():
         if isinstance(module, NORM_TYPES):
             names.update(f"{mod_name}.{p}" if mod_name else p for p, _ in module.named_parameters(recurse=False))
-    skip = getattr(net, "no_weight_decay", None)
-    patterns = set(skip()) if callable(skip) else set()
+    patterns: set[str] = set()
+    for mod_name, module in net.named_modules():  # timm's no_weight_decay(), also on a nested trunk
+        skip = getattr(module, "no_weight_decay", None)
+        if callable(skip):
+            patterns |= {f"{mod_name}.{n}" if mod_name else n for n in skip()}
     for name, p in net.named_parameters():
         if p.ndim <= 1 or name.endswith(".bias") or name in patterns or \
                 any(re.fullmatch(pat.replace("*", ".*"), name) for pat in patterns if "*" in pat):

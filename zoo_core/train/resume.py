@@ -14,7 +14,7 @@ import torch
 
 from ..errors import IncompatibleError, ZooError, warn
 from ..evaluate import scalar_metrics
-from ..model import model_label
+from ..saving import model_label
 from . import checkpoint as C
 from .optim import merge_equal_groups
 

@@ -99,8 +99,11 @@ class Trainer(CheckpointMixin):
         ckpt = self._read_resume(resume)
         if ckpt is None and not cfg.overwrite:
             C.refuse_to_overwrite(self.out_dir)
+        elif ckpt is None and env.is_main:
+            C.clear_previous_run(self.out_dir)
         self.model, self.task = model, model.task_impl
         self.should_stop, self.stop_reason = False, ""
+        trainable = [(p, p.requires_grad) for p in model.net.parameters()]  # freezing lasts for this run only
         try:
             with numerics(cfg.deterministic), perf.matmul_precision(cfg.matmul_precision):
                 seed_everything(cfg.seed)
@@ -109,6 +112,8 @@ class Trainer(CheckpointMixin):
             exc.args = (f"{exc.args[0]}. {self._reset_after_nan(model)}",)
             raise
         finally:
+            for p, flag in trainable:
+                p.requires_grad_(flag)
             D.teardown(env)
 
     def _reset_after_nan(self, model: "ZooModel") -> str:
@@ -138,9 +143,10 @@ class Trainer(CheckpointMixin):
             model.to(memory_format=torch.channels_last)
         self.raw_net = raw_net = model.net
         apply_freezing(model, cfg)
-        self.frozen_norms = frozen_norm_modules(raw_net)
         sync_bn = D.convert_sync_batchnorm(raw_net) if cfg.sync_batchnorm and env.distributed else {}
+        self.frozen_norms = frozen_norm_modules(raw_net)  # after the conversion: the modules that will run
         self.optimizer = build_optimizer(model, cfg)
+        raw_net.zero_grad(set_to_none=True)  # gradients left on the model must not join the first step
         n_batches = len(self.train_loader) if cfg.limit_train_batches is None else \
             min(len(self.train_loader), cfg.limit_train_batches)
         self.batches_per_epoch = n_batches
@@ -158,6 +164,7 @@ class Trainer(CheckpointMixin):
                                                 cfg.early_stopping_min_delta))
         self.callbacks += self.user_callbacks
         self.state, self.guard = TrainState(), FiniteGuard()
+        self.step_lrs: list[float] = []
         rng = self._restore(ckpt) if ckpt is not None else None
 
         net = D.wrap_ddp(raw_net, env, find_unused_parameters=cfg.find_unused_parameters)
@@ -224,6 +231,7 @@ class Trainer(CheckpointMixin):
             if i >= total:
                 break
             boundary = (i + 1) % accum == 0 or i + 1 == total
+            window = min(accum, total - (i // accum) * accum)  # the epoch's last window may be shorter
             if self.cudagraphs:
                 perf.mark_step_begin()
             data = batch.to(env.device, channels_last=self.channels_last, non_blocking=True)
@@ -231,7 +239,7 @@ class Trainer(CheckpointMixin):
                 with autocast(env.device, cfg.precision):
                     losses = self.task.loss(model, data)
                 loss = losses["loss"]
-                self.scaler.scale(loss / accum if accum > 1 else loss).backward()
+                self.scaler.scale(loss / window if window > 1 else loss).backward()
             self.guard.record(loss, state.step, state.epoch, i, batch.meta)
             for k, v in losses.items():  # a copy, never the loss itself (CUDA graphs overwrite their outputs)
                 sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float().clone()
@@ -260,6 +268,7 @@ class Trainer(CheckpointMixin):
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
+        self.step_lrs = [float(g["lr"]) for g in self.optimizer.param_groups]  # the lrs this step used
         self.scheduler.step()
         self.state.step += 1
 
@@ -324,7 +333,7 @@ class Trainer(CheckpointMixin):
         self.guard.check(self.env, self.last_path)
         totals, n = self._read_sums(sums, count)
         values = {k: (v - prev[0].get(k, 0.0)) / max(n - prev[1], 1.0) for k, v in totals.items()}
-        values["lr"] = float(self.optimizer.param_groups[-1]["lr"])
+        values["lr"] = self.step_lrs[-1]  # the head's lr of the step just logged, not the next one
         self.logger.log_step(values, self.state.step)
         if bar is not None:
             bar.set_postfix(loss=f"{values.get('loss', float('nan')):.4g}", refresh=False)

@@ -54,7 +54,8 @@ class TrainConfig:
     min_lr_ratio: float = _f(0.0, "cosine ends at lr x this ratio")
     step_epochs: int = _f(30, "step schedule: multiply lr by step_gamma every N epochs")
     step_gamma: float = _f(0.1, "step schedule decay factor; plateau schedule reduction factor")
-    plateau_patience: int = _f(3, "plateau schedule: epochs without improvement before reducing lr")
+    plateau_patience: int = _f(3, "plateau schedule: validations without improvement before reducing lr "
+                                  "(epochs when validating every epoch)")
     fused_optimizer: bool | None = _f(None, "fused optimizer kernels (sgd, adam, adamw); None/auto: wherever "
                                             "torch has them (CUDA, CPU)")
     gradient_clip_val: float | None = _f(None, "clip the global gradient norm to this value")
@@ -63,7 +64,9 @@ class TrainConfig:
     # ---- the model during training
     image_size: int | None = _f(None, "training resolution (default: the model's own); the model's "
                                       "preprocessing is updated to it")
-    freeze_backbone: bool = _f(False, "train only the head (parameters under the model's head prefixes)")
+    freeze_backbone: bool = _f(False, "train only the head (parameters under the model's head prefixes); "
+                                      "frozen BatchNorm layers stay in eval mode (statistics fixed); "
+                                      "for this run only")
     freeze_blocks: int = _f(0, "freeze the first N backbone blocks (a block: a top-level module, or one "
                                "entry of a numbered list such as layer1.0 or blocks.3)")
     backbone_lr_mult: float = _f(1.0, "backbone learning rate = lr x this (e.g. 0.1 for fine-tuning)")

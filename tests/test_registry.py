@@ -187,10 +187,33 @@ def test_discover_dedupes_and_reports_entry_point_name_collisions(monkeypatch):
     other = plugin("other_mod", register_models=models(("m", {"tasks": ["cls"]})))
     eps = [_ep("shared", good, "dist-a"), _ep("shared", other, "dist-b")]
     monkeypatch.setattr("zoo_core.registry._entry_points", lambda: eps)
-    reg = discover()
-    assert reg.resolve("model", "shared:m").distribution == "dist-a"
+    with pytest.warns(UserWarning, match=r"plugin 'shared \(dist-b\)' \(dist-b\) failed to load and is left out"):
+        reg = discover()
+    with pytest.raises(PluginError, match="claimed by distributions 'dist-a' and 'dist-b'"):
+        reg.resolve("model", "shared:m")  # neither wins by sorting first
     bad = [p for p in reg.plugins.values() if not p.ok]
     assert len(bad) == 1 and "dist-a" in bad[0].error and "dist-b" in bad[0].error
+
+
+def test_the_zoos_own_plugins_keep_their_names_and_tasks(monkeypatch):
+    """A stranger's plugin named like a built-in one, or a task reusing 'cls', fails; the built-in works."""
+    from zoo_core.registry import _entry_points
+
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    builtin = plugin("builtin_mod", register_tasks=tasks, register_models=models(("m", {"tasks": ["cls"]})))
+    clash = plugin("clash_mod", register_models=models(("m", {"tasks": ["cls"]})))
+    def stolen_alias(register):
+        register("binary", "pkg.mod:Task", aliases=("cls",))
+    thief = plugin("aaa_mod", register_tasks=stolen_alias)
+    eps = [_ep("aaa", thief, "audit-task"), _ep("shared", clash, "audit-clash"), _ep("shared", builtin, "zoo")]
+    monkeypatch.setattr("zoo_core.registry.md.entry_points", lambda group: eps)
+    assert [e.dist.name for e in _entry_points()] == ["zoo", "audit-task", "audit-clash"]  # the zoo's first
+    with pytest.warns(UserWarning):
+        reg = discover()
+    assert reg.resolve("model", "shared:m").distribution == "zoo" and reg.task_spec("cls").distribution == "zoo"
+    errors = {p.name: p.error for p in reg.plugins.values() if not p.ok}
+    assert "is the name of the zoo's built-in plugin" in errors["shared (audit-clash)"]
+    assert "wants the name 'cls', which task 'shared:classification'" in errors["aaa"]
 
 
 def test_disable_and_allow_lists(monkeypatch):

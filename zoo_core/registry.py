@@ -168,11 +168,19 @@ class Registry:
             self.collisions[f"{spec.kind}:{qn}"] = dists
             raise PluginError(f"{spec.kind} {qn!r} is registered twice, by distributions "
                               f"{' and '.join(map(repr, dists))}; uninstall one of them")
+        if isinstance(spec, TaskSpec):  # task names and aliases are global: "cls" must mean one task
+            for alias in (spec.name, *spec.aliases):
+                owner = self._task_alias.get(alias.lower())
+                if owner is not None:
+                    other = self._short["task"][owner][0]
+                    raise PluginError(f"task {qn!r} wants the name {alias!r}, which task {other.qualified_name!r} "
+                                      f"(distribution {other.distribution or other.plugin!r}) already has; task names "
+                                      "and aliases must be unique: rename the task or its alias")
         table[qn] = spec
         self._short[spec.kind].setdefault(spec.name, []).append(spec)
         if isinstance(spec, TaskSpec):
             for alias in (spec.name, *spec.aliases):
-                self._task_alias.setdefault(alias.lower(), spec.name)
+                self._task_alias[alias.lower()] = spec.name
 
     def _fail(self, info: PluginInfo, exc: BaseException) -> None:
         info.error = f"{type(exc).__name__}: {exc}"
@@ -180,6 +188,8 @@ class Registry:
         if strict_plugins():
             raise PluginError(f"plugin {info.name!r} ({info.module}) failed to load: {info.error} "
                               "(ZOO_STRICT_PLUGINS=1 makes this an error)") from exc
+        warn(f"plugin {info.name!r} ({info.distribution or info.module}) failed to load and is left out: "
+             f"{info.error}. `zoo plugins` shows its traceback; ZOO_STRICT_PLUGINS=1 makes this an error")
 
     def finalize(self) -> "Registry":
         """Canonicalise the task names models declare (``"cls"`` -> ``"classification"``)."""
@@ -235,9 +245,10 @@ class Registry:
         plugin = plugin if sep else (provider or "")
         if plugin:
             key = f"{kind}:{plugin}:{short}"
-            if key in self.collisions:
+            if key in self.collisions or f"plugin:{plugin}" in self.collisions:  # never the alphabetical winner
+                dists = self.collisions.get(key) or self.collisions[f"plugin:{plugin}"]
                 raise PluginError(f"{kind} {plugin}:{short} is claimed by distributions "
-                                  f"{' and '.join(self.collisions[key])}; uninstall one of them")
+                                  f"{' and '.join(map(repr, dists))}; uninstall one of them")
             spec = self._specs[kind].get(f"{plugin}:{short}")
             if spec is None:
                 if plugin in self.plugins and not self.plugins[plugin].ok:
@@ -317,11 +328,21 @@ def _check_requires(module: Any, name: str) -> None:
                           f"upgrade the plugin or install a zoo version it supports")
 
 
+#: the distribution of the built-in plugins: they load first and keep their names (a stranger's plugin
+#: cannot take over ``torchvision:`` or the ``cls`` task by sorting earlier)
+OWN_DISTRIBUTION = "zoo"
+
+
+def _is_own(ep: md.EntryPoint) -> bool:
+    dist = getattr(ep, "dist", None)
+    return dist is not None and dist.name.lower() == OWN_DISTRIBUTION
+
+
 def _entry_points() -> list[md.EntryPoint]:
     seen: dict[tuple[str, str], md.EntryPoint] = {}
     for ep in md.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
         seen.setdefault((ep.name, ep.value), ep)  # editable installs can list a dist twice
-    return sorted(seen.values(), key=lambda e: (e.name, e.value))
+    return sorted(seen.values(), key=lambda e: (not _is_own(e), e.name, e.value))
 
 
 def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
@@ -342,6 +363,11 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
             fd = first.dist.name if getattr(first, "dist", None) else first.value
             info = PluginInfo(ep.name + f" ({dname})", ep.value, dname, dver)
             reg.plugins[info.name] = info
+            if _is_own(first):  # the built-in keeps its name; only the newcomer fails
+                reg._fail(info, PluginError(f"plugin name {ep.name!r} of distribution {dname!r} is the name of the "
+                                            "zoo's built-in plugin; the distribution must register under another "
+                                            "entry-point name"))
+                continue
             reg.collisions[f"plugin:{ep.name}"] = [fd, dname or ep.value]
             reg._fail(info, PluginError(f"plugin name {ep.name!r} is claimed by distributions "
                                         f"{fd!r} and {dname!r}; uninstall one of them"))

@@ -88,7 +88,7 @@ def test_timm_vit_loads_exactly_through_its_checkpoint_filter(tmp_path: Path) ->
         assert torch.equal(model.eval()(x), ref(x))
 
 
-@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.module."])
+@pytest.mark.parametrize("prefix", ["module.", "_orig_mod.module.", "net.", "_orig_mod.net.", "module.net."])
 def test_ddp_and_compile_prefixes_load(tmp_path: Path, prefix: str) -> None:
     torch.manual_seed(4)
     ref = torchvision.models.squeezenet1_1(weights=None, num_classes=4).eval()

@@ -192,17 +192,20 @@ def _short(keys: list[str], n: int = 6) -> str:
 def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
               head: Iterable[str] = (), strict: bool = True, map_state_dict=None,
               advice: str | None = None) -> LoadReport:
-    """Copy ``state`` into ``net``: prefixes stripped, head tensors of another shape re-initialised.
+    """Copy ``state`` into ``net``: prefixes stripped (``module.``, ``_orig_mod.``, and a ZooModel's
+    ``net.``), head tensors of another shape re-initialised.
 
     In strict mode any other missing key, unexpected key or shape mismatch raises
     :class:`WeightsError` naming the keys (a file for another architecture); with ``strict=False``
     they are skipped and listed in the report. ``advice`` replaces the default fix in that error.
     """
     state = strip_prefixes(state)
+    own = net.state_dict()
+    if state and not state.keys() & own.keys() and all(k.startswith("net.") for k in state):
+        state = {k[len("net."):]: v for k, v in state.items()}  # a ZooModel's own state_dict(): net.<key>
     if map_state_dict is not None:
         state = map_state_dict(state)
     head = tuple(head)
-    own = net.state_dict()
     report = LoadReport(source=source)
     to_load: dict[str, torch.Tensor] = {}
     mismatched = []

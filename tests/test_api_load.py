@@ -151,3 +151,13 @@ def test_every_accepted_resize_filter_runs_in_predict(interpolation):
     model.preprocess = replace(model.preprocess, input_size=(32, 32), interpolation=interpolation, crop_pct=0.9)
     (pred,) = model.predict([torch.rand(3, 40, 50)])
     assert pred.label in (0, 1, 2) and 0.0 < pred.score <= 1.0
+
+
+def test_a_saved_model_whose_plugin_is_missing_names_the_file_and_the_distribution(toy, tmp_path):
+    saved = zoo.load("tiny", task="toy", num_classes=3).save(tmp_path / "m")
+    config = json.loads((saved / "config.json").read_text())
+    assert config["providers"] == {"toy": "zoo-toy 0.0.1"}
+    reset_registry(Registry().finalize())  # the plugin that built it is not installed here
+    with pytest.raises(ZooError, match=r"m/config\.json names toy:tiny, built by plugin\(s\) toy \(zoo-toy 0\.0\.1\), "
+                                       r"which is not installed here: install that distribution"):
+        zoo.load(saved)

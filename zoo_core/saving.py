@@ -70,6 +70,38 @@ def versions() -> dict[str, str]:
     return out
 
 
+def _plugins_of(config: Mapping[str, Any]) -> list[str]:
+    """The plugins a saved model's names come from (``plugin:name``; composed: backbone and head)."""
+    names = [config.get("model")] if config.get("model") else [config.get("backbone"), config.get("head")]
+    return sorted({str(n).partition(":")[0] for n in names if n and ":" in str(n)})
+
+
+def providers(config: Mapping[str, Any]) -> dict[str, str]:
+    """``{plugin: "distribution version"}`` for the plugins that built this model (to name on load)."""
+    from .registry import get_registry
+
+    plugins = get_registry().plugins
+    return {p: f"{plugins[p].distribution} {plugins[p].version}".strip() if p in plugins and plugins[p].distribution
+            else "" for p in _plugins_of(config)}
+
+
+def _missing_provider(path: Path, config: Mapping[str, Any], exc: Exception) -> Exception:
+    """The error for a saved model whose plugin (or model) this environment lacks: names the file and fix."""
+    from .errors import PluginError
+    from .registry import get_registry
+
+    plugins = get_registry().plugins
+    absent = [p for p in _plugins_of(config) if p not in plugins or not plugins[p].ok]
+    where = f"{path / CONFIG_NAME} names {model_label(config)}"
+    if absent:
+        dists = ", ".join(f"{p} ({(config.get('providers') or {}).get(p) or 'distribution not recorded'})"
+                          for p in absent)
+        state = "failed to load" if any(p in plugins for p in absent) else "is not installed"
+        return PluginError(f"{where}, built by plugin(s) {dists}, which {state} here: install that "
+                           "distribution (or fix it: `zoo plugins`), then load again")
+    return type(exc)(f"{where}: {exc}") if isinstance(exc, PluginError) else PluginError(f"{where}: {exc}")
+
+
 def save_model(model: "ZooModel", path: Path) -> Path:
     """Write weights, config and model card into directory ``path`` (created if needed)."""
     from safetensors.torch import save
@@ -91,7 +123,7 @@ def save_model(model: "ZooModel", path: Path) -> Path:
         "class_names": model.class_names, "preprocess": model.preprocess.to_dict(),
         "provenance": provenance, "metrics": _metrics(model.last_metrics),
         "export_formats": list(model.export_formats),
-        "versions": versions(), "sha256": hashlib.sha256(blob).hexdigest(),
+        "versions": versions(), "providers": providers(model.config), "sha256": hashlib.sha256(blob).hexdigest(),
     }
     atomic_write_bytes(path / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
     atomic_write_bytes(path / "README.md", model_card(config).encode())
@@ -174,16 +206,21 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
     rehead = num_classes is not None and num_classes != config["num_classes"]
     names = class_names if class_names is not None else (None if rehead else config["class_names"])
     n = num_classes if num_classes is not None else (None if class_names is not None else config["num_classes"])
-    if "backbone" in config:
-        from .compose import build_composed
+    from .errors import PluginError, UnknownNameError
 
-        model = build_composed(config["task"], backbone=config["backbone"], head=config["head"],
-                               num_classes=n, class_names=names, weights_path=weights, strict=strict,
-                               options=config.get("options", {}))
-    else:
-        spec = get_registry().resolve("model", config["model"], task=config["task"])
-        model = build_model(spec, config["task"], num_classes=n, class_names=names, tag=None,
-                            weights_path=weights, strict=strict, options=config.get("options", {}))
+    try:
+        if "backbone" in config:
+            from .compose import build_composed
+
+            model = build_composed(config["task"], backbone=config["backbone"], head=config["head"],
+                                   num_classes=n, class_names=names, weights_path=weights, strict=strict,
+                                   options=config.get("options", {}))
+        else:
+            spec = get_registry().resolve("model", config["model"], task=config["task"])
+            model = build_model(spec, config["task"], num_classes=n, class_names=names, tag=None,
+                                weights_path=weights, strict=strict, options=config.get("options", {}))
+    except (UnknownNameError, PluginError) as exc:
+        raise _missing_provider(path, config, exc) from exc
     check_task(model, task)
     model.preprocess = Preprocess.from_dict(config["preprocess"])  # input handling survives a new head
     if config.get("training"):

@@ -11,7 +11,7 @@ import pytest
 import zoo_core
 from zoo_core import hookimpl, hookspecs
 from zoo_core.errors import IncompatibleError, PluginError, UnknownNameError
-from zoo_core.registry import Registry, discover, set_provider_priority
+from zoo_core.registry import Registry, discover, reset_registry, set_provider_priority
 
 
 def plugin(name: str, **hooks) -> types.ModuleType:
@@ -256,7 +256,7 @@ def test_warnings_from_a_plugins_code_point_at_the_users_line(monkeypatch):
     import warnings
 
     from zoo_core.errors import warn
-    from zoo_core.registry import PluginInfo, Registry, reset_registry
+    from zoo_core.registry import PluginInfo
 
     fake = types.ModuleType("fakeplug.tasks")
     exec("def read(warn):\n    warn('fakeplug: 2 files skipped')\n", fake.__dict__)
@@ -287,3 +287,28 @@ def test_warnings_skip_only_a_plugins_own_modules_never_its_whole_package_or_mai
     assert errors._is_own("acme.zoo.tasks", own) and errors._is_own("zoo_core.train.trainer", own)
     assert not errors._is_own("acme.app", own) and not errors._is_own("acme", own)
     assert not errors._is_own("__main__", own) and not errors._is_own("zoo_core_fork", own)
+
+
+def test_an_empty_zoo_list_says_why(monkeypatch, capsys):
+    from zoo_core.cli import main
+
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    good = plugin("good_mod", register_tasks=tasks, register_models=models(("m", {"tasks": ["cls"]})))
+    parts = plugin("parts_mod", register_backbones=lambda register: register("bb", "pkg.mod:bb"))
+    broken = SimpleNamespace(name="broken", value="broken_mod", dist=SimpleNamespace(name="zoo-broken", version="1"),
+                             load=lambda: (_ for _ in ()).throw(ImportError("No module named 'cv3'")))
+    eps = [_ep("good", good, "dist-good"), _ep("parts", parts, "dist-parts"), broken]
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: eps)
+    with pytest.warns(UserWarning, match="'broken'.*failed to load"):
+        reset_registry(discover())
+    try:
+        cases = {("--plugin", "brokn"): "no plugin is called 'brokn'; installed: broken, good, parts",
+                 ("--plugin", "broken"): "plugin 'broken' failed to load: ImportError: No module named 'cv3'",
+                 ("--plugin", "parts"): "plugin 'parts' registers no whole models but 1 backbone(s) (`zoo info",
+                 ("zzz",): "no model matches pattern 'zzz'"}
+        for argv, message in cases.items():
+            assert main(["list", *argv]) == 1
+            captured = capsys.readouterr()
+            assert captured.out == "" and message in captured.err, (argv, captured.err)
+    finally:
+        reset_registry()

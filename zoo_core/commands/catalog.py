@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from typing import Any
 
 from .. import api
 from ..errors import UnknownNameError
@@ -42,7 +44,30 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name}\t{','.join(provs)}")
         else:
             print(name)
+    if not names:
+        print(f"zoo list: {_why_empty(reg, args)}", file=sys.stderr)
     return 0 if names else 1
+
+
+def _why_empty(reg: Any, args: argparse.Namespace) -> str:
+    """Why ``zoo list`` printed nothing: a broken, skipped or unknown plugin, or a filter that matches none."""
+    plugin = args.plugin
+    if plugin:
+        info = reg.plugins.get(plugin)
+        if plugin in reg.skipped:
+            return f"plugin {plugin!r} was not loaded on purpose ({reg.skipped[plugin]})"
+        if info is None:
+            return f"no plugin is called {plugin!r}; installed: {', '.join(sorted(reg.plugins)) or 'none'}"
+        if not info.ok:
+            return f"plugin {plugin!r} failed to load: {info.error} (`zoo plugins` shows the traceback)"
+        parts = {kind: n for kind, n in info.registered.items() if n}
+        if parts and not parts.get("model"):
+            hint = (" (`zoo info NAME` describes a backbone or head; `zoo compat BACKBONE` lists what fits)"
+                    if parts.keys() & {"backbone", "head"} else "")
+            return (f"plugin {plugin!r} registers no whole models but "
+                    + ", ".join(f"{n} {kind}(s)" for kind, n in sorted(parts.items())) + hint)
+    filters = [f"{k} {v!r}" for k, v in (("pattern", args.pattern), ("task", args.task), ("plugin", plugin)) if v]
+    return f"no model matches {', '.join(filters) or 'anything'}"
 
 
 def cmd_info(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import types
+import re
 from types import SimpleNamespace
 
 import pytest
@@ -312,3 +313,31 @@ def test_an_empty_zoo_list_says_why(monkeypatch, capsys):
             assert captured.out == "" and message in captured.err, (argv, captured.err)
     finally:
         reset_registry()
+
+
+@pytest.mark.parametrize("hook, fields, message", [
+    ("register_models", {}, r"tasks=\(\.\.\.\) must name at least one task"),
+    ("register_models", {"tasks": ["cls"], "input_size": 32}, r"input_size=32 must be \(channels, height, width\)"),
+    ("register_models", {"tasks": ["cls"], "input_size": [32, 32]}, r"input_size=\(32, 32\) must be"),
+    ("register_models", {"tasks": ["cls"], "export_formats": ["tflite"]}, r"export_formats \['tflite'\] are not"),
+    ("register_heads", {"task": "cls", "requires": {"min_levelz": 1}},
+     r"requires has unknown key\(s\) \['min_levelz'\]"),
+])
+def test_a_spec_with_bad_fields_fails_its_plugin_at_registration(reg, hook, fields, message):
+    bad = plugin("bad_mod", **{hook: lambda register: register("x", "pkg.mod:build", **fields)})
+    info = reg.add_plugin(bad, "bad")
+    assert not info.ok and re.search(rf"plugin 'bad': (model|head) 'x': {message}", info.error), info.error
+
+
+def test_a_zoo_requires_that_is_not_a_specifier_is_named(reg):
+    mod = plugin("req_mod", register_models=models(("m", {"tasks": ["cls"]})))
+    mod.zoo_requires = "zoo 0.1 or newer"
+    info = reg.add_plugin(mod, "req")
+    assert not info.ok and "zoo_requires = 'zoo 0.1 or newer' is not a version specifier" in info.error
+
+
+def test_head_requirement_keys_match_the_dataclass():
+    from zoo_core.backbone import HeadRequirements
+    from zoo_core.specs import HEAD_REQUIREMENT_KEYS
+
+    assert set(HEAD_REQUIREMENT_KEYS) == set(HeadRequirements.__dataclass_fields__)

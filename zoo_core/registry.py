@@ -31,8 +31,9 @@ from typing import Any, Iterable, Sequence
 import pluggy
 
 from . import hookspecs
-from ._version import __version__
 from .errors import PluginError, UnknownNameError, warn
+from .spec_checks import check_requires as _check_requires
+from .spec_checks import spec_problem as _spec_problem
 from .specs import SPEC_TYPES, ModelSpec, Spec, TaskSpec
 
 HOOK_KINDS = {"register_tasks": "task", "register_models": "model",
@@ -153,7 +154,11 @@ class Registry:
                 elif key in fields:
                     fields[key] = (fields[key],)
             if "input_size" in fields and fields["input_size"] is not None:
-                fields["input_size"] = tuple(fields["input_size"])
+                size = fields["input_size"]
+                fields["input_size"] = tuple(size) if isinstance(size, (list, tuple)) else size
+            problem = _spec_problem(kind, fields)
+            if problem:
+                raise PluginError(f"plugin {info.name!r}: {kind} {name!r}: {problem}")
             staged.append(cls(name=name, builder=builder, plugin=info.name,
                               distribution=info.distribution or "", **fields))
 
@@ -313,19 +318,6 @@ def _task_mismatch(spec: Spec, task: str) -> Exception:
     return IncompatibleError(f"{spec.kind} {spec.qualified_name!r} does not support task {task!r}; "
                              f"it supports {', '.join(tasks)}. Pick another model "
                              f"(`zoo list --task {task}`) or another task")
-
-
-def _check_requires(module: Any, name: str) -> None:
-    req = getattr(module, "zoo_requires", None)
-    if not req:
-        return
-    try:
-        from packaging.specifiers import SpecifierSet
-    except ImportError:  # pragma: no cover - packaging ships with pip/setuptools
-        return
-    if __version__ not in SpecifierSet(str(req)):
-        raise PluginError(f"plugin {name!r} supports zoo {req}, but this is zoo {__version__}; "
-                          f"upgrade the plugin or install a zoo version it supports")
 
 
 #: the distribution of the built-in plugins: they load first and keep their names (a stranger's plugin

@@ -14,6 +14,9 @@ from .errors import OptionError
 
 #: every format :meth:`zoo_core.model.ZooModel.export` writes (and verifies by running the result)
 EXPORT_FORMATS = ("onnx", "torchscript", "torch_export")
+#: the keys a ``HeadSpec.requires`` dict may hold (the fields of zoo_core.backbone.HeadRequirements,
+#: named here so registration can check them without importing torch)
+HEAD_REQUIREMENT_KEYS = ("min_levels", "strides", "min_stride", "max_stride", "single_level_ok")
 
 
 @dataclass(frozen=True)

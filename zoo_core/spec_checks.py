@@ -1,0 +1,51 @@
+"""What registration checks in a plugin before its specs enter the catalog.
+
+Torch-free (listing the catalog imports no model code): a spec's fields are checked when the plugin
+registers them, so a mistake is the plugin author's error at once, naming the plugin and the spec,
+instead of a puzzling failure the first time a user loads the model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+from .errors import PluginError
+from .specs import EXPORT_FORMATS, HEAD_REQUIREMENT_KEYS
+
+
+def spec_problem(kind: str, fields: dict[str, Any]) -> str | None:
+    """What is wrong with a spec's fields, checked at registration (not when a user first loads it)."""
+    if kind == "model" and not fields.get("tasks"):
+        return "tasks=(...) must name at least one task it supports, e.g. tasks=('cls',)"
+    size = fields.get("input_size")
+    if size is not None and not (isinstance(size, tuple) and len(size) == 3
+                                 and all(isinstance(v, int) and v > 0 for v in size)):
+        return f"input_size={size!r} must be (channels, height, width), positive integers"
+    unknown = sorted(set(fields.get("export_formats") or ()) - set(EXPORT_FORMATS))
+    if unknown:
+        return f"export_formats {unknown} are not formats the zoo exports; known: {', '.join(EXPORT_FORMATS)}"
+    if kind == "head":
+        bad = sorted(set(fields.get("requires") or {}) - set(HEAD_REQUIREMENT_KEYS))
+        if bad:
+            return f"requires has unknown key(s) {bad}; allowed: {', '.join(HEAD_REQUIREMENT_KEYS)}"
+    return None
+
+
+def check_requires(module: Any, name: str) -> None:
+    """The plugin module's ``zoo_requires`` (a version specifier) must accept this zoo."""
+    req = getattr(module, "zoo_requires", None)
+    if not req:
+        return
+    try:
+        from packaging.specifiers import InvalidSpecifier, SpecifierSet
+    except ImportError:  # pragma: no cover - packaging ships with pip/setuptools
+        return
+    try:
+        supported = SpecifierSet(str(req))
+    except InvalidSpecifier as exc:
+        raise PluginError(f"plugin {name!r}: zoo_requires = {req!r} is not a version specifier ({exc}); "
+                          "write it like '>=0.1,<0.3'") from exc
+    if __version__ not in supported:
+        raise PluginError(f"plugin {name!r} supports zoo {req}, but this is zoo {__version__}; "
+                          f"upgrade the plugin or install a zoo version it supports")

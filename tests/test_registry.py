@@ -341,3 +341,22 @@ def test_head_requirement_keys_match_the_dataclass():
     from zoo_core.specs import HEAD_REQUIREMENT_KEYS
 
     assert set(HEAD_REQUIREMENT_KEYS) == set(HeadRequirements.__dataclass_fields__)
+
+
+def test_an_unexpected_exception_in_a_builder_names_the_spec_and_its_plugin(monkeypatch):
+    import sys
+
+    builders = types.ModuleType("kaboom_builders")
+    exec("def build(spec, **kwargs):\n    raise KeyError('weights_path')\n", builders.__dict__)
+    monkeypatch.setitem(sys.modules, "kaboom_builders", builders)
+    mod = plugin("kaboom_mod", register_tasks=tasks,
+                 register_models=lambda register: register("boom", "kaboom_builders:build", tasks=("cls",)))
+    reg = Registry()
+    reg.add_plugin(mod, "kaboom", distribution="zoo-kaboom", version="1.0")
+    spec = reg.finalize().resolve("model", "boom")
+    with pytest.raises(PluginError, match=r"the builder 'kaboom_builders:build' of model 'kaboom:boom' \(plugin "
+                                          r"'kaboom', distribution 'zoo-kaboom'\) failed: KeyError: 'weights_path'"):
+        spec.call_builder(task="classification", num_classes=3, pretrained=None)  # what zoo.load calls
+    builders.build = lambda spec, **kw: (_ for _ in ()).throw(ValueError("num_classes must be 3"))
+    with pytest.raises(ValueError, match="^num_classes must be 3$"):  # messages meant for the user pass as they are
+        spec.call_builder(task="classification", num_classes=4, pretrained=None)

@@ -202,7 +202,7 @@ def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
 
     options = dict(options or {})
     num_classes, class_names = check_classes(task_name, num_classes, class_names)
-    built = spec.load_builder()(spec, task=task_name, num_classes=num_classes, pretrained=tag, **options)
+    built = spec.call_builder(task=task_name, num_classes=num_classes, pretrained=tag, **options)
     if not isinstance(built, BuiltModel):
         raise ZooError(f"builder {spec.builder!r} of {spec.qualified_name!r} returned "
                        f"{type(built).__name__}, not zoo_core.model.BuiltModel (plugin {spec.distribution})")

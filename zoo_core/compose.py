@@ -48,7 +48,7 @@ def build(task: str, *, backbone: str, head: str, num_classes: int | None = None
         raise ValueError(f"zoo.build({task_name!r}, head={head!r}) needs num_classes= or class_names=")
     trunk, provenance = build_backbone(bspec, pretrained=pretrained, options=backbone_options)
     net_backbone = fit_backbone(trunk, bspec, hspec, adapter_channels=adapter_channels)
-    built = hspec.load_builder()(hspec, backbone=net_backbone, num_classes=num_classes, **options)
+    built = hspec.call_builder(backbone=net_backbone, num_classes=num_classes, **options)
     if not isinstance(built, BuiltModel):
         raise ZooError(f"builder {hspec.builder!r} of head {hspec.qualified_name!r} returned "
                        f"{type(built).__name__}, not zoo_core.model.BuiltModel (plugin {hspec.distribution})")
@@ -100,7 +100,7 @@ def build_backbone(spec: BackboneSpec, *, pretrained: str | None = None,
         from .errors import UnknownNameError
 
         raise UnknownNameError(f"weights tag of backbone {spec.qualified_name}", pretrained, spec.weights)
-    bb = spec.load_builder()(spec, pretrained=pretrained, **dict(options or {}))
+    bb = spec.call_builder(pretrained=pretrained, **dict(options or {}))
     if not isinstance(bb, Backbone):
         raise PluginError(f"builder {spec.builder!r} of backbone {spec.qualified_name!r} (plugin "
                           f"{spec.plugin}) returned {type(bb).__name__}, not a zoo_core.backbone.Backbone")

@@ -9,7 +9,7 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from .errors import OptionError
+from .errors import OptionError, PluginError, ZooError
 
 
 #: every format :meth:`zoo_core.model.ZooModel.export` writes (and verifies by running the result)
@@ -43,6 +43,23 @@ class Spec:
     def load_builder(self) -> Callable[..., Any]:
         """Import and return the builder function named by ``builder``."""
         return import_object(self.builder, what=f"builder of {self.kind} {self.qualified_name!r}")
+
+    def call_builder(self, *args: Any, **kwargs: Any) -> Any:
+        """``builder(self, *args, **kwargs)``; an unexpected exception names the spec and its plugin.
+
+        ZooErrors, TypeErrors and ValueErrors pass unchanged (their messages are written for the user:
+        options, class counts); anything else (a plugin's KeyError, AttributeError...) would reach the
+        user with no hint of where it came from.
+        """
+        builder = self.load_builder()
+        try:
+            return builder(self, *args, **kwargs)
+        except (ZooError, TypeError, ValueError):
+            raise
+        except Exception as exc:
+            raise PluginError(f"the builder {self.builder!r} of {self.kind} {self.qualified_name!r} (plugin "
+                              f"{self.plugin!r}, distribution {self.distribution or 'unknown'!r}) failed: "
+                              f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass(frozen=True)

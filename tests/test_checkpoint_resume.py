@@ -82,8 +82,11 @@ def test_resume_mid_epoch_is_bit_exact_even_with_worker_processes(toy, tmp_path)
     assert ckpt["progress"] == {"epoch": 1, "step": 12, "batch_in_epoch": 4, "world_size": 1, "batch_size": 4}
     assert ckpt["data"] == {"seed": 7, "epoch": 1, "batches_done": 4}
     # per-sample seeding makes the augmentations independent of which process reads a sample
+    assert ckpt["epoch_losses"]["count"] == 4 and set(ckpt["epoch_losses"]["sums"]) >= {"loss"}
     _train(tmp_path / "resumed", save_every_n_steps=3, num_workers=2, resume=tmp_path / "resumed" / "last.pt")
     _assert_same_run(tmp_path / "straight", tmp_path / "resumed")
+    rows = [(tmp_path / run / "metrics.csv").read_text().splitlines() for run in ("straight", "resumed")]
+    assert [r.split(",")[:3] for r in rows[0]] == [r.split(",")[:3] for r in rows[1]]  # the resumed epoch's mean loss
 
 
 def test_checkpoints_load_weights_only_and_hold_the_whole_state(toy, tmp_path):

@@ -66,6 +66,7 @@ class CheckpointMixin:
                "progress": {"epoch": self.state.epoch, "step": self.state.step,
                             "batch_in_epoch": self.state.batch_in_epoch, "world_size": env.world_size,
                             "batch_size": self.config.batch_size},
+               "epoch_losses": self._epoch_losses() if self.state.batch_in_epoch else {},
                "rng": rng, "rng_per_rank": ranks if env.distributed else [],
                "data": {"seed": self.config.seed, "epoch": self.state.epoch,
                         "batches_done": self.state.batch_in_epoch},
@@ -75,6 +76,12 @@ class CheckpointMixin:
         if self.ema is not None:
             out["train_model"] = self.raw_net.state_dict()
         return out
+
+    def _epoch_losses(self) -> dict[str, Any]:
+        """This epoch's loss sums and batch count so far (this rank's), so a mid-epoch resume logs the
+        same epoch mean as an uninterrupted run."""
+        sums, count = getattr(self, "epoch_sums", None) or {}, getattr(self, "epoch_count", 0)
+        return {"sums": {k: float(v) for k, v in sums.items()}, "count": int(count)}
 
     def save_checkpoint(self, path: Path) -> Path:
         """Write a checkpoint atomically (rank 0); refuses to save weights a NaN loss has touched."""
@@ -151,6 +158,7 @@ class CheckpointMixin:
                 cb.load_state_dict(ckpt["callbacks"][cb.state_key])
         p = ckpt["progress"]
         self.state = TrainState(p["epoch"], p["step"], p["batch_in_epoch"])
+        self.resumed_losses = ckpt.get("epoch_losses") or {}  # the interrupted epoch's loss sums so far
         self.metrics = dict(ckpt.get("metrics", {}))
         same = p["world_size"] == env.world_size and p["batch_size"] == self.config.batch_size
         if not same and p["batch_in_epoch"]:

@@ -165,6 +165,9 @@ class Trainer(CheckpointMixin):
         self.callbacks += self.user_callbacks
         self.state, self.guard = TrainState(), FiniteGuard()
         self.step_lrs: list[float] = []
+        self.resumed_losses: dict[str, Any] = {}
+        self.epoch_sums: dict[str, torch.Tensor] = {}
+        self.epoch_count = 0
         rng = self._restore(ckpt) if ckpt is not None else None
 
         net = D.wrap_ddp(raw_net, env, find_unused_parameters=cfg.find_unused_parameters)
@@ -219,8 +222,12 @@ class Trainer(CheckpointMixin):
             for _ in range(skip):
                 next(batches)
         accum, total = cfg.accumulate_grad_batches, self.batches_per_epoch
-        sums: dict[str, torch.Tensor] = {}
-        count = 0
+        saved = self.resumed_losses if skip else {}  # a mid-epoch resume continues the epoch's sums
+        sums: dict[str, torch.Tensor] = {k: torch.tensor(v, device=env.device) for k, v in
+                                         (saved.get("sums") or {}).items()}
+        count = int(saved.get("count", 0))
+        self.resumed_losses = {}
+        self.epoch_sums = sums
         logged: tuple[dict[str, float], float] = ({}, 0.0)
         bar = make_progress(total, f"epoch {state.epoch + 1}/{cfg.max_epochs}",
                             enabled=cfg.progress_bar if env.is_main else False)
@@ -244,6 +251,7 @@ class Trainer(CheckpointMixin):
             for k, v in losses.items():  # a copy, never the loss itself (CUDA graphs overwrite their outputs)
                 sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float().clone()
             count += 1
+            self.epoch_count = count
             if boundary:
                 self.optimizer_step()
                 state.batch_in_epoch = i + 1

@@ -132,6 +132,9 @@ def test_unsupported_and_unknown_formats_are_refused(classifier, tmp_path):
         model.export("pt2", tmp_path / "m.pt2")
     with pytest.raises(UnknownNameError, match="unknown export format 'onx'; did you mean 'onnx'"):
         model.export("onx", tmp_path / "m.onnx")
+    with pytest.raises(UnknownNameError, match=r"unknown export format 'tflite'.*formats: onnx, torchscript, "
+                                               r"torch_export"):  # nothing close: the list itself
+        model.export("tflite", tmp_path / "m.tflite")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -81,6 +81,8 @@ def test_bad_requests_are_refused_with_the_fix():
         model.quantize("int8", method="static")
     with pytest.raises(ValueError, match="mode 'int4' is not supported"):
         model.quantize("int4")
+    with pytest.raises(ValueError, match=r"batches of shape \(4, 1, 32, 32\), but the model takes 3-channel"):
+        model.quantize("int8", calibration_data=torch.rand(4, 1, 32, 32))  # was torch's conv error
 
     class Branchy(nn.Module):
         def __init__(self):

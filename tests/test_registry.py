@@ -154,7 +154,8 @@ def test_bad_register_calls_name_plugin_and_field(reg):
 def test_same_qualified_name_twice_is_an_error_naming_both(reg):
     reg.add_plugin(plugin("a", register_models=models(("m", {"tasks": ["cls"]}), ("m", {"tasks": ["cls"]}))),
                    "alpha", distribution="dist-one")
-    assert "registered twice" in reg.plugins["alpha"].error
+    assert "registered twice by plugin 'alpha' (dist-one); each name must be registered once" in \
+        reg.plugins["alpha"].error  # its own bug: nothing to uninstall
 
 
 def test_zoo_requires_outside_range_is_reported(reg):
@@ -360,3 +361,32 @@ def test_an_unexpected_exception_in_a_builder_names_the_spec_and_its_plugin(monk
     builders.build = lambda spec, **kw: (_ for _ in ()).throw(ValueError("num_classes must be 3"))
     with pytest.raises(ValueError, match="^num_classes must be 3$"):  # messages meant for the user pass as they are
         spec.call_builder(task="classification", num_classes=4, pretrained=None)
+
+
+def test_zoo_plugins_prints_a_multi_line_error_on_its_row(monkeypatch, capsys):
+    from zoo_core.cli import main
+
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    broken = SimpleNamespace(name="broken", value="broken_mod", dist=SimpleNamespace(name="zoo-broken", version="1"),
+                             load=lambda: (_ for _ in ()).throw(ImportError("line one\n  line two")))
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: [broken])
+    with pytest.warns(UserWarning):
+        reset_registry(discover())
+    try:
+        main(["plugins"])
+        row = [line for line in capsys.readouterr().out.splitlines() if "broken" in line]
+        assert len(row) == 1 and "ERROR ImportError: line one line two" in row[0]
+    finally:
+        reset_registry()
+
+
+def test_the_conformance_suite_says_a_disabled_plugin_is_disabled(monkeypatch):
+    from zoo_core.testing.suite import plugin_specs
+
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "b")
+    mods = [_ep("a", plugin("a_mod", register_tasks=tasks), "da"), _ep("b", plugin("b_mod"), "db")]
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: mods)
+    with pytest.raises(UnknownNameError, match=r"plugin 'b' is installed but was not loaded on purpose "
+                                               r"\(ZOO_DISABLE_PLUGINS\)"):
+        plugin_specs("b", registry=discover())

@@ -79,7 +79,7 @@ def normalize_format(fmt: str) -> str:
     key = fmt.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in FORMATS:
-        raise UnknownNameError("export format", fmt, FORMATS + tuple(ALIASES))
+        raise UnknownNameError("export format", fmt, FORMATS + tuple(ALIASES), f"formats: {', '.join(FORMATS)}")
     return key
 
 

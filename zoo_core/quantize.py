@@ -180,15 +180,23 @@ def _calibration_batches(data: Any, model: "ZooModel", limit: int) -> Iterable[t
     if data is None:
         return []
     if isinstance(data, torch.Tensor):
-        return [b.cpu() for b in data.split(8)][:limit]
-    if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__") or isinstance(data, torch.utils.data.Dataset):
-        from .train.data import read_data
+        batches = [_inputs(b) for b in data.split(8)][:limit]
+    else:
+        if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__") or \
+                isinstance(data, torch.utils.data.Dataset):
+            from .train.data import read_data
 
-        task = model.task_impl
-        ds = read_data(data, task, model, split="train", train=False)
-        data = ds if isinstance(ds, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(
-            ds, batch_size=8, shuffle=False, collate_fn=task.collate)
-    return [_inputs(item) for item in islice(data, limit)]
+            task = model.task_impl
+            ds = read_data(data, task, model, split="train", train=False)
+            data = ds if isinstance(ds, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(
+                ds, batch_size=8, shuffle=False, collate_fn=task.collate)
+        batches = [_inputs(item) for item in islice(data, limit)]
+    channels = model.preprocess.in_chans
+    wrong = next((tuple(b.shape) for b in batches if b.shape[1] != channels), None)
+    if wrong is not None:
+        raise ValueError(f"calibration data has batches of shape {wrong}, but the model takes {channels}-channel "
+                         f"images (preprocess.in_chans): pass (B, {channels}, H, W) tensors or an image folder")
+    return batches
 
 
 def _inputs(item: Any) -> torch.Tensor:

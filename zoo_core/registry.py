@@ -170,6 +170,9 @@ class Registry:
         if qn in table:
             other = table[qn]
             dists = sorted({other.distribution or other.plugin, spec.distribution or spec.plugin})
+            if len(dists) == 1:  # one plugin registering a name twice: its own bug, nothing to uninstall
+                raise PluginError(f"{spec.kind} {qn!r} is registered twice by plugin {spec.plugin!r} "
+                                  f"({dists[0]}); each name must be registered once")
             self.collisions[f"{spec.kind}:{qn}"] = dists
             raise PluginError(f"{spec.kind} {qn!r} is registered twice, by distributions "
                               f"{' and '.join(map(repr, dists))}; uninstall one of them")

@@ -127,7 +127,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     print(f"{'plugin':<{width}}  {'distribution':<24} {'version':<10} status")
     for p in plugins:
         counts = ", ".join(f"{n} {k}s" for k, n in sorted(p.registered.items())) or "nothing registered"
-        status = f"ERROR {p.error}" if p.error else f"ok ({counts})"
+        status = f"ERROR {' '.join(p.error.split())}" if p.error else f"ok ({counts})"  # one line per row
         print(f"{p.name:<{width}}  {(p.distribution or '-'):<24} {(p.version or '-'):<10} {status}")
     reg = get_registry()
     for name, why in sorted(reg.skipped.items()):

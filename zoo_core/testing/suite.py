@@ -61,6 +61,9 @@ def plugin_specs(name: str, *, sample: int | None = None, registry: Registry | N
 
     reg = registry or get_registry()
     if name not in reg.plugins:
+        if name in reg.skipped:
+            raise UnknownNameError("plugin", name, (), f"plugin {name!r} is installed but was not loaded on purpose "
+                                   f"({reg.skipped[name]}); unset that variable to check it")
         raise UnknownNameError("plugin", name, reg.plugins, "`zoo plugins` lists the installed plugins")
     tasks = [s for s in reg.specs("task") if s.plugin == name]
     rest = [s for kind in ("model", "backbone", "head") for s in reg.specs(kind) if s.plugin == name]

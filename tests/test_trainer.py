@@ -257,8 +257,11 @@ def test_a_nan_loss_stops_naming_the_step_and_batch_and_keeps_the_last_good_chec
     saved = torch.load(tmp_path / "last.pt", weights_only=True)["model"]
     assert "model in memory was reset to the weights of" in message  # not left holding NaN weights
     assert all(torch.equal(saved[k], v) for k, v in model.net.state_dict().items())
+    elsewhere = zoo.Trainer(max_epochs=3, batch_size=4, out_dir=tmp_path / "b", **QUIET)
+    with pytest.raises(NonFiniteLossError, match=f"reset to the weights of {tmp_path / 'last.pt'}"):
+        elsewhere.fit(model, "toy:n=16,nan_at=5", resume=tmp_path / "last.pt")  # this run's start is its good one
     fresh = zoo.load("toynet_plain", task="toytrain")
-    with pytest.raises(NonFiniteLossError, match="no longer finite and no checkpoint exists: load it again"):
+    with pytest.raises(NonFiniteLossError, match="no longer finite and this run has no checkpoint: load the model"):
         zoo.Trainer(max_epochs=1, batch_size=4, out_dir=tmp_path / "new", **QUIET).fit(fresh, "toy:n=16,nan_at=1")
 
 

@@ -89,6 +89,7 @@ class CheckpointMixin:
         ckpt = self.checkpoint_dict()
         if self.env.is_main:
             C.atomic_save(ckpt, path)
+        self.good_checkpoint = Path(path)
         return path
 
     def _read_resume(self, resume: str | Path | bool | None) -> dict | None:
@@ -99,7 +100,9 @@ class CheckpointMixin:
         if str(resume) == "last" and not path.exists():
             raise ZooError(f"resume='last' but {path} does not exist: nothing to resume in {self.out_dir}; "
                            "start without resume or pass the checkpoint's path")
-        return C.load_checkpoint(path)
+        ckpt = C.load_checkpoint(path)
+        self.good_checkpoint = path
+        return ckpt
 
     def _matching_optimizer_state(self, state: dict) -> dict:
         """The checkpoint's optimizer state if its parameter groups are this run's, else a refusal.

@@ -94,17 +94,18 @@ class Trainer(CheckpointMixin):
         self.env = env = D.setup(cfg.device)
         self.out_dir = Path(cfg.out_dir)
         self.last_path, self.best_path = self.out_dir / "last.pt", self.out_dir / "best.pt"
-        if env.is_main:
-            C.remove_stale_temps(self.out_dir)
-        ckpt = self._read_resume(resume)
-        if ckpt is None and not cfg.overwrite:
-            C.refuse_to_overwrite(self.out_dir)
-        elif ckpt is None and env.is_main:
-            C.clear_previous_run(self.out_dir)
         self.model, self.task = model, model.task_impl
         self.should_stop, self.stop_reason = False, ""
+        self.good_checkpoint: Path | None = None  # what a NaN resets to: the resumed or a written checkpoint
         trainable = [(p, p.requires_grad) for p in model.net.parameters()]  # freezing lasts for this run only
         try:
+            if env.is_main:
+                C.remove_stale_temps(self.out_dir)
+            ckpt = self._read_resume(resume)
+            if ckpt is None and not cfg.overwrite:
+                C.refuse_to_overwrite(self.out_dir)
+            elif ckpt is None and env.is_main:
+                C.clear_previous_run(self.out_dir)
             with numerics(cfg.deterministic), perf.matmul_precision(cfg.matmul_precision):
                 seed_everything(cfg.seed)
                 return self._fit(model, train, val, ckpt)
@@ -117,13 +118,16 @@ class Trainer(CheckpointMixin):
             D.teardown(env)
 
     def _reset_after_nan(self, model: "ZooModel") -> str:
-        """Put the last good checkpoint's weights back into ``model`` (NaN/Inf updates already reached it)."""
-        if not self.last_path.exists():
-            return ("The model's weights in memory are no longer finite and no checkpoint exists: load it "
-                    "again before using it")
-        state = C.load_checkpoint(self.last_path)["model"]
-        model.net.load_state_dict(state)
-        return f"The model in memory was reset to the weights of {self.last_path}"
+        """Put the last good checkpoint's weights back into ``model`` (NaN/Inf updates already reached it).
+
+        Only a checkpoint of this run counts: the one it resumed from or the last one it wrote.
+        """
+        good = self.good_checkpoint
+        if good is None or not good.exists():
+            return ("The model's weights in memory are no longer finite and this run has no checkpoint: "
+                    "load the model again before using it")
+        model.net.load_state_dict(C.load_checkpoint(good)["model"])
+        return f"The model in memory was reset to the weights of {good}"
 
     def _fit(self, model: "ZooModel", train: Any, val: Any, ckpt: dict | None) -> FitResult:
         cfg, env, task = self.config, self.env, self.task

@@ -233,7 +233,7 @@ def test_resnet18_learns_digits_in_a_few_cpu_steps(digits: Path) -> None:
 
 @pytest.mark.parametrize("options, message", [({"hflip": 2}, r"hflip=2: must be a number in \[0, 1\]"),
                                               ({"label_smoothing": "a"}, r"label_smoothing='a'"),
-                                              ({"hflip": True}, r"hflip=True")])
+                                              ({"hflip": -0.5}, r"hflip=-0.5")])
 def test_probability_options_out_of_range_are_named(options, message) -> None:
     from zoo_core.errors import OptionError
 
@@ -241,3 +241,8 @@ def test_probability_options_out_of_range_are_named(options, message) -> None:
     with pytest.raises(OptionError, match=message):
         model.task_impl.options(model)
     assert zoo.get_task("cls").options(zoo.load("resnet18", task="cls", num_classes=3))["hflip"] == 0.5
+    import numpy as np
+
+    for fine in (False, True, np.float32(0.25)):  # YAML booleans and numpy numbers are numbers
+        ok = zoo.load("resnet18", task="cls", num_classes=3, task_options={"hflip": fine})
+        assert ok.task_impl.options(ok)["hflip"] == fine

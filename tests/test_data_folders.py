@@ -202,3 +202,5 @@ def test_the_bad_image_limit_is_a_fraction_of_what_each_loader_worker_reads(monk
                                                                    r"loader worker are unreadable \(more than 5%\)"):
         for i in range(5):
             tracker.record(f"b{i}.png", DataError("truncated"))
+    tracker.seen.update(range(300))  # a persistent worker that has met 300 distinct images over the epochs
+    assert tracker.limit == 15  # so bad files met again in later epochs do not trip a limit meant for 100

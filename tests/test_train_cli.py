@@ -155,6 +155,12 @@ def test_zoo_demo_quick_trains_evaluates_and_reports(tmp_path, capsys):
     assert (tmp_path / "runs" / "cls" / "best.pt").is_file()
     assert (tmp_path / "runs" / "cls" / "plots" / "confusion_matrix.png").is_file()
     assert (tmp_path / "data" / "cls" / "train").is_dir()
+    torch.set_num_threads(1)
+    try:  # run again in the same --dir: the demo reuses its data and replaces its own runs
+        assert main(["demo", "--quick", "--tasks", "cls", "--epochs", "1", "--dir", str(tmp_path)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert "cls: resnet18" in capsys.readouterr().out
 
 
 def test_train_by_name_sizes_the_head_to_the_data_and_builds_the_model_once(tmp_path, monkeypatch, capsys):

@@ -8,6 +8,7 @@ user may edit). Unknown constructor options are refused with the known ones list
 
 from __future__ import annotations
 
+import numbers
 from typing import Any, ClassVar
 
 from zoo_core.errors import OptionError
@@ -33,9 +34,8 @@ class OptionsMixin:
         extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
         merged = {**self.defaults, **{k: v for k, v in extra.items() if k in self.option_defaults}}
         for key in self.unit_interval_options:
-            value = merged.get(key)
-            if key in merged and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0.0 <= float(value) <= 1.0):
+            value = merged.get(key)  # bools and numpy numbers are numbers too (hflip=False: never flip)
+            if key in merged and (not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0):
                 raise OptionError(f"task option {key}={value!r}: must be a number in [0, 1] (a probability or "
                                   f"fraction); default {self.option_defaults[key]!r}")
         return merged

@@ -46,7 +46,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         data = recipe.write_data(root / "data" / name, quick=args.quick)
         model = recipe.make_model(name, pretrained=args.pretrained)
         start = time.perf_counter()
-        trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=0,
+        trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=0, overwrite=True,  # its own
                               **recipe.trainer_settings(quick=args.quick, epochs=args.epochs))
         result = trainer.fit(model, data, data)
         seconds = time.perf_counter() - start

@@ -29,14 +29,16 @@ class SkipTracker:
     def __init__(self, total: int, *, train: bool, max_bad_fraction: float = 0.05) -> None:
         self.total, self.train, self.max_bad_fraction = total, train, max_bad_fraction
         self.bad: dict[str, str] = {}
+        self.seen: set[int] = set()  # distinct indices this process has read (persistent workers: every epoch)
 
     @property
     def share(self) -> float:
-        """How many of the ``total`` images this process reads (all of them outside a worker)."""
+        """How many of the ``total`` images this process reads: its worker share, or all it has read so far
+        (persistent workers see other indices every epoch)."""
         from torch.utils.data import get_worker_info
 
         info = get_worker_info()
-        return self.total / info.num_workers if info is not None else float(self.total)
+        return max(self.total / info.num_workers, len(self.seen)) if info is not None else float(self.total)
 
     @property
     def limit(self) -> int:
@@ -46,8 +48,10 @@ class SkipTracker:
         """Note a bad file: raise in evaluation or past the limit, else warn once and go on."""
         if not self.train:
             raise error if isinstance(error, DataError) else DataError(f"{path}: {error}")
+        from torch.utils.data import get_worker_info
+
         key = str(path)
-        where = "" if self.share == self.total else " in this loader worker"
+        where = "" if get_worker_info() is None else " in this loader worker"
         if key not in self.bad:
             self.bad[key] = str(error)
             warn(f"skipping unreadable training image ({len(self.bad)} so far{where}): {error}")
@@ -61,6 +65,7 @@ def load_or_skip(index: int, total: int, loader: Callable[[int], T], tracker: Sk
     """``loader(index)``, or in training the next readable sample after unreadable ones."""
     for attempt in range(total):
         j = (index + attempt) % total
+        tracker.seen.add(j)
         try:
             return loader(j)
         except DataError as exc:

@@ -128,8 +128,6 @@ def _drop_key(entry, key):
     (lambda c: c["images"][1].update(id=c["images"][0]["id"]),
      r"duplicate image id \d+ \('00000.png' and '00001.png'\); every image needs a unique id"),
     (lambda c: c["categories"][1].update(id=1), r"duplicate category id 1 \('circle' and 'square'\); every category"),
-    (lambda c: c["categories"][2].update(name="circle"),
-     r"categories 1 and 3 are both named 'circle'; class names must be unique"),
     # sections and entries of the wrong type
     (lambda c: c.update(annotations=None), r"'annotations' is null, not a list; .*use \[\] for none"),
     (lambda c: c.update(annotations={"1": c["annotations"][0]}), r"'annotations' is dict \{'1': .*, not a list"),
@@ -140,7 +138,7 @@ def _drop_key(entry, key):
     # ids that are not integers (were a TypeError in sorting or a ValueError in int())
     (lambda c: _retype_image_ids(c, str), r"'images'\[0\] has id '\d+' \(str\); COCO ids are integers"),
     (lambda c: c["images"][2].update(id="img-3"), r"'images'\[2\] has id 'img-3' \(str\); COCO ids are integers"),
-    (lambda c: _retype_image_ids(c, float), r"'images'\[0\] has id \d+\.0 \(float\)"),
+    (lambda c: c["images"][1].update(id=1.5), r"'images'\[1\] has id 1\.5 \(float\)"),
     (lambda c: c["categories"][1].update(id="2"), r"'categories'\[1\] has id '2' \(str\); COCO ids are integers"),
     (lambda c: c["categories"][0].update(id=True), r"'categories'\[0\] has id True \(bool\)"),
     (lambda c: c["annotations"][3].update(image_id=[1]), r"annotation \d+ refers to image_id \[1\], which is not in"),
@@ -150,14 +148,36 @@ def _drop_key(entry, key):
     (lambda c: _drop_key(c["images"][0], "file_name"),
      r"image \d+ has no 'file_name'; give every image the path of its file"),
     (lambda c: c["images"][0].update(file_name=""), r"image \d+ has file_name ''; give every image the path"),
-    (lambda c: c["images"][0].update(width="96"),
-     r"image \d+ \(00000.png\) has width '96'; expected a positive number of pixels"),
+    (lambda c: c["images"][0].update(width="wide"),
+     r"image \d+ \(00000.png\) has width 'wide'; expected a positive number of pixels"),
 ])
 def test_malformed_ids_types_and_numbers_raise_a_named_error(det_data, tmp_path, damage, message):
     src = edited_copy(det_data, tmp_path, damage)
     with pytest.raises(DataError, match=message) as err:
         read_coco(src / "annotations.json", src / "images")
     assert str(err.value).startswith(str(src / "annotations.json") + ": ")
+
+
+def test_files_other_tools_accept_are_read(det_data, tmp_path):
+    """Integral float ids (pandas), numeric-string sizes, and Roboflow's placeholder category named like a class."""
+    def tolerated(coco):
+        _retype_image_ids(coco, float)
+        for ann in coco["annotations"]:
+            ann["category_id"] = float(ann["category_id"])
+        coco["images"][0]["width"] = str(coco["images"][0]["width"])
+        coco["categories"].insert(0, {"id": 0, "name": coco["categories"][0]["name"], "supercategory": "none"})
+
+    src = edited_copy(det_data, tmp_path, tolerated)
+    with pytest.warns(UserWarning, match=r"categories 0 and 1 are both named 'circle'; they stay separate"):
+        index = read_coco(src / "annotations.json", src / "images")
+    plain = read_coco(det_data / "train" / "annotations.json", det_data / "train" / "images")
+    assert index.class_names == ["circle", *plain.class_names]
+    assert [r.image_id for r in index.records] == [r.image_id for r in plain.records]
+    assert all(isinstance(r.image_id, int) for r in index.records)
+    assert sum(len(r.boxes) for r in index.records) == sum(len(r.boxes) for r in plain.records)
+    with pytest.warns(UserWarning), pytest.raises(DataError, match=r"categories named \['circle'\] appear more "
+                                                                   r"than once, so they cannot be matched"):
+        read_coco(src / "annotations.json", src / "images", class_names=plain.class_names)
 
 
 def test_a_file_that_is_not_a_coco_object_is_refused(tmp_path):

@@ -27,9 +27,33 @@ def check_coco(raw: Any, json_path: Path) -> None:
     raw.setdefault("annotations", [])  # an image-info file (no boxes) has none
     for key in ("images", "categories", "annotations"):
         _check_list(raw, key, json_path)
+    _normalise_numbers(raw)
     images = _check_images(raw["images"], json_path)
     cats = _check_categories(raw["categories"], json_path)
     _check_annotations(raw["annotations"], images, cats, json_path)
+
+
+def _normalise_numbers(raw: dict[str, Any]) -> None:
+    """Integral float ids (``1.0``, as pandas writes them) become ints, numeric-string sizes numbers.
+
+    pycocotools and older readers accept these; refusing them would reject files that work elsewhere.
+    """
+    def as_int(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+    for key, fields in (("images", ("id",)), ("categories", ("id",)),
+                        ("annotations", ("id", "image_id", "category_id"))):
+        for entry in raw[key]:
+            for f in fields:
+                if f in entry:
+                    entry[f] = as_int(entry[f])
+    for img in raw["images"]:
+        for side in ("width", "height"):
+            value = img.get(side)
+            if isinstance(value, str) and value.strip().isdigit():
+                img[side] = int(value)
 
 
 def is_int(value: Any) -> bool:
@@ -100,10 +124,9 @@ def _check_categories(cats: list[dict[str, Any]], json_path: Path) -> set[int]:
         if cid in name_of:
             raise DataError(f"{json_path}: duplicate category id {cid} ({name_of[cid]!r} and {name!r}); every "
                             "category needs a unique id", json_path)
-        if name in id_of:
-            raise DataError(f"{json_path}: categories {id_of[name]} and {cid} are both named {name!r}; class "
-                            "names must be unique: rename one, or merge them (one id, its annotations moved)",
-                            json_path)
+        if name in id_of:  # e.g. Roboflow's placeholder category 0 named like a class: usable, but ambiguous
+            warn(f"{json_path}: categories {id_of[name]} and {cid} are both named {name!r}; they stay separate "
+                 "classes with the same name (predictions cannot tell them apart): rename one, or merge them")
         name_of[cid], id_of[name] = name, cid
     return set(name_of)
 

@@ -147,6 +147,10 @@ def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, 
     names = [str(c.get("name", c["id"])) for c in cats]
     if class_names is None:
         return names, [c["id"] for c in cats]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{json_path}: categories named {twice} appear more than once, so they cannot be matched "
+                        "to the model's classes by name; rename them", json_path)
     unknown = [n for n in names if n not in class_names]
     if unknown:
         raise DataError(f"{json_path}: categories {unknown} are not among the model's classes "

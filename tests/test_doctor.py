@@ -55,8 +55,8 @@ def test_every_problem_is_reported_with_its_fix(doctor, monkeypatch):
     assert "zoo-collide-a" in problems and "zoo-collide-b" in problems
     assert "zoo_requires: >=99" in out and "supports zoo >=99" in problems
     assert "zoo_unmarked_plugin.register_models is not decorated with @zoo_core.hookimpl" in problems
-    # the first "collide" loads; the second distribution claiming the name is the failed one
-    assert "summary: 8 plugin(s), 3 ok, 5 failed, 4 skipped; 6 problem(s)" in out
+    # two distributions claiming "collide": neither loads (the alphabetical first must not win silently)
+    assert "summary: 8 plugin(s), 2 ok, 6 failed, 4 skipped; 7 problem(s)" in out
     assert cli.main(["plugins", "doctor"]) == 1
 
 

@@ -193,8 +193,28 @@ def test_discover_dedupes_and_reports_entry_point_name_collisions(monkeypatch):
         reg = discover()
     with pytest.raises(PluginError, match="claimed by distributions 'dist-a' and 'dist-b'"):
         reg.resolve("model", "shared:m")  # neither wins by sorting first
+    with pytest.raises(UnknownNameError, match="'m'"):
+        reg.resolve("model", "m")  # not by its short name either
+    assert reg.list("model") == []  # the first claimant's specs were withdrawn, its tasks too
+    with pytest.raises(UnknownNameError, match="failed to load: shared .*claimed by distributions"):
+        reg.task_spec("cls")
     bad = [p for p in reg.plugins.values() if not p.ok]
-    assert len(bad) == 1 and "dist-a" in bad[0].error and "dist-b" in bad[0].error
+    assert len(bad) == 2 and all("'dist-a' and 'dist-b'" in p.error for p in bad)
+
+
+def test_a_broken_plugin_under_warnings_as_errors_leaves_the_others_working(monkeypatch):
+    import warnings
+
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    good = plugin("good_mod", register_tasks=tasks, register_models=models(("m", {"tasks": ["cls"]})))
+    future = plugin("future_mod", register_models=models(("n", {"tasks": ["cls"]})))
+    future.zoo_requires = ">=99"
+    eps = [_ep("future", future, "df"), _ep("good", good, "dg")]
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: eps)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # pytest -W error, a plugin author's usual setting
+        reg = discover()
+    assert reg.resolve("model", "m").plugin == "good" and not reg.plugins["future"].ok
 
 
 def test_the_zoos_own_plugins_keep_their_names_and_tasks(monkeypatch):

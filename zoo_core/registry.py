@@ -33,7 +33,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, UnknownNameError, warn
 from .spec_checks import check_requires as _check_requires
-from .spec_checks import spec_problem as _spec_problem
+from .spec_checks import checked_fields
 from .specs import SPEC_TYPES, ModelSpec, Spec, TaskSpec
 
 HOOK_KINDS = {"register_tasks": "task", "register_models": "model",
@@ -138,27 +138,7 @@ class Registry:
         names = {f.name for f in dataclasses.fields(cls)} - {"plugin", "distribution", "name", "builder"}
 
         def register(name: str, builder: str, **fields: Any) -> None:
-            bad = set(fields) - names
-            if bad:
-                raise PluginError(f"plugin {info.name!r}: register({name!r}) got unknown field(s) "
-                                  f"{sorted(bad)} for a {kind}; allowed: {sorted(names)}")
-            if not isinstance(name, str) or not name or ":" in name:
-                raise PluginError(f"plugin {info.name!r}: {kind} name {name!r} must be a non-empty "
-                                  "string without ':'")
-            if not isinstance(builder, str) or ":" not in builder:
-                raise PluginError(f"plugin {info.name!r}: {kind} {name!r} builder must be a "
-                                  f"'module:function' string, got {builder!r}")
-            for key in ("tasks", "aliases", "weights", "export_formats"):
-                if key in fields and not isinstance(fields[key], str):
-                    fields[key] = tuple(fields[key])
-                elif key in fields:
-                    fields[key] = (fields[key],)
-            if "input_size" in fields and fields["input_size"] is not None:
-                size = fields["input_size"]
-                fields["input_size"] = tuple(size) if isinstance(size, (list, tuple)) else size
-            problem = _spec_problem(kind, fields)
-            if problem:
-                raise PluginError(f"plugin {info.name!r}: {kind} {name!r}: {problem}")
+            fields = checked_fields(info.name, kind, name, builder, fields, names)
             staged.append(cls(name=name, builder=builder, plugin=info.name,
                               distribution=info.distribution or "", **fields))
 
@@ -196,8 +176,19 @@ class Registry:
         if strict_plugins():
             raise PluginError(f"plugin {info.name!r} ({info.module}) failed to load: {info.error} "
                               "(ZOO_STRICT_PLUGINS=1 makes this an error)") from exc
-        warn(f"plugin {info.name!r} ({info.distribution or info.module}) failed to load and is left out: "
-             f"{info.error}. `zoo plugins` shows its traceback; ZOO_STRICT_PLUGINS=1 makes this an error")
+        try:  # under -W error a warning must not take every other plugin down with this one
+            warn(f"plugin {info.name!r} ({info.distribution or info.module}) failed to load and is left out: "
+                 f"{info.error}. `zoo plugins` shows its traceback; ZOO_STRICT_PLUGINS=1 makes this an error")
+        except Warning:
+            pass
+
+    def withdraw(self, name: str) -> None:
+        """Remove every spec plugin ``name`` registered (its entry-point name turned out to be contested)."""
+        for kind, table in self._specs.items():
+            for qn in [qn for qn, spec in table.items() if spec.plugin == name]:
+                spec = table.pop(qn)
+                self._short[kind][spec.name].remove(spec)
+        self._task_alias = {a: t for a, t in self._task_alias.items() if self._short["task"].get(t)}
 
     def finalize(self) -> "Registry":
         """Canonicalise the task names models declare (``"cls"`` -> ``"classification"``)."""
@@ -364,8 +355,11 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
                                             "entry-point name"))
                 continue
             reg.collisions[f"plugin:{ep.name}"] = [fd, dname or ep.value]
-            reg._fail(info, PluginError(f"plugin name {ep.name!r} is claimed by distributions "
-                                        f"{fd!r} and {dname!r}; uninstall one of them"))
+            clash = PluginError(f"plugin name {ep.name!r} is claimed by distributions {fd!r} and {dname!r}; "
+                                "uninstall one of them")
+            reg.withdraw(ep.name)  # neither wins: the first one's models would pass for the other's
+            reg._fail(reg.plugins[ep.name], clash)
+            reg._fail(info, clash)
             continue
         by_name[ep.name] = ep
         info = PluginInfo(ep.name, ep.value, dname, dver)

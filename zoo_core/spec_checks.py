@@ -14,6 +14,31 @@ from .errors import PluginError
 from .specs import EXPORT_FORMATS, HEAD_REQUIREMENT_KEYS
 
 
+def checked_fields(plugin: str, kind: str, name: Any, builder: Any, fields: dict[str, Any],
+                   allowed: set[str]) -> dict[str, Any]:
+    """The fields of one ``register(name, builder, **fields)`` call, normalised (lists -> tuples) and
+    checked; a :class:`PluginError` naming the plugin and the spec otherwise."""
+    bad = set(fields) - allowed
+    if bad:
+        raise PluginError(f"plugin {plugin!r}: register({name!r}) got unknown field(s) {sorted(bad)} for a "
+                          f"{kind}; allowed: {sorted(allowed)}")
+    if not isinstance(name, str) or not name or ":" in name:
+        raise PluginError(f"plugin {plugin!r}: {kind} name {name!r} must be a non-empty string without ':'")
+    if not isinstance(builder, str) or ":" not in builder:
+        raise PluginError(f"plugin {plugin!r}: {kind} {name!r} builder must be a 'module:function' string, "
+                          f"got {builder!r}")
+    fields = dict(fields)
+    for key in ("tasks", "aliases", "weights", "export_formats"):
+        if key in fields:
+            fields[key] = (fields[key],) if isinstance(fields[key], str) else tuple(fields[key])
+    if isinstance(fields.get("input_size"), list):
+        fields["input_size"] = tuple(fields["input_size"])
+    problem = spec_problem(kind, fields)
+    if problem:
+        raise PluginError(f"plugin {plugin!r}: {kind} {name!r}: {problem}")
+    return fields
+
+
 def spec_problem(kind: str, fields: dict[str, Any]) -> str | None:
     """What is wrong with a spec's fields, checked at registration (not when a user first loads it)."""
     if kind == "model" and not fields.get("tasks"):

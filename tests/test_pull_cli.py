@@ -72,8 +72,12 @@ def test_export_command_prints_the_max_abs_difference(reg, tmp_path, capsys):
 
     assert main(["export", str(saved), str(tmp_path / "m.pt"), "--image-size", "16"]) == 0  # format from suffix
     assert "torchscript -> " in capsys.readouterr().out and (tmp_path / "m.pt").is_file()
+    assert main(["export", str(saved), str(tmp_path / "e.pt"), "--format", "torch_export", "--image-size", "16"]) == 0
+    assert "torch_export -> " in capsys.readouterr().out  # .pt is a torch archive either way
     for argv, message in (([str(saved), str(tmp_path / "x.onnx"), "--format", "torchscript"],
                            "x.onnx ends in .onnx (a onnx file) but --format is torchscript: name it"),
+                          ([str(saved), str(tmp_path / "x.pt"), "--format", "onnx"],
+                           "x.pt ends in .pt (a torchscript file) but --format is onnx: name it"),
                           ([str(saved), str(tmp_path)], "is a folder; OUT is the file to write"),
                           ([str(tmp_path / "m.onnx"), str(tmp_path / "y.onnx")], "is a file but not a saved model"),
                           ([str(tmp_path / "empty"), str(tmp_path / "z.onnx")], "neither a saved model")):
@@ -94,6 +98,7 @@ def test_a_run_folder_without_its_final_model_opens_from_its_best_checkpoint(toy
     zoo.Trainer(max_epochs=1, batch_size=4, out_dir=tmp_path / "run", num_workers=0, verbose=False,
                 tensorboard=False, plots=False).fit(model, "toy:n=8", "toy:n=4")
     shutil.rmtree(tmp_path / "run" / "model")
+    (tmp_path / "run" / "model").mkdir()  # an empty model/ is not a saved model: best.pt is used
     opened = open_model(str(tmp_path / "run"))
     best = torch.load(tmp_path / "run" / "best.pt", weights_only=True)["model"]
     assert all(torch.equal(best[k], v) for k, v in opened.net.state_dict().items())
@@ -104,3 +109,11 @@ def test_cli_commands_import_no_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_folder_that_shares_a_models_name_does_not_hide_the_model(tmp_path, monkeypatch):
+    from zoo_core.commands.train import open_model
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "resnet18").mkdir()  # e.g. where the user keeps notes on it
+    assert open_model("resnet18", task="cls", num_classes=3).label == "torchvision:resnet18"

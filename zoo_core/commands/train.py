@@ -98,10 +98,16 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
 
     path = Path(spec)
     if path.is_dir() and not is_saved_model(path):
-        found = [p for p in (path / "model", path / "best.pt", path / "last.pt") if p.exists()]
+        found = [p for p in (path / "model", path / "best.pt", path / "last.pt")
+                 if is_saved_model(p) or p.is_file()]
         if not found:
-            raise FileNotFoundError(f"{path} is a folder but neither a saved model (config.json + weights) nor a "
-                                    "run folder (model/, best.pt or last.pt): pass one of those, or a model name")
+            try:  # a folder that happens to share a model's name (./unet/): the name is meant
+                return zoo.load(spec, task=task, num_classes=num_classes, weights=weights,
+                                task_options=task_options, **(options or {}))
+            except zoo.errors.UnknownNameError:
+                raise FileNotFoundError(f"{path} is a folder but neither a saved model (config.json + weights) "
+                                        "nor a run folder (model/, best.pt or last.pt): pass one of those, or a "
+                                        "model name") from None
         path = found[0]
     if is_saved_model(path):
         return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options)
@@ -114,6 +120,16 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
                          "checkpoint; for a weights file pass a model name with --weights FILE")
     return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
                     **(options or {}))
+
+
+def checkpoint_class_names(out_dir: str, resume: Any) -> list[str] | None:
+    """The class names of the checkpoint ``zoo train --resume`` continues (its head, whatever the data says)."""
+    from ..train.checkpoint import load_checkpoint
+
+    path = Path(out_dir) / "last.pt" if str(resume) in ("last", "True") else Path(str(resume))
+    if not path.is_file():
+        return None  # the Trainer names the missing checkpoint
+    return list(load_checkpoint(path).get("class_names") or []) or None
 
 
 def data_class_names(name: str, task: str | None, train: Any) -> list[str] | None:
@@ -157,8 +173,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     options = {**dict(run["options"] or {}), **parse_options(args.option)}
     task_options = {**dict(run["task_options"] or {}), **parse_options(args.task_option)}
     by_name = not Path(str(run["model"])).exists()
-    names = (data_class_names(str(run["model"]), run["task"], train)
-             if by_name and run["num_classes"] is None else None)  # on resume too: the checkpoint has that head
+    names = None
+    if by_name and run["num_classes"] is None:  # a resumed run keeps the head its checkpoint has
+        names = (checkpoint_class_names(config.out_dir, run["resume"]) if run["resume"] else
+                 data_class_names(str(run["model"]), run["task"], train))
     if names:
         options = {**options, "class_names": names}
     model = open_model(str(run["model"]), task=run["task"], num_classes=len(names) if names else run["num_classes"],

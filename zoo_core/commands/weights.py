@@ -99,14 +99,16 @@ SUFFIX_FORMATS = {".onnx": "onnx", ".pt2": "torch_export", ".pt": "torchscript",
 
 
 def export_format(out: Path, given: str | None) -> str:
-    """The format to write: ``given``, else the one OUT's suffix names, else ONNX; a contradiction is an error."""
+    """The format to write: ``given``, else the one OUT's suffix names, else ONNX; an ONNX file asked to hold
+    a torch archive (or the reverse) is an error."""
     from ..export import normalize_format
 
     implied = SUFFIX_FORMATS.get(out.suffix.lower())
     if given is None:
         return implied or "onnx"
     canonical = normalize_format(given)
-    if implied is not None and implied != canonical:
+    # only ONNX vs a torch archive is a real contradiction (.pt holds TorchScript or torch.export alike)
+    if implied is not None and (implied == "onnx") != (canonical == "onnx"):
         wanted = [s for s, f in SUFFIX_FORMATS.items() if f == canonical]
         raise ValueError(f"{out} ends in {out.suffix} (a {implied} file) but --format is {given}: name it "
                          f"{out.with_suffix(wanted[0])}, or drop --format")

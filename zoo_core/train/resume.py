@@ -16,6 +16,7 @@ from ..errors import IncompatibleError, ZooError, warn
 from ..evaluate import scalar_metrics
 from ..saving import model_label
 from . import checkpoint as C
+from . import distributed as D
 from .optim import merge_equal_groups
 
 
@@ -78,10 +79,14 @@ class CheckpointMixin:
         return out
 
     def _epoch_losses(self) -> dict[str, Any]:
-        """This epoch's loss sums and batch count so far (this rank's), so a mid-epoch resume logs the
-        same epoch mean as an uninterrupted run."""
+        """This epoch's loss sums and batch count so far, summed over ranks (every rank calls this), so a
+        mid-epoch resume logs the same epoch mean as an uninterrupted run; rank 0 restores them."""
         sums, count = getattr(self, "epoch_sums", None) or {}, getattr(self, "epoch_count", 0)
-        return {"sums": {k: float(v) for k, v in sums.items()}, "count": int(count)}
+        keys = sorted(sums)
+        totals = torch.stack([sums[k].detach().float().reshape(()) for k in keys]
+                             + [torch.tensor(float(count), device=self.env.device)])
+        values = D.all_reduce_sum(totals, self.env).tolist()
+        return {"sums": dict(zip(keys, values[:-1])), "count": int(values[-1])}
 
     def save_checkpoint(self, path: Path) -> Path:
         """Write a checkpoint atomically (rank 0); refuses to save weights a NaN loss has touched."""

@@ -226,7 +226,7 @@ class Trainer(CheckpointMixin):
             for _ in range(skip):
                 next(batches)
         accum, total = cfg.accumulate_grad_batches, self.batches_per_epoch
-        saved = self.resumed_losses if skip else {}  # a mid-epoch resume continues the epoch's sums
+        saved = self.resumed_losses if skip and env.rank == 0 else {}  # rank 0 continues the epoch's sums
         sums: dict[str, torch.Tensor] = {k: torch.tensor(v, device=env.device) for k, v in
                                          (saved.get("sums") or {}).items()}
         count = int(saved.get("count", 0))

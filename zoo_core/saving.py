@@ -99,7 +99,7 @@ def _missing_provider(path: Path, config: Mapping[str, Any], exc: Exception) -> 
         state = "failed to load" if any(p in plugins for p in absent) else "is not installed"
         return PluginError(f"{where}, built by plugin(s) {dists}, which {state} here: install that "
                            "distribution (or fix it: `zoo plugins`), then load again")
-    return type(exc)(f"{where}: {exc}") if isinstance(exc, PluginError) else PluginError(f"{where}: {exc}")
+    return PluginError(f"{where}: {exc}")
 
 
 def save_model(model: "ZooModel", path: Path) -> Path:

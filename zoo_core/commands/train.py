@@ -100,15 +100,7 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
     if path.is_dir() and not is_saved_model(path):
         found = [p for p in (path / "model", path / "best.pt", path / "last.pt")
                  if is_saved_model(p) or p.is_file()]
-        if not found:
-            try:  # a folder that happens to share a model's name (./unet/): the name is meant
-                return zoo.load(spec, task=task, num_classes=num_classes, weights=weights,
-                                task_options=task_options, **(options or {}))
-            except zoo.errors.UnknownNameError:
-                raise FileNotFoundError(f"{path} is a folder but neither a saved model (config.json + weights) "
-                                        "nor a run folder (model/, best.pt or last.pt): pass one of those, or a "
-                                        "model name") from None
-        path = found[0]
+        path = found[0] if found else path  # nothing: maybe a folder sharing a model's name (./unet/)
     if is_saved_model(path):
         return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options)
     if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
@@ -118,18 +110,24 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
     if path.is_file():
         raise ValueError(f"{path} is a file but not a saved model directory or a .pt/.pth/.ckpt training "
                          "checkpoint; for a weights file pass a model name with --weights FILE")
-    return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
-                    **(options or {}))
+    try:
+        return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
+                        **(options or {}))
+    except zoo.errors.UnknownNameError:
+        if not path.is_dir():
+            raise
+        raise FileNotFoundError(f"{path} is a folder but neither a saved model (config.json + weights) nor a run "
+                                "folder (model/, best.pt or last.pt): pass one of those, or a model name") from None
 
 
 def checkpoint_class_names(out_dir: str, resume: Any) -> list[str] | None:
     """The class names of the checkpoint ``zoo train --resume`` continues (its head, whatever the data says)."""
-    from ..train.checkpoint import load_checkpoint
+    from ..train.checkpoint import load_checkpoint, resume_path
 
-    path = Path(out_dir) / "last.pt" if str(resume) in ("last", "True") else Path(str(resume))
-    if not path.is_file():
+    path = resume_path(resume, Path(out_dir) / "last.pt")
+    if path is None or not path.is_file():
         return None  # the Trainer names the missing checkpoint
-    return list(load_checkpoint(path).get("class_names") or []) or None
+    return list(load_checkpoint(path, mmap=True).get("class_names") or []) or None  # metadata: no tensor read
 
 
 def data_class_names(name: str, task: str | None, train: Any) -> list[str] | None:

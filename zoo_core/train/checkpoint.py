@@ -132,8 +132,18 @@ def clear_previous_run(out_dir: Path) -> list[str]:
     return removed
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint safely and upgrade it to the current format; errors name the file."""
+def resume_path(resume: str | Path | bool | None, last: Path) -> Path | None:
+    """The checkpoint a ``resume`` argument names: ``"last"``/True -> ``last``, a path -> itself, None/False -> None."""
+    if resume is None or resume is False:
+        return None
+    return last if resume is True or str(resume) in ("last", "True") else Path(resume)
+
+
+def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """Read a checkpoint safely and upgrade it to the current format; errors name the file.
+
+    ``mmap``: map the tensors instead of reading them (cheap when only the metadata is wanted).
+    """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist; pass a .pt file written by the Trainer "
@@ -145,7 +155,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
                            f"({path.stat().st_size} bytes). Pass a last.pt/best.pt written by the Trainer; "
                            "for plain weights use zoo.load(name, weights=path)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         raise unsafe_pickle_error(path, exc) from exc
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as exc:

@@ -16,7 +16,6 @@ from ..errors import IncompatibleError, ZooError, warn
 from ..evaluate import scalar_metrics
 from ..saving import model_label
 from . import checkpoint as C
-from . import distributed as D
 from .optim import merge_equal_groups
 
 
@@ -81,12 +80,8 @@ class CheckpointMixin:
     def _epoch_losses(self) -> dict[str, Any]:
         """This epoch's loss sums and batch count so far, summed over ranks (every rank calls this), so a
         mid-epoch resume logs the same epoch mean as an uninterrupted run; rank 0 restores them."""
-        sums, count = getattr(self, "epoch_sums", None) or {}, getattr(self, "epoch_count", 0)
-        keys = sorted(sums)
-        totals = torch.stack([sums[k].detach().float().reshape(()) for k in keys]
-                             + [torch.tensor(float(count), device=self.env.device)])
-        values = D.all_reduce_sum(totals, self.env).tolist()
-        return {"sums": dict(zip(keys, values[:-1])), "count": int(values[-1])}
+        sums, count = self._read_sums(self.epoch_sums, self.epoch_count)
+        return {"sums": sums, "count": int(count)}
 
     def save_checkpoint(self, path: Path) -> Path:
         """Write a checkpoint atomically (rank 0); refuses to save weights a NaN loss has touched."""
@@ -98,11 +93,10 @@ class CheckpointMixin:
         return path
 
     def _read_resume(self, resume: str | Path | bool | None) -> dict | None:
-        if resume is None or resume is False:
+        path = C.resume_path(resume, self.last_path)  # Lightning-style resume=True means the run's last
+        if path is None:
             return None
-        resume = "last" if resume is True else resume  # Lightning-style resume=True means the run's last
-        path = self.last_path if str(resume) == "last" else Path(resume)
-        if str(resume) == "last" and not path.exists():
+        if path == self.last_path and not path.exists():
             raise ZooError(f"resume='last' but {path} does not exist: nothing to resume in {self.out_dir}; "
                            "start without resume or pass the checkpoint's path")
         ckpt = C.load_checkpoint(path)

@@ -229,7 +229,7 @@ class Trainer(CheckpointMixin):
         saved = self.resumed_losses if skip and env.rank == 0 else {}  # rank 0 continues the epoch's sums
         sums: dict[str, torch.Tensor] = {k: torch.tensor(v, device=env.device) for k, v in
                                          (saved.get("sums") or {}).items()}
-        count = int(saved.get("count", 0))
+        self.epoch_count = int(saved.get("count", 0))
         self.resumed_losses = {}
         self.epoch_sums = sums
         logged: tuple[dict[str, float], float] = ({}, 0.0)
@@ -254,20 +254,19 @@ class Trainer(CheckpointMixin):
             self.guard.record(loss, state.step, state.epoch, i, batch.meta)
             for k, v in losses.items():  # a copy, never the loss itself (CUDA graphs overwrite their outputs)
                 sums[k] = sums[k] + v.detach().float() if k in sums else v.detach().float().clone()
-            count += 1
-            self.epoch_count = count
+            self.epoch_count += 1
             if boundary:
                 self.optimizer_step()
                 state.batch_in_epoch = i + 1
                 self._emit("on_optimizer_step")
                 if state.step % cfg.log_every_n_steps == 0:
-                    logged = self._log_steps(sums, count, logged, bar)
+                    logged = self._log_steps(sums, self.epoch_count, logged, bar)
             if bar is not None:
                 bar.update(1)
         if bar is not None:
             bar.close()
         self.guard.check(env, self.last_path)
-        totals = self._reduce(sums, count)
+        totals = self._reduce(sums, self.epoch_count)
         return {("train_" + k if not k.startswith("train") else k): v for k, v in totals.items()}
 
     def optimizer_step(self) -> None:

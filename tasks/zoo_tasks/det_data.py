@@ -112,11 +112,7 @@ def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] |
     """Read and validate a COCO json (see the module docstring for what is dropped or refused)."""
     from pycocotools.coco import COCO
 
-    try:
-        raw = json.loads(json_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{json_path}: not a readable JSON file ({exc})", json_path) from exc
-    check_coco(raw, json_path)
+    raw = load_coco_json(json_path)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco = COCO()
         coco.dataset = raw
@@ -140,6 +136,22 @@ def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] |
     if not records:
         raise DataError(f"{json_path}: no image left (filter_empty dropped every image)", json_path)
     return CocoIndex(json_path, images_dir, records, names, cat_ids)
+
+
+def load_coco_json(json_path: Path) -> dict[str, Any]:
+    """The parsed COCO file, checked (:func:`.coco_checks.check_coco`); errors name the file."""
+    try:
+        raw = json.loads(json_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{json_path}: not a readable JSON file ({exc})", json_path) from exc
+    check_coco(raw, json_path)
+    return raw
+
+
+def category_names(json_path: Path) -> list[str]:
+    """The class names of a COCO file in label order (ascending category id), without indexing its images."""
+    cats = sorted(load_coco_json(json_path)["categories"], key=lambda c: c["id"])
+    return _label_order(cats, None, json_path)[0]
 
 
 def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, json_path: Path

@@ -23,7 +23,7 @@ from zoo_core.errors import DataError
 from zoo_core.demo import DemoRecipe
 from zoo_core.task import Batch, Detections, Metrics, Task
 
-from .det_data import CocoDetection, eval_transform, read_coco, resolve_source, train_transform
+from .det_data import CocoDetection, category_names, eval_transform, read_coco, resolve_source, train_transform
 from .classification import _placeholder_names
 from .det_metrics import DetectionMetrics
 from .task_options import OptionsMixin
@@ -92,18 +92,17 @@ class DetectionTask(OptionsMixin, Task):
     def source_class_names(self, source: Any, *, split: str) -> list[str]:
         """The category names of ``split``'s COCO json, in label order (ascending category id).
 
-        Read with the reader itself (:func:`~.det_data.read_coco`, no ``class_names``), so a head
-        sized from these names labels exactly as :meth:`read_dataset` will. No background name: zoo
-        labels are 0..K-1 and a torchvision detector adds its background slot inside its wrapper
-        (K+1 outputs), so K names give the right head. A file the reader refuses (no categories, bad
-        ids) fails here, before a model is built; the reader's warnings are left to
+        The reader's own checks and label order (:func:`~.det_data.category_names`), without indexing
+        the images, so a head sized from these names labels exactly as :meth:`read_dataset` will. No
+        background name: zoo labels are 0..K-1 and a torchvision detector adds its background slot
+        inside its wrapper (K+1 outputs), so K names give the right head. A file the reader refuses
+        (no categories, bad ids) fails here, before a model is built; the reader's warnings are left to
         :meth:`read_dataset`, which reads the file again for training.
         """
-        json_path, images_dir = resolve_source(source, split)
+        json_path, _ = resolve_source(source, split)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            index = read_coco(json_path, images_dir, train=False)
-        return list(index.class_names)
+            return category_names(json_path)
 
     def collate(self, samples: list[Any]) -> Batch:
         images, targets, meta = zip(*samples)

@@ -17,7 +17,7 @@ import trainer_toy as T
 from trainer_toy import toy  # noqa: F401  (fixture)
 import zoo_core as zoo
 from zoo_core.cli import main, make_parser
-from zoo_core.errors import UnknownNameError
+from zoo_core.errors import SettingError, UnknownNameError
 from zoo_core.train.config import TrainConfig, add_arguments, from_sources
 
 
@@ -44,8 +44,8 @@ def test_yaml_then_flags_override_defaults(tmp_path):
     assert config.batch_size == TrainConfig().batch_size
     with pytest.raises(UnknownNameError, match="'lrr'.*did you mean 'lr'"):
         from_sources({"lrr": 0.1}, parser.parse_args([]))
-    with pytest.raises(SystemExit):
-        parser.parse_args(["--precision", "fp8"])
+    with pytest.raises(SettingError, match="precision='fp8' \\(from --precision\\)"):
+        from_sources({}, parser.parse_args(["--precision", "fp8"]))
 
 
 def test_train_eval_and_predict_from_the_command_line(toy, tmp_path, capsys):
@@ -92,8 +92,8 @@ def test_bad_options_devices_and_sizes_are_one_line_errors(tmp_path, capsys):
                            (["--task-option", "bogus=1"], "task_options ['bogus'] are not options of the"),
                            (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--device", "cuda:99"],
                             "device 'cuda:"),
-                           (["--device", "gpu"], "device 'gpu' is not a device name"),
-                           (["--image-size", "0"], "image_size must be >= 1")):
+                           (["--device", "gpu"], "device='gpu' (from --device): expected a device name"),
+                           (["--image-size", "0"], "image_size='0' (from --image-size): expected a whole number >= 1")):
         assert main(base + extra) == 1, extra  # an error line, not a traceback
         err = capsys.readouterr().err
         assert err.startswith("zoo train: error: ") and message in err and "Traceback" not in err, err

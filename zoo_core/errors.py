@@ -21,7 +21,7 @@ class UnknownNameError(ZooError, LookupError):
             msg += "; did you mean " + ", ".join(repr(s) for s in self.suggestions) + "?"
         msg += f" (`zoo list` shows every {kind})" if kind == "model" else ""
         if hint:
-            msg += f". {hint}"
+            msg += f" {hint}" if msg.endswith("?") else f". {hint}"
         super().__init__(msg)
 
     def __str__(self) -> str:  # LookupError/KeyError would repr() the message
@@ -36,6 +36,15 @@ class IncompatibleError(ZooError, ValueError):
     """A request that cannot be satisfied: a task the model lacks, a head the backbone cannot feed."""
 
 
+class SettingError(ZooError, ValueError):
+    """A Trainer setting of the wrong type or out of range (Python, flag or YAML): names the field,
+    the value given, where it came from and what is allowed."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class OptionError(ZooError, TypeError):
     """A keyword option that the model builder, head or task does not take (names the known ones)."""
 
@@ -44,12 +53,47 @@ class WeightsError(ZooError):
     """A weights file that is missing, unsafe, corrupt, or for another architecture."""
 
 
+class PluginImportError(PluginError, ImportError):
+    """A module a spec names (its builder, its weights_info) that does not import: names the plugin,
+    its distribution, the spec and the module, in one line."""
+
+
+class BuilderError(ZooError):
+    """A ``ValueError``/``TypeError`` raised inside a plugin's builder, re-raised naming the builder.
+
+    The original is ``__cause__`` and its message is kept whole (it is usually about a value the user
+    gave); the subclasses keep its category, so ``except ValueError`` still catches it.
+    """
+
+
+class BuilderValueError(BuilderError, ValueError):
+    """A builder's ``ValueError`` (see :class:`BuilderError`)."""
+
+
+class BuilderTypeError(BuilderError, TypeError):
+    """A builder's ``TypeError`` (see :class:`BuilderError`)."""
+
+
 class DataError(ZooError, ValueError):
     """Bad input data: unreadable image, bad annotation, bad mask. Names the file and the fix."""
 
     def __init__(self, message: str, path: object = None) -> None:
         super().__init__(_unwrap_worker_message(message, type(self)))
         self.path = path
+
+
+class NonFiniteOutputError(ZooError, FloatingPointError):
+    """A model gave NaN/Inf outputs (or holds NaN/Inf weights, so it would): evaluation and ``predict``
+    refuse to score them. The message says how many values and images, where, and what to check."""
+
+
+class NonFiniteMetricError(ZooError, FloatingPointError):
+    """A metric came out NaN/Inf from finite outputs: it is refused, never reported as a score."""
+
+
+class InputError(ZooError, ValueError):
+    """An input passed to ``predict`` that is not an image the model can take (dtype, shape, channels,
+    values); the message names the input by its index, its shape and dtype, and what is expected."""
 
 
 def _unwrap_worker_message(message: str, cls: type) -> str:

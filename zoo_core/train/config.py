@@ -4,29 +4,78 @@ The same dataclass is the ``Trainer(...)`` keyword arguments, the ``zoo train`` 
 :func:`add_arguments`: ``max_epochs`` becomes ``--max-epochs``), the keys of a ``--config run.yaml``
 file (:func:`load_yaml`), and the resolved configuration written to a run's ``out_dir``. No torch here,
 so building the CLI parser stays fast.
+
+Every value is checked where it enters, by one rule per field (:class:`_Rule`): the type comes from the
+field's annotation and the range from its declaration (``_f(..., ge=0)``), so ``Trainer(lr=-1)``,
+``--lr -1`` and ``lr: -1`` in a YAML file are refused with the same :class:`~zoo_core.errors.SettingError`
+(``lr=-1: expected a number >= 0``; the flag and the file are named too). Text is read as YAML 1.1
+leaves it (``lr: 1e-3`` is the string ``"1e-3"``): a number in text is a number, a whole-number field
+takes only whole numbers (``1.5`` is refused, never truncated), ``true`` is not a number, and
+``none``/``null``/``auto`` mean None where a field allows None.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
+import numbers
+import operator
+import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from ..errors import UnknownNameError, ZooError
+from ..errors import SettingError, UnknownNameError, ZooError
 
 PRECISIONS = ("32", "bf16-mixed", "16-mixed")
 OPTIMIZERS = ("sgd", "adamw", "adam", "rmsprop")
 SCHEDULERS = ("cosine", "step", "plateau", "onecycle", "constant")
 MODES = ("max", "min")
 MATMUL_PRECISIONS = ("highest", "high", "medium")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+#: texts that mean None for a field that allows None (``--ema none``, ``device: auto``)
+NONE_WORDS = ("none", "null", "auto", "")
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
 
 
-def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
-       aliases: tuple[str, ...] = ()) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases})
+def _f(default: Any, help: str, *, choices: tuple[str, ...] | None = None, aliases: tuple[str, ...] = (),
+       ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+       what: str = "", hint: str = "", convert: Callable[[Any], Any] | None = None,
+       check: Callable[[Any], str | None] | None = None) -> Any:
+    """A field, its help, and what it accepts beyond its annotated type (checked by :class:`_Rule`).
+
+    ``choices``: the allowed texts; ``ge``/``gt``/``le``/``lt``: bounds (>=, >, <=, <); ``what``: what a
+    text field holds (``"a folder path"``); ``hint``: appended to the error; ``convert``: applied to a
+    Python value first (a Path becomes text); ``check``: what is wrong with a value of the right type
+    (None: nothing).
+    """
+    return field(default=default, metadata={"help": help, "choices": choices, "aliases": aliases, "ge": ge,
+                                            "gt": gt, "le": le, "lt": lt, "what": what, "hint": hint,
+                                            "convert": convert, "check": check})
+
+
+def _path_text(value: Any) -> Any:
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
+def _device_text(value: Any) -> Any:
+    """A ``torch.device`` as its name (the config is written as YAML); anything else unchanged."""
+    kind = type(value)
+    return str(value) if kind.__name__ == "device" and kind.__module__.startswith("torch") else value
+
+
+def _check_device(name: str) -> str | None:
+    """torch's complaint about a device name, or None. Only the syntax: whether this machine has the
+    device is checked when ``fit`` starts. torch is imported here, never when the CLI is built."""
+    import torch
+
+    try:
+        torch.device(name)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        return f"torch says: {str(exc).splitlines()[0]}"
+    return None
 
 
 @dataclass
@@ -34,113 +83,262 @@ class TrainConfig:
     """Every setting of a training run. ``Trainer(**fields)``; see each field's help."""
 
     # ---- schedule of the run
-    max_epochs: int = _f(10, "epochs to train", aliases=("--epochs",))
-    batch_size: int = _f(32, "images per step and per process (the global batch is this x world size)")
-    eval_batch_size: int | None = _f(None, "batch size for validation (default: batch_size)")
+    max_epochs: int = _f(10, "epochs to train", aliases=("--epochs",), ge=1)
+    batch_size: int = _f(32, "images per step and per process (the global batch is this x world size)", ge=1)
+    eval_batch_size: int | None = _f(None, "batch size for validation (default: batch_size)", ge=1)
     accumulate_grad_batches: int = _f(1, "micro-batches per optimizer step; their gradients are averaged, so N "
-                                         "micro-batches of B images step like one batch of N x B")
-    limit_train_batches: int | None = _f(None, "at most this many training batches per epoch (quick runs)")
-    limit_val_batches: int | None = _f(None, "at most this many validation batches (quick runs)")
-    val_every_n_epochs: int = _f(1, "validate every N epochs (and always after the last)")
+                                         "micro-batches of B images step like one batch of N x B", ge=1)
+    limit_train_batches: int | None = _f(None, "at most this many training batches per epoch (quick runs)",
+                                         ge=1)
+    limit_val_batches: int | None = _f(None, "at most this many validation batches (quick runs)", ge=1,
+                                       hint="to train without validation pass val=False (zoo train --val none)")
+    val_every_n_epochs: int = _f(1, "validate every N epochs (and always after the last)", ge=1)
     # ---- optimisation
     optimizer: str = _f("adamw", "optimizer", choices=OPTIMIZERS)
-    lr: float = _f(1e-3, "peak learning rate (of the head when backbone_lr_mult != 1)")
-    weight_decay: float = _f(0.01, "weight decay (never applied to norm layers, biases, 1-d parameters)")
-    momentum: float = _f(0.9, "SGD/RMSprop momentum; Adam(W) beta1")
-    nesterov: bool = _f(False, "Nesterov momentum for SGD")
+    lr: float = _f(1e-3, "peak learning rate (of the head when backbone_lr_mult != 1)", ge=0)
+    weight_decay: float = _f(0.01, "weight decay (never applied to norm layers, biases, 1-d parameters)", ge=0)
+    momentum: float = _f(0.9, "SGD/RMSprop momentum; Adam(W) beta1", ge=0, lt=1)
+    nesterov: bool = _f(False, "Nesterov momentum for SGD (needs momentum > 0)")
     scheduler: str = _f("cosine", "learning-rate schedule after warmup", choices=SCHEDULERS)
-    warmup_epochs: float = _f(0.0, "linear warmup length in epochs (fractions allowed)")
-    warmup_start_factor: float = _f(0.01, "warmup starts at lr x this factor")
-    min_lr_ratio: float = _f(0.0, "cosine ends at lr x this ratio")
-    step_epochs: int = _f(30, "step schedule: multiply lr by step_gamma every N epochs")
-    step_gamma: float = _f(0.1, "step schedule decay factor; plateau schedule reduction factor")
+    warmup_epochs: float = _f(0.0, "linear warmup length in epochs (fractions allowed)", ge=0)
+    warmup_start_factor: float = _f(0.01, "warmup starts at lr x this factor (0: from zero)", ge=0, le=1)
+    min_lr_ratio: float = _f(0.0, "cosine ends at lr x this ratio", ge=0, le=1)
+    step_epochs: int = _f(30, "step schedule: multiply lr by step_gamma every N epochs", ge=1)
+    step_gamma: float = _f(0.1, "step schedule decay factor; plateau schedule reduction factor", gt=0, le=1)
     plateau_patience: int = _f(3, "plateau schedule: validations without improvement before reducing lr "
-                                  "(epochs when validating every epoch)")
+                                  "(epochs when validating every epoch)", ge=1)
     fused_optimizer: bool | None = _f(None, "fused optimizer kernels (sgd, adam, adamw); None/auto: wherever "
                                             "torch has them (CUDA, CPU)")
-    gradient_clip_val: float | None = _f(None, "clip the global gradient norm to this value")
+    gradient_clip_val: float | None = _f(None, "clip the global gradient norm to this value", gt=0,
+                                         hint="None turns clipping off")
     ema: float | None = _f(None, "keep an exponential moving average of the weights with this decay "
-                                 "(e.g. 0.999); it is what gets evaluated and saved")
+                                 "(e.g. 0.999); it is what gets evaluated and saved", ge=0, lt=1)
     # ---- the model during training
     image_size: int | None = _f(None, "training resolution (default: the model's own); the model's "
-                                      "preprocessing is updated to it")
-    freeze_backbone: bool = _f(False, "train only the head (parameters under the model's head prefixes); "
-                                      "frozen BatchNorm layers stay in eval mode (statistics fixed); "
-                                      "for this run only")
-    freeze_blocks: int = _f(0, "freeze the first N backbone blocks (a block: a top-level module, or one "
-                               "entry of a numbered list such as layer1.0 or blocks.3)")
-    backbone_lr_mult: float = _f(1.0, "backbone learning rate = lr x this (e.g. 0.1 for fine-tuning)")
+                                      "preprocessing is updated to it", ge=1)
+    freeze_backbone: bool = _f(False, "freeze the pretrained backbone the model declares (ResNet's trunk, "
+                                      "U-Net's encoder, a detector's backbone.body); everything else (a new "
+                                      "decoder, FPN, RPN, the classifier) trains; frozen BatchNorm layers stay "
+                                      "in eval mode (statistics fixed); for this run only")
+    freeze_blocks: int = _f(0, "freeze the first N blocks of the declared backbone (a block: a module "
+                               "directly under it, or one entry of a numbered list such as layer1.0 or "
+                               "blocks.3)", ge=0)
+    backbone_lr_mult: float = _f(1.0, "learning rate of the declared pretrained backbone = lr x this (e.g. "
+                                      "0.1 for fine-tuning); a new decoder/neck and the head keep lr", ge=0)
     precision: str = _f("32", "numeric precision", choices=PRECISIONS)
     channels_last: bool | None = _f(None, "channels-last memory format (faster convolutions on GPUs); "
                                           "None/auto: on CUDA for networks with 2-d convolutions")
     compile: bool = _f(False, "torch.compile the network")
-    compile_backend: str = _f("inductor", "torch.compile backend")
-    compile_mode: str | None = _f(None, "torch.compile mode (default, reduce-overhead, max-autotune); "
-                                        "reduce-overhead and max-autotune also capture CUDA graphs")
+    compile_backend: str = _f("inductor", "torch.compile backend", what="a torch.compile backend name")
+    compile_mode: str | None = _f(None, "torch.compile mode; reduce-overhead and max-autotune also capture "
+                                        "CUDA graphs", choices=COMPILE_MODES)
     matmul_precision: str | None = _f(None, "float32 matmul precision: highest, high (TF32 on recent GPUs), "
                                             "medium; None: leave torch's setting", choices=MATMUL_PRECISIONS)
     sync_batchnorm: bool = _f(False, "convert BatchNorm to SyncBatchNorm under DDP")
     find_unused_parameters: bool = _f(False, "DDP find_unused_parameters (for models that skip parameters)")
     # ---- reproducibility
-    seed: int = _f(0, "seed of every random number generator, the data order and the augmentations")
+    seed: int = _f(0, "seed of every random number generator, the data order and the augmentations",
+                   ge=0, lt=2**63)
     deterministic: bool = _f(False, "deterministic algorithms (bit-exact on the CPU; slower on GPUs)")
     seed_per_sample: bool = _f(True, "seed the random generators from (seed, epoch, index) before each "
                                      "training sample, so augmentations do not depend on workers, ranks or "
                                      "resume points (~15 us a sample); off: the usual per-worker seeds")
     # ---- monitoring, checkpoints and stopping
-    monitor: str | None = _f(None, "metric for the best checkpoint (default: the task's default metric)")
+    monitor: str | None = _f(None, "metric for the best checkpoint (default: the task's default metric)",
+                             what="a metric name")
     monitor_mode: str | None = _f(None, "max or min for the monitored metric (default: the task's; min "
                                         "for names containing 'loss')", choices=MODES)
-    early_stopping: int | None = _f(None, "stop after this many validations without improvement")
-    early_stopping_metric: str | None = _f(None, "metric early stopping watches (default: monitor)")
-    early_stopping_min_delta: float = _f(0.0, "smallest change that counts as an improvement")
+    early_stopping: int | None = _f(None, "stop after this many validations without improvement", ge=1)
+    early_stopping_metric: str | None = _f(None, "metric early stopping watches (default: monitor)",
+                                           what="a metric name")
+    early_stopping_min_delta: float = _f(0.0, "smallest change that counts as an improvement", ge=0)
     save_every_n_steps: int = _f(0, "also write the 'last' checkpoint every N optimizer steps "
-                                    "(mid-epoch resume); 0: at epoch ends only")
+                                    "(mid-epoch resume); 0: at epoch ends only", ge=0)
     save_best: bool = _f(True, "write best.pt whenever the monitored metric improves")
     # ---- IO
-    out_dir: str = _f("runs/exp", "run folder: checkpoints, logs, config, plots, the final model")
+    out_dir: str = _f("runs/exp", "run folder: checkpoints, logs, config, plots, the final model",
+                      what="a folder path", convert=_path_text)
     overwrite: bool = _f(False, "start a new run in an out_dir that holds another run's checkpoints, "
                                 "replacing them (without it, such a run is refused unless it resumes)")
-    log_every_n_steps: int = _f(50, "read the loss back from the device every N steps (no per-step sync)")
+    log_every_n_steps: int = _f(50, "read the loss back from the device every N steps (no per-step sync)", ge=1)
     tensorboard: bool = _f(True, "write TensorBoard event files to out_dir/tensorboard")
     progress_bar: bool | None = _f(None, "progress bar (default: only when stderr is a terminal)")
     verbose: bool = _f(True, "print one line per epoch and the summary table")
     plots: bool = _f(True, "write the task's plots of the final validation")
     # ---- data loading and devices
-    num_workers: int | None = _f(None, "DataLoader worker processes (default: from the CPU count)")
-    prefetch_factor: int = _f(2, "batches each worker loads ahead")
-    device: str | None = _f(None, "device (default: cuda when available, the LOCAL_RANK GPU under torchrun)")
+    num_workers: int | None = _f(None, "DataLoader worker processes (default: from the CPU count)", ge=0)
+    prefetch_factor: int = _f(2, "batches each worker loads ahead", ge=1)
+    device: str | None = _f(None, "device (default: cuda when available, the LOCAL_RANK GPU under torchrun)",
+                            what="a device name (cpu, cuda, cuda:1, mps...)", convert=_device_text,
+                            check=_check_device)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Every field is checked (and normalised: ``"1e-3"`` -> 0.001, a Path -> text) when set:
+        by ``__init__``, :meth:`replace` and any later assignment alike."""
+        rule = _RULES.get(name)
+        super().__setattr__(name, rule(value) if rule is not None else value)
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value is not None and str(value) not in choices:
-                raise ValueError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
-        self.precision = str(self.precision)
-        self.out_dir = str(self.out_dir)  # a Path is welcome; stored as text (YAML, checkpoints)
-        for name in ("max_epochs", "batch_size", "accumulate_grad_batches", "log_every_n_steps",
-                     "val_every_n_epochs") + (("image_size",) if self.image_size is not None else ()):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.ema is not None and not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema is a decay in [0, 1), e.g. 0.999; got {self.ema}")
+        """The checks that involve two fields (each field alone was checked when set)."""
+        if self.nesterov and self.optimizer == "sgd" and self.momentum == 0:
+            raise SettingError("nesterov=True: Nesterov momentum needs momentum > 0 with optimizer 'sgd' "
+                               f"(momentum={self.momentum!r}); set momentum (e.g. 0.9) or leave nesterov off",
+                               "nesterov")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, where: str = "Trainer") -> "TrainConfig":
-        """Build from a mapping; unknown keys raise naming the closest field."""
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = [k for k in data if k not in names]
-        if unknown:
-            raise UnknownNameError(f"{where} setting", unknown[0], names,
-                                   f"every setting is a field of zoo_core.train.config.TrainConfig")
-        return cls(**dict(data))
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "Trainer", source: str = "") -> "TrainConfig":
+        """Build from a mapping of settings; unknown keys raise naming the closest field.
+
+        ``source`` (e.g. the YAML file's path) is named in the error of a bad value.
+        """
+        if not isinstance(data, Mapping):
+            raise SettingError(f"{where} settings{f' from {source}' if source else ''} must be a mapping of "
+                               f"name: value, got {type(data).__name__}")
+        _check_names(data, where=f"{where} setting")
+        return cls(**{k: _RULES[k](v, source) for k, v in data.items()})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with ``changes``, checked like a new config."""
+        _check_names(changes, where="Trainer setting")
         return dataclasses.replace(self, **changes)
+
+
+def _check_names(data: Mapping[Any, Any], *, where: str, others: tuple[str, ...] = (),
+                 hint: str = "every setting is a field of zoo_core.train.config.TrainConfig") -> None:
+    """Refuse a key that is not a field (nor one of ``others``), naming the closest field."""
+    unknown = [str(k) for k in data if k not in _RULES and k not in others]
+    if unknown:
+        raise UnknownNameError(where, unknown[0], [*_RULES, *others], hint)
+
+
+def _number_text(x: float) -> str:
+    if isinstance(x, int) and x >= 2**32 and x & (x - 1) == 0:
+        return f"2**{x.bit_length() - 1}"
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
+def _as_int(value: Any) -> int:
+    """A whole number from an int, a whole float or a text of one; bool and 1.5 are refused."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a number")
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            value = float(value)  # "1e3"
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    raise TypeError("not a whole number")
+
+
+def _as_float(value: Any) -> float:
+    """A finite number from a number or its text (``"1e-3"``: YAML 1.1 reads that as text)."""
+    if isinstance(value, bool):
+        raise TypeError("a bool is not a number")
+    if isinstance(value, (str, numbers.Real)):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    raise TypeError("not a finite number")
+
+
+def _as_bool(value: Any) -> bool:
+    """True/False, their words (true/yes/on/1, false/no/off/0) and the ints 1/0, like the flags' text."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise TypeError("not true/false")
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, str) and value.strip():
+        return value
+    raise TypeError("not a non-empty text")
+
+
+_AS: dict[type, Callable[[Any], Any]] = {int: _as_int, float: _as_float, bool: _as_bool, str: _as_text}
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}  # lower bounds first
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {">=": operator.ge, ">": operator.gt, "<=": operator.le,
+                                                   "<": operator.lt}
+
+
+class _Rule:
+    """What one field accepts: its annotated type (None too when Optional) and its declared limits.
+
+    Calling it returns the value normalised to the type, or raises a :class:`SettingError` naming the
+    field, the value as given, where it came from and what is allowed.
+    """
+
+    def __init__(self, f: dataclasses.Field, hint: Any) -> None:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        self.name, self.meta = f.name, f.metadata
+        self.base: type = args[0] if args else hint
+        self.optional = len(args) < len(typing.get_args(hint))
+        self.choices: tuple[str, ...] | None = f.metadata.get("choices")
+
+    def expected(self) -> str:
+        """What the field accepts, in words: ``a whole number >= 1, or None``."""
+        m = self.meta
+        if self.choices:
+            text = "one of " + ", ".join(self.choices)
+        elif self.base is bool:
+            text = "true or false"
+        elif self.base is str:
+            text = m.get("what") or "a non-empty text"
+        else:
+            text = "a whole number" if self.base is int else "a number"
+            bounds = self.bounds()
+            if len(bounds) == 2:  # a lower and an upper bound: interval notation
+                (low_op, low), (high_op, high) = bounds
+                text += (f" in {'[' if low_op == '>=' else '('}{_number_text(low)}, "
+                         f"{_number_text(high)}{']' if high_op == '<=' else ')'}")
+            elif bounds:
+                text += f" {bounds[0][0]} {_number_text(bounds[0][1])}"
+        return text + (", or None" if self.optional else "")
+
+    def __call__(self, value: Any, source: str = "") -> Any:
+        given, m = value, self.meta
+        if m.get("convert"):
+            value = m["convert"](value)
+        if self.optional and (value is None or isinstance(value, str) and value.strip().lower() in NONE_WORDS):
+            return None
+        if self.choices and isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)  # precision: 32
+        try:
+            value = _AS[self.base](value)
+        except (TypeError, ValueError, OverflowError):
+            problem = "true/false is not a number" if isinstance(value, bool) and self.base is not bool else ""
+            raise self.error(given, source, problem) from None
+        if self.choices and value not in self.choices or not self._in_range(value):
+            raise self.error(given, source)
+        problem = m["check"](value) if m.get("check") else None
+        if problem:
+            raise self.error(given, source, problem)
+        return value
+
+    def bounds(self) -> list[tuple[str, Any]]:
+        """The declared bounds as (operator, limit), lower first: ``[(">=", 0), ("<", 1)]``."""
+        return [(op, self.meta[key]) for key, op in _BOUNDS.items() if self.meta.get(key) is not None]
+
+    def _in_range(self, x: Any) -> bool:
+        return all(_COMPARE[op](x, limit) for op, limit in self.bounds())
+
+    def error(self, value: Any, source: str = "", problem: str = "") -> SettingError:
+        where = f" (from {source})" if source else ""
+        extra = "".join(f"; {t}" for t in (problem, self.meta.get("hint")) if t)
+        return SettingError(f"{self.name}={value!r}{where}: expected {self.expected()}{extra}", self.name)
+
+
+_HINTS = typing.get_type_hints(TrainConfig)
+_RULES: dict[str, _Rule] = {f.name: _Rule(f, _HINTS[f.name]) for f in dataclasses.fields(TrainConfig)}
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -159,37 +357,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _field_type(f: dataclasses.Field) -> tuple[type, bool]:
-    """(base type, optional) of a field's annotation."""
-    hint = typing.get_type_hints(TrainConfig)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    optional = len(args) < len(typing.get_args(hint))
-    return (args[0] if args else hint), optional
-
-
-def _parser_for(base: type, optional: bool, name: str):
-    def parse(text: str) -> Any:
-        if optional and text.lower() in ("none", "null", "", "auto"):
-            return None
-        if base is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise argparse.ArgumentTypeError(f"--{name}: expected true/false, got {text!r}")
-        try:
-            return base(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"--{name}: expected {base.__name__}, got {text!r}") from None
-    parse.__name__ = base.__name__
-    return parse
+def _flag_of(name: str) -> str:
+    """The flag(s) of a field, as an error names them: ``--max-epochs/--epochs``."""
+    return "/".join(["--" + name.replace("_", "-"), *_RULES[name].meta.get("aliases", ())])
 
 
 _FLAG = object()  # "the flag was given without a value"
 
 
 class _OptionalBool(argparse.Action):
-    """``--x`` sets True, ``--no-x`` False, ``--x VALUE`` the parsed value (``auto``/``none``: None)."""
+    """``--x`` sets True, ``--no-x`` False, ``--x VALUE`` the value's text (true/false/auto, read by the rule)."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
@@ -203,35 +380,33 @@ class _OptionalBool(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per :class:`TrainConfig` field; unset flags are absent from the namespace."""
+    """Add one flag per :class:`TrainConfig` field; unset flags are absent from the namespace.
+
+    A flag keeps its text: :func:`from_sources` checks it with the field's rule, so ``--lr -1`` fails
+    like ``lr=-1`` (a one-line ``zoo train: error:``, exit 1), with no second parser to disagree."""
     group = parser.add_argument_group("trainer settings (also settable in --config YAML)")
     for f in dataclasses.fields(TrainConfig):
-        base, optional = _field_type(f)
+        rule = _RULES[f.name]
         flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        help_text = f"{f.metadata['help']} (default: {default})"
+        choices = f"one of {', '.join(rule.choices)}; " if rule.choices else ""
+        help_text = f"{f.metadata['help']} ({choices}default: {f.default})"
         names = [flag, *f.metadata.get("aliases", ())]
-        if base is bool and not optional:
+        if rule.base is bool and not rule.optional:
             group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
-        elif base is bool:  # --x, --no-x, or --x VALUE (true/false/auto)
+        elif rule.base is bool:  # --x, --no-x, or --x VALUE (true/false/auto)
             group.add_argument(*names, f"--no-{flag[2:]}", dest=f.name, action=_OptionalBool, nargs="?", const=_FLAG,
-                               type=_parser_for(base, optional, f.name), default=argparse.SUPPRESS,
-                               metavar="BOOL", help=help_text)
+                               default=argparse.SUPPRESS, metavar="BOOL", help=help_text)
         else:
-            group.add_argument(*names, dest=f.name, type=_parser_for(base, optional, f.name),
-                               choices=f.metadata.get("choices"), default=argparse.SUPPRESS,
-                               metavar=f.name.upper(), help=help_text)
+            group.add_argument(*names, dest=f.name, default=argparse.SUPPRESS, metavar=f.name.upper(), help=help_text)
 
 
 def from_sources(yaml_values: Mapping[str, Any], args: argparse.Namespace, *,
-                 other_keys: tuple[str, ...] = ()) -> TrainConfig:
+                 other_keys: tuple[str, ...] = (), source: str = "the config file") -> TrainConfig:
     """Defaults < YAML file < explicit flags. YAML keys that are neither fields nor ``other_keys``
-    (the command's own, such as ``model``) raise naming the closest field."""
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = [k for k in yaml_values if k not in names and k not in other_keys]
-    if unknown:
-        raise UnknownNameError("setting in the config file", unknown[0], [*names, *other_keys])
-    values = {k: v for k, v in yaml_values.items() if k in names}
-    values.update({k: v for k, v in vars(args).items() if k in names})
-    return TrainConfig.from_dict(values)
+    (the command's own, such as ``model``) raise naming the closest field; a bad value names
+    ``source`` (the file's path), a bad flag its flag."""
+    _check_names(yaml_values, where=f"setting in {source}", others=other_keys, hint="")
+    values = {k: _RULES[k](v, source) for k, v in yaml_values.items() if k in _RULES}
+    values.update({k: _RULES[k](v, _flag_of(k)) for k, v in vars(args).items() if k in _RULES})
+    return TrainConfig(**values)

@@ -79,7 +79,9 @@ def test_resume_mid_epoch_is_bit_exact_even_with_worker_processes(toy, tmp_path)
     with pytest.raises(KeyboardInterrupt):  # crash at step 13; the last save was at step 12 (epoch 2, batch 4)
         _train(tmp_path / "resumed", save_every_n_steps=3, callbacks=[Crash(step=13)])
     ckpt = torch.load(tmp_path / "resumed" / "last.pt", weights_only=True)
+    lrs = ckpt["progress"].pop("step_lrs")  # the lr of step 12 (logged again if the resumed epoch has no step left)
     assert ckpt["progress"] == {"epoch": 1, "step": 12, "batch_in_epoch": 4, "world_size": 1, "batch_size": 4}
+    assert len(lrs) == 2 and 0 < lrs[0] < RUN["lr"]
     assert ckpt["data"] == {"seed": 7, "epoch": 1, "batches_done": 4}
     # per-sample seeding makes the augmentations independent of which process reads a sample
     assert ckpt["epoch_losses"]["count"] == 4 and set(ckpt["epoch_losses"]["sums"]) >= {"loss"}
@@ -183,7 +185,7 @@ def test_resuming_with_another_world_size_warns_and_restarts_the_epoch(toy, tmp_
     assert ckpt["progress"]["batch_in_epoch"] == 2
     ckpt["progress"]["world_size"] = 2
     torch.save(ckpt, tmp_path / "from_two.pt")
-    with pytest.warns(UserWarning, match="world size 2.*resuming at the start of epoch 1 instead of mid-epoch"):
+    with pytest.warns(UserWarning, match="world size 2 -> 1.*resumes at the start of epoch 1 instead of mid-epoch"):
         trainer = _train(tmp_path / "b", resume=tmp_path / "from_two.pt")
     assert trainer.state.step == 2 + 2 * 8  # the interrupted epoch ran again from its first batch
 
@@ -222,14 +224,13 @@ def test_a_checkpoint_with_the_old_four_unmerged_groups_still_resumes_exactly(to
 
 
 def test_a_new_run_never_replaces_another_runs_checkpoints_unless_told(toy, tmp_path):
-    _train(tmp_path / "run", max_epochs=1)
+    _train(tmp_path / "run", max_epochs=1, tensorboard=True)
     before = (tmp_path / "run" / "last.pt").read_bytes()
     with pytest.raises(zoo.ZooError, match=r"already holds a run \(last\.pt, best\.pt\).*resume='last'.*"
                                            r"--out-dir.*overwrite=True"):
         _train(tmp_path / "run", max_epochs=1, lr=0.5)
     assert (tmp_path / "run" / "last.pt").read_bytes() == before  # refused before anything was written
-    (tmp_path / "run" / "tensorboard").mkdir()
-    (tmp_path / "run" / "tensorboard" / "events.out.tfevents.old").write_bytes(b"the old run's curves")
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))  # the old run's curves
     _train(tmp_path / "run", max_epochs=1, lr=0.5, overwrite=True, save_best=False)
     assert (tmp_path / "run" / "last.pt").read_bytes() != before
     # the old run's best.pt and TensorBoard events are gone: nothing of it passes for the new run's

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .errors import IncompatibleError, UnknownNameError, ZooError, warn
+from .fileio import check_file_target
 from .specs import EXPORT_FORMATS
 
 FORMATS = EXPORT_FORMATS
@@ -96,6 +97,7 @@ def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Ten
     :class:`ExportError` when the export fails or differs from eager beyond the tolerance.
     """
     fmt = normalize_format(format)
+    check_file_target(Path(path), "export path")  # a folder there, or a file where its folder goes: before any work
     hints: dict[str, Any] = dict(getattr(model, "export_options", {}) or {})
     check_supported(model, fmt)
     net = getattr(model, "net", model)

@@ -7,17 +7,20 @@ rebuilds through the same registry path as ``zoo.load(name)`` and loads the weig
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
-import math
 import os
-import tempfile
+import re
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ._version import __version__
 from .errors import WeightsError
+from .fileio import atomic_write_bytes  # noqa: F401  (re-exported: plugins and loggers write through it)
+from .model_card import model_card
 
 if TYPE_CHECKING:
     from .model import ZooModel
@@ -26,6 +29,10 @@ FORMAT = "zoo.model"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+#: every file model.save() writes: a folder holding only these (with a zoo config.json) is a previous save
+SAVED_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
+_STAGING = ".zoo-save-"  # sibling folders of a save in progress: .<name>.zoo-save-<pid>-<id>[.old]
 
 
 def model_label(config: Mapping[str, Any]) -> str:
@@ -40,21 +47,6 @@ def model_label(config: Mapping[str, Any]) -> str:
 def is_saved_model(path: str | Path) -> bool:
     p = Path(path)
     return p.is_dir() and (p / CONFIG_NAME).is_file()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file + rename; the old file survives any failure."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def versions() -> dict[str, str]:
@@ -102,19 +94,88 @@ def _missing_provider(path: Path, config: Mapping[str, Any], exc: Exception) -> 
     return PluginError(f"{where}: {exc}")
 
 
+def saved_files(folder: Path) -> set[str]:
+    """The names in ``folder`` that a previous ``model.save()`` wrote: :data:`SAVED_FILES` when its
+    config.json is a zoo model config, else none (a folder the zoo did not save holds nothing of its)."""
+    try:
+        ours = json.loads((Path(folder) / CONFIG_NAME).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        ours = False
+    return set(SAVED_FILES) if ours else set()
+
+
+def foreign_files(folder: Path) -> list[Path]:
+    """Files in ``folder`` (recursively) that ``model.save()`` did not write there."""
+    from .run_files import files_under
+
+    folder = Path(folder)
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        return [folder]
+    ours = saved_files(folder)
+    return [p for p in files_under(folder) if p.parent != folder or p.name not in ours]
+
+
+def check_save_target(path: Path) -> None:
+    """Refuse a ``model.save()`` folder that is a file, or holds files a previous save did not write."""
+    from .fileio import check_folder_target
+    from .run_files import ForeignFileError, name_files
+
+    check_folder_target(path, "model.save() folder")
+    theirs = foreign_files(path) if path.exists() else []
+    if theirs:
+        raise ForeignFileError(
+            f"model.save() folder {path} holds files model.save() did not write: {name_files(theirs, path)}. "
+            f"It replaces only a folder it saved before ({', '.join(SAVED_FILES)} with a zoo config.json) and "
+            "never deletes anything else: move those files away, or save to a new or empty folder")
+
+
+def _remove_stale_saves(path: Path) -> None:
+    """Clean up after a ``model.save()`` of ``path`` whose process died: delete its staging folder, and
+    put the previous save back if it died between renaming it aside and renaming the new one in."""
+    from .run_files import pid_alive
+
+    pattern = re.compile(rf"\.{re.escape(path.name)}{re.escape(_STAGING)}(\d+)-[0-9a-f]+(\.old)?")
+    for tmp in sorted(path.parent.glob(f".{glob.escape(path.name)}{_STAGING}*")):
+        found = pattern.fullmatch(tmp.name)
+        if not found or not tmp.is_dir() or tmp.is_symlink() or pid_alive(int(found.group(1))):
+            continue
+        if found.group(2) and not path.exists():
+            os.rename(tmp, path)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    """Write and fsync one file of a save (inside the staging folder; a seam for tests)."""
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def save_model(model: "ZooModel", path: Path) -> Path:
-    """Write weights, config and model card into directory ``path`` (created if needed)."""
+    """Write weights, config and model card into directory ``path`` (created if needed).
+
+    Everything is written into a sibling staging folder and renamed into place, so a crash or a full
+    disk at any point leaves ``path`` as it was (or missing, for a first save) or complete. ``path``
+    may be new, empty or a previous save; a folder holding anything else is refused naming the files.
+    """
     from safetensors.torch import save
+
+    from .fileio import check_folder_target, create_temp_dir, ensure_folder, replace_folder, write_error
 
     if model.config.get("quantized"):
         raise WeightsError("an int8 model cannot be saved with model.save() (safetensors holds plain tensors, "
                            "not packed int8 kernels); export it with model.export('torchscript', path), or "
                            "save the float model and quantize after loading")
-    path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    check_folder_target(path, "model.save() folder")  # before any work: a file where the folder goes
+    ensure_folder(path.parent, what="the folder for model.save()")
+    _remove_stale_saves(path)
+    check_save_target(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     state = _dedupe_shared(state)
     blob = save(state, metadata={"format": "pt"})
-    atomic_write_bytes(path / WEIGHTS_NAME, blob)
     provenance = {k: v for k, v in model.provenance.items() if _jsonable(v)}
     provenance["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     config: dict[str, Any] = {
@@ -125,8 +186,22 @@ def save_model(model: "ZooModel", path: Path) -> Path:
         "export_formats": list(model.export_formats),
         "versions": versions(), "providers": providers(model.config), "sha256": hashlib.sha256(blob).hexdigest(),
     }
-    atomic_write_bytes(path / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-    atomic_write_bytes(path / "README.md", model_card(config).encode())
+    files = {WEIGHTS_NAME: blob, CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
+             CARD_NAME: model_card(config).encode()}
+    try:
+        staged = create_temp_dir(path.parent, f".{path.name}{_STAGING}{os.getpid()}-")
+    except OSError as exc:
+        raise write_error(exc, path, what="saved model", kept=False) from exc  # type: ignore[misc]
+    try:
+        for name, data in files.items():
+            _write_file(staged / name, data)
+        replace_folder(staged, path)
+    except BaseException as exc:
+        shutil.rmtree(staged, ignore_errors=True)
+        error = write_error(exc, path, what="saved model", elsewhere="save to another folder")
+        if error is not None:
+            raise error from exc
+        raise
     return path
 
 
@@ -190,7 +265,12 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def load_model(path: Path, *, task: str | None = None, num_classes: int | None = None,
                class_names: Sequence[str] | None = None, strict: bool = True) -> "ZooModel":
-    """Rebuild a saved model and load its weights; ``num_classes`` re-heads it for fine-tuning."""
+    """Rebuild a saved model and load its weights; ``num_classes`` re-heads it for fine-tuning.
+
+    The config is data: its names resolve through the registry (never an import of a module it names),
+    and its builder options pass only when the plugin declares them and hold no path
+    (:mod:`zoo_core.saved_options`), so loading never runs code or reads files the config names.
+    """
     from .api import build_model, check_task
     from .model import Preprocess
     from .registry import get_registry
@@ -208,17 +288,23 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
     n = num_classes if num_classes is not None else (None if class_names is not None else config["num_classes"])
     from .errors import PluginError, UnknownNameError
 
+    source = str(path / CONFIG_NAME)
     try:
         if "backbone" in config:
             from .compose import build_composed
 
             model = build_composed(config["task"], backbone=config["backbone"], head=config["head"],
                                    num_classes=n, class_names=names, weights_path=weights, strict=strict,
-                                   options=config.get("options", {}))
+                                   options=config.get("options"), source=source)
         else:
+            from .saved_options import check_saved_options
+
             spec = get_registry().resolve("model", config["model"], task=config["task"])
+            options = check_saved_options(spec, config.get("options"), source=source, fix=(
+                f"zoo.load({spec.qualified_name!r}, task={config['task']!r}, num_classes="
+                f"{config.get('num_classes')!r}, <option>=..., weights={str(path)!r})"))
             model = build_model(spec, config["task"], num_classes=n, class_names=names, tag=None,
-                                weights_path=weights, strict=strict, options=config.get("options", {}))
+                                weights_path=weights, strict=strict, options=options)
     except (UnknownNameError, PluginError) as exc:
         raise _missing_provider(path, config, exc) from exc
     check_task(model, task)
@@ -235,69 +321,3 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
     model.provenance["weights"] = str(path)
     model.last_metrics = {} if rehead else dict(config.get("metrics", {}))
     return model
-
-
-def model_card(config: dict[str, Any]) -> str:
-    """A README.md describing the saved model: task, classes, metrics, training, provenance.
-
-    Metrics are ``model.last_metrics`` (set by ``zoo.evaluate`` and the Trainer's last validation);
-    the training section is ``model.config["training"]`` (the Trainer's resolved settings).
-    """
-    name = model_label(config)
-    names = [str(c) for c in config.get("class_names", [])]
-    pre = config.get("preprocess", {})
-    prov = config.get("provenance", {})
-    vers = config.get("versions", {})
-    lines = [f"# {name} ({config['task']})", "",
-             f"A {config['task']} model with {len(names)} classes, saved by zoo {config.get('zoo_version')}.",
-             "", "```python", "import zoo_core as zoo", 'model = zoo.load("path/to/this/directory")',
-             'predictions = model.predict("image.jpg")', "```", "", "## Model", "",
-             f"- architecture: `{name}`" + (f" with options `{json.dumps(config['options'])}`"
-                                           if config.get("options") else ""),
-             f"- task: {config['task']}",
-             f"- classes ({len(names)}): {', '.join(names[:50])}" + (" ..." if len(names) > 50 else ""),
-             f"- input: {pre.get('in_chans', 3)} x {' x '.join(map(str, pre.get('input_size', [])))}, "
-             f"mean {_fmt_seq(pre.get('mean'))}, std {_fmt_seq(pre.get('std'))}, "
-             f"{pre.get('interpolation')} resize, crop_pct {pre.get('crop_pct')}",
-             "- export formats (each export is run and compared with eager when written): "
-             f"{', '.join(config.get('export_formats') or []) or 'not declared'}"]
-    metrics = config.get("metrics") or {}
-    scalars = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
-    lines += ["", "## Metrics (last evaluation)", ""]
-    if scalars:
-        lines += ["| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {_fmt_value(v)} |" for k, v in sorted(scalars.items())]
-        nested = sorted(k for k, v in metrics.items() if isinstance(v, dict))
-        if nested:
-            lines += ["", f"Per-class and structured results ({', '.join(nested)}) are in config.json."]
-    else:
-        lines.append("Not evaluated yet (run `zoo.evaluate(model, data)` before saving).")
-    lines += ["", "## Training", ""]
-    if config.get("training"):
-        lines += ["```json", json.dumps(config["training"], indent=2, sort_keys=True, default=str), "```"]
-    else:
-        lines.append("No training run recorded (weights as loaded or initialised).")
-    lines += ["", "## Provenance", "",
-              f"- weights: {prov.get('weights') or 'random initialisation'}"]
-    if prov.get("derived_from"):
-        lines.append(f"- fine-tuned from: {prov['derived_from']}"
-                     + (f" (sha256 {prov['derived_from_sha256']})" if prov.get("derived_from_sha256") else ""))
-    for key in ("url", "license"):
-        if prov.get(key):
-            lines.append(f"- {key}: {prov[key]}")
-    if prov.get("sha256"):
-        lines.append(f"- source file sha256: {prov['sha256']}")
-    lines += [f"- saved: {prov.get('saved', '-')}",
-              f"- model.safetensors sha256: {config['sha256']}",
-              "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(vers.items()))]
-    return "\n".join(lines) + "\n"
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, float):
-        return "nan" if math.isnan(v) else f"{v:.4f}"
-    return str(v)
-
-
-def _fmt_seq(seq: Any) -> str:
-    return "(" + ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in (seq or [])) + ")"

@@ -20,7 +20,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                     "Flags the task's generator does not take are refused; unset ones keep the "
                                     "recipe's values.")
     s.add_argument("--task", required=True, help="a task with a demo recipe (name or alias)")
-    s.add_argument("out_dir", type=Path, help="folder to write (created; must be empty or written by zoo)")
+    s.add_argument("out_dir", type=Path, help="folder to write (created; empty, or a dataset zoo wrote there, which "
+                                              "is replaced only if it holds no file zoo did not write)")
     s.add_argument("--n-train", type=int, help="training images")
     s.add_argument("--n-val", type=int, help="validation images")
     s.add_argument("--limit", type=int, help="total images, for generators that take a limit")

@@ -116,10 +116,10 @@ def export_format(out: Path, given: str | None) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from ..fileio import check_file_target
     from .train import open_model
 
-    if args.out.is_dir():
-        raise ValueError(f"{args.out} is a folder; OUT is the file to write, e.g. {args.out / 'model.onnx'}")
+    check_file_target(args.out, "OUT")  # before the model is loaded: a folder there, or a file as its folder
     args.format = export_format(args.out, args.format)
     model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
     if args.image_size:

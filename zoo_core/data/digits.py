@@ -18,6 +18,8 @@ from PIL import Image
 from .generated import write_once
 
 MARKER = "digits.json"
+#: what make_digits wrote before its marker listed its files (which of an old folder's files are its own)
+LEGACY_FILES = r"(train|val)/\d/\d{4}\.png"
 CLASS_NAMES = [str(d) for d in range(10)]
 
 
@@ -62,7 +64,8 @@ def make_digits(out_dir: str | Path, *, image_size: int = 32, seed: int = 0, val
     Deterministic for a given ``seed``; a folder already holding the same dataset is reused as is.
     ``limit`` caps the total number of images (balanced across the 10 classes); ``val_fraction``
     of each class (at least one image) goes to ``val/``. A non-empty ``out_dir`` that was not
-    written by this function is never touched.
+    written by this function is never touched, and one it wrote with other arguments is replaced
+    only while it holds no file it did not write (:func:`~zoo_core.data.generated.write_once`).
     """
     from sklearn.datasets import load_digits
 
@@ -86,4 +89,4 @@ def make_digits(out_dir: str | Path, *, image_size: int = 32, seed: int = 0, val
                 counts[split] += 1
         return {"counts": counts, "classes": CLASS_NAMES}
 
-    return write_once(out_dir, marker=MARKER, params=params, write=write, what="make_digits")
+    return write_once(out_dir, marker=MARKER, params=params, write=write, what="make_digits", legacy_files=LEGACY_FILES)

@@ -27,6 +27,8 @@ from PIL import Image
 from .generated import write_once
 
 MARKER = "shapes.json"
+#: what make_shapes wrote before its marker listed its files (which of an old folder's files are its own)
+LEGACY_FILES = r"(train|val)/(images|masks)/\d{5}\.png|(train|val)/annotations\.json|classes\.txt"
 SHAPES = ("circle", "square", "triangle")
 #: class names of the segmentation layout (mask value = index); detection uses ``SHAPES`` (ids 1..3)
 SEG_CLASS_NAMES = ("background", *SHAPES)
@@ -170,7 +172,9 @@ def make_shapes(out_dir: str | Path, *, layout: str = "coco", n_train: int = 64,
     Deterministic for given arguments; a folder already holding the same dataset is reused as is.
     ``ignore_border`` (masks only): width in pixels of the 255 ring around every shape (0: none). The
     folder is written next to ``out_dir`` and moved into place at the end, so an interrupted run
-    leaves nothing half-written; a non-empty ``out_dir`` this function did not write is never touched.
+    leaves nothing half-written; a non-empty ``out_dir`` this function did not write is never touched, and
+    one it wrote with other arguments is replaced only while it holds no file it did not write
+    (:func:`~zoo_core.data.generated.write_once`).
     """
     if layout not in LAYOUTS:
         raise ValueError(f"make_shapes(layout={layout!r}): must be one of {LAYOUTS} (use make_digits for class folders)")
@@ -191,4 +195,4 @@ def make_shapes(out_dir: str | Path, *, layout: str = "coco", n_train: int = 64,
             (tmp / "classes.txt").write_text("\n".join(classes) + "\n")
         return {"classes": classes}
 
-    return write_once(out_dir, marker=MARKER, params=params, write=write, what="make_shapes")
+    return write_once(out_dir, marker=MARKER, params=params, write=write, what="make_shapes", legacy_files=LEGACY_FILES)

@@ -18,6 +18,8 @@ into tensors), so loading one never runs code. Layout (format version :data:`FOR
 Writing goes to a temp file in the same folder, is flushed and fsynced, then renamed over the old
 file (and the folder fsynced): a crash, a full disk or a SIGKILL mid-save leaves the previous
 checkpoint whole. Temp files left by a killed process are removed by :func:`remove_stale_temps`.
+Every checkpoint is listed in its folder's manifest, so a later run knows it is the zoo's to replace
+(:mod:`zoo_core.train.out_dir`).
 Older formats are upgraded by the functions in :data:`MIGRATIONS`.
 """
 
@@ -26,7 +28,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -34,7 +35,8 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..errors import WeightsError, ZooError
+from ..errors import WeightsError
+from ..fileio import create_temp, ensure_folder, fsync_dir, write_error
 
 if TYPE_CHECKING:
     from ..model import ZooModel
@@ -52,84 +54,57 @@ def _serialize(obj: Any, f: Any) -> None:
     torch.save(obj, f)
 
 
-def atomic_save(obj: dict[str, Any], path: str | Path) -> Path:
-    """Write ``obj`` to ``path`` so that ``path`` is always either the old file or the complete new one."""
+def atomic_save(obj: dict[str, Any], path: str | Path, *, record: bool = True) -> Path:
+    """Write ``obj`` to ``path`` so that ``path`` is always either the old file or the complete new one.
+
+    ``record``: list ``path`` in its folder's manifest (:mod:`zoo_core.run_files`) as the zoo's, before
+    the rename. A full disk (torch raises RuntimeError, not OSError) or any failed write is a
+    :class:`~zoo_core.fileio.WriteError` naming the file; the previous one stays whole.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{path.name}.", suffix=".tmp", dir=path.parent)
+    ensure_folder(path.parent, what=f"the folder for {path.name}")
+    tmp: Path | None = None
     try:
+        fd, tmp = create_temp(path.parent, f"{TEMP_PREFIX}{path.name}.")
         with os.fdopen(fd, "wb") as f:
             _serialize(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        if record:
+            from ..run_files import record as record_file
+
+            record_file(path.parent, path, size=tmp.stat().st_size)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException as exc:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise OSError(exc.errno, f"could not write checkpoint {path} ({exc.strerror or exc}); the "
-                          "previous checkpoint was kept. Free disk space or choose another out_dir") from exc
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        error = write_error(exc, path, what="checkpoint", elsewhere="choose another out_dir")
+        if error is not None:
+            raise error from exc
         raise
     return path
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
+def remove_stale_temps(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:
+    """Delete temp files a killed save left behind in ``folder``; return them.
 
+    ``also``: names of files written with :func:`~zoo_core.fileio.atomic_write_bytes` whose temps
+    (``.<name>.<random>.tmp``) go too. Call it only holding the folder's lock: a running save's temp
+    file looks the same.
+    """
+    import re
 
-def remove_stale_temps(folder: str | Path) -> list[Path]:
-    """Delete temp files a killed save left behind in ``folder``; return them."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
     stale = sorted(folder.glob(f"{TEMP_PREFIX}*.tmp"))
+    for name in also:
+        pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
+        stale += sorted(p for p in folder.glob(f".{name}.*.tmp") if pattern.fullmatch(p.name))
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
-
-
-#: what a run leaves in its out_dir that a later run could mistake for its own
-RUN_OUTPUTS = ("last.pt", "best.pt", "model", "tensorboard")
-
-
-def refuse_to_overwrite(out_dir: Path) -> None:
-    """Refuse a new run in a folder that holds another run's checkpoints (they would be replaced)."""
-    found = [p.name for p in (out_dir / "last.pt", out_dir / "best.pt") if p.exists()]
-    if found:
-        raise ZooError(f"{out_dir} already holds a run ({', '.join(found)}); a new run would replace it. "
-                       "Continue it with resume='last' (zoo train --resume last), pick another out_dir "
-                       "(--out-dir), or replace it with overwrite=True (--overwrite)")
-
-
-def clear_previous_run(out_dir: Path) -> list[str]:
-    """Delete another run's checkpoints, final model and TensorBoard events (``overwrite=True``).
-
-    Left in place they would pass for the new run's: a NaN reset to the old weights, the old best.pt
-    reported when this run saves none, two runs' curves in one TensorBoard. Returns what was removed.
-    """
-    import shutil
-
-    removed = []
-    for name in RUN_OUTPUTS:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        else:
-            continue
-        removed.append(name)
-    return removed
 
 
 def resume_path(resume: str | Path | bool | None, last: Path) -> Path | None:
@@ -137,6 +112,20 @@ def resume_path(resume: str | Path | bool | None, last: Path) -> Path | None:
     if resume is None or resume is False:
         return None
     return last if resume is True or str(resume) in ("last", "True") else Path(resume)
+
+
+def written_here(path: Path) -> bool:
+    """Did the zoo write ``path`` where it lies, unchanged since (listed, same size, in its folder's manifest)?
+
+    Such a file is this machine's own run, not one from outside (what torch < 2.6 must never unpickle).
+    """
+    from ..run_files import Manifest
+
+    try:
+        manifest = Manifest.read(path.parent)
+        return manifest.owns(path) and not manifest.edited(path)
+    except (ZooError, ValueError, OSError):
+        return False
 
 
 def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -148,8 +137,10 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     if not path.is_file():
         raise WeightsError(f"checkpoint {path} does not exist; pass a .pt file written by the Trainer "
                            "or resume='last' with the run's out_dir")
-    from ..weights import sniff_format, unsafe_pickle_error
+    from ..weights import refuse_old_torch, sniff_format, unsafe_pickle_error
 
+    if not written_here(path):  # from outside: torch < 2.6's weights_only has known bypasses
+        refuse_old_torch(path)
     if sniff_format(path) != "torch":
         raise WeightsError(f"{path} is not a zoo training checkpoint: it is not a PyTorch file at all "
                            f"({path.stat().st_size} bytes). Pass a last.pt/best.pt written by the Trainer; "
@@ -244,20 +235,36 @@ def _ok(v: Any) -> bool:
 
 
 def model_from_checkpoint(path: str | Path) -> "ZooModel":
-    """Rebuild the model a checkpoint was trained from and load its weights (the EMA ones with EMA)."""
-    from ..api import load
+    """Rebuild the model a checkpoint was trained from and load its weights (the EMA ones with EMA).
+
+    ``model_config`` is data: its names resolve through the registry and its builder options pass
+    only as far as the plugin declares them, with no path in them (:mod:`zoo_core.saved_options`).
+    """
+    from ..api import build_model
     from ..model import Preprocess
+    from ..registry import get_registry
+    from ..saved_options import check_composed_options, check_saved_options
     from ..weights import load_into
 
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path)  # on torch < 2.6, only a checkpoint the zoo wrote in its own run folder
     config, task, names = ckpt["model_config"], ckpt["task"], ckpt["class_names"]
-    options = dict(config.get("options") or {})
+    source = f"checkpoint {path} (model_config)"
+    reg = get_registry()
     if "backbone" in config:
         from ..compose import build
 
+        bspec, hspec = reg.resolve("backbone", config["backbone"]), reg.resolve("head", config["head"], task=task)
+        options = check_composed_options(bspec, hspec, config.get("options"), source=source, fix=(
+            f"model = zoo.build({task!r}, backbone={bspec.qualified_name!r}, head={hspec.qualified_name!r}, ...), "
+            f"then zoo_core.api.load_weights(model, Path({str(path)!r}))"))
         model = build(task, backbone=config["backbone"], head=config["head"], class_names=names, **options)
     else:
-        model = load(config["model"], task=task, class_names=names, **options)
+        spec = reg.resolve("model", config["model"], task=task)
+        options = check_saved_options(spec, config.get("options"), source=source, fix=(
+            f"zoo.load({spec.qualified_name!r}, task={task!r}, num_classes={len(names)}, <option>=..., "
+            f"weights={str(path)!r})"))
+        model = build_model(spec, reg.canonical_task(task), num_classes=None, class_names=names, tag=None,
+                            weights_path=None, options=options)
     load_into(model.net, ckpt["model"], source=f"checkpoint {path}", strict=True)
     model.preprocess = Preprocess.from_dict(ckpt["preprocess"])
     model.provenance["weights"] = str(path)

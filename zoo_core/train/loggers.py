@@ -3,7 +3,8 @@
 Only rank 0 logs (the Trainer builds :class:`RunLogger` with ``enabled=False`` elsewhere). Files in
 ``out_dir``: ``metrics.csv`` (one row per epoch, rewritten atomically as columns appear),
 ``tensorboard/`` (real event files; on resume, events after the resumed step are purged),
-``config.yaml`` (the resolved run configuration).
+``config.yaml`` (the resolved run configuration). Each is listed in ``out_dir``'s manifest
+(:mod:`zoo_core.run_files`) as the zoo's when written.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import sys
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..saving import atomic_write_bytes
+from ..errors import ZooError
+from ..fileio import atomic_write_bytes
+from ..run_files import Manifest, files_under, record
 
 
 def make_progress(total: int | None, desc: str, *, enabled: bool | None = None, leave: bool = False) -> Any:
@@ -31,16 +34,50 @@ def make_progress(total: int | None, desc: str, *, enabled: bool | None = None, 
 
 class CSVLogger:
     """``metrics.csv``: one row per epoch, numbered from 1 as the console and the summary table show
-    them; a run resumed at epoch index ``e`` (0-based: ``e`` epochs done) keeps rows 1..e only."""
+    them; a run resumed at epoch index ``e`` (0-based: ``e`` epochs done) keeps rows 1..e only.
+
+    The file is listed in its folder's manifest (:mod:`zoo_core.run_files`) as the zoo's.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: list[dict[str, Any]] = []
 
     def resume(self, from_epoch: int) -> None:
-        if self.path.exists():
-            with open(self.path, newline="") as f:
-                self.rows = [r for r in csv.DictReader(f) if int(r.get("epoch") or 0) <= from_epoch]
+        """Keep the rows of the epochs done; a file that cannot be read that way is an error naming the row."""
+        if not self.path.exists():
+            return
+        rows, line = [], 1
+        try:
+            with open(self.path, newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if reader.fieldnames is not None and "epoch" not in reader.fieldnames:
+                    raise ValueError(f"its header has no 'epoch' column ({', '.join(reader.fieldnames)[:200]})")
+                for row in reader:
+                    line = reader.line_num
+                    if None in row:
+                        raise ValueError(f"line {line} has more cells than the header has columns")
+                    epoch = (row.get("epoch") or "").strip()
+                    if not (epoch.isascii() and epoch.isdigit()):
+                        raise ValueError(f"line {line}: epoch {epoch!r} is not a whole number")
+                    if int(epoch) <= from_epoch:
+                        rows.append(row)
+        except UnicodeDecodeError as exc:
+            raise ZooError(self._unreadable(f"after line {line}: not UTF-8 text ({exc.reason})")) from exc
+        except csv.Error as exc:
+            raise ZooError(self._unreadable(f"after line {line}: {exc}")) from exc
+        except ValueError as exc:
+            raise ZooError(self._unreadable(str(exc))) from exc
+        self.rows = rows
+
+    def _unreadable(self, why: str) -> str:
+        try:
+            edited = Manifest.read(self.path.parent).edited(self.path)
+        except ZooError:
+            edited = False
+        return (f"cannot resume the metrics log {self.path}: {why}"
+                + (" (it was changed after the zoo wrote it)" if edited else "")
+                + f". Fix that row, or delete {self.path.name} to resume without the earlier epochs' rows")
 
     def log(self, row: Mapping[str, Any]) -> None:
         self.rows.append(dict(row))
@@ -51,7 +88,8 @@ class CSVLogger:
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
-        atomic_write_bytes(self.path, buf.getvalue().encode())
+        atomic_write_bytes(self.path, buf.getvalue().encode(), what="metrics log", elsewhere="choose another out_dir",
+                           record_in=self.path.parent)
 
 
 class TensorBoardLogger:
@@ -88,6 +126,7 @@ class RunLogger:
         self.csv = CSVLogger(out_dir / "metrics.csv") if enabled else None
         self.use_tensorboard = tensorboard and enabled
         self.tb: TensorBoardLogger | None = None
+        self.tb_files: list[Path] = []
 
     def start(self, *, resume_epoch: int = 0, resume_step: int | None = None) -> None:
         if not self.enabled:
@@ -96,7 +135,10 @@ class RunLogger:
         if self.csv is not None and resume_step is not None:
             self.csv.resume(resume_epoch)
         if self.use_tensorboard:
+            before = set(files_under(self.out_dir / "tensorboard"))
             self.tb = TensorBoardLogger(self.out_dir / "tensorboard", purge_step=resume_step)
+            self.tb_files = [p for p in files_under(self.out_dir / "tensorboard") if p not in before]
+            record(self.out_dir, *self.tb_files)  # at once: a killed run's events stay recognisably the zoo's
 
     def write_config(self, config: Mapping[str, Any]) -> Path | None:
         """The resolved configuration as ``config.yaml``."""
@@ -105,7 +147,8 @@ class RunLogger:
         import yaml
 
         path = self.out_dir / "config.yaml"
-        atomic_write_bytes(path, yaml.safe_dump(dict(config), sort_keys=False).encode())
+        atomic_write_bytes(path, yaml.safe_dump(dict(config), sort_keys=False).encode(), what="run configuration",
+                           elsewhere="choose another out_dir", record_in=self.out_dir)
         return path
 
     def log_step(self, values: Mapping[str, float], step: int) -> None:
@@ -130,6 +173,7 @@ class RunLogger:
         if self.tb is not None:
             self.tb.close()
             self.tb = None
+            record(self.out_dir, *(p for p in self.tb_files if p.exists()))  # their final sizes
 
 
 def summary_table(title: str, rows: list[tuple[str, str]], *, file: Any = None) -> str:

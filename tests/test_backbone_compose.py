@@ -88,7 +88,7 @@ def register_backbones(register):
     register("pyr_deep", f"{__name__}:build_pyramid", kwargs={"outs": (8, 16, 32)})
     register("liar", f"{__name__}:build_pyramid", kwargs={"outs": (4, 8), "lie": True})
     register("vit16", f"{__name__}:build_patch", kwargs={"patch": 16})
-    register("vit8", f"{__name__}:build_patch", kwargs={"patch": 8})
+    register("vit8", f"{__name__}:build_patch", kwargs={"patch": 8}, saved_options=("dim",))
     register("vit14", f"{__name__}:build_patch", kwargs={"patch": 14})
 
 

@@ -379,8 +379,9 @@ def test_an_unexpected_exception_in_a_builder_names_the_spec_and_its_plugin(monk
                                           r"'kaboom', distribution 'zoo-kaboom'\) failed: KeyError: 'weights_path'"):
         spec.call_builder(task="classification", num_classes=3, pretrained=None)  # what zoo.load calls
     builders.build = lambda spec, **kw: (_ for _ in ()).throw(ValueError("num_classes must be 3"))
-    with pytest.raises(ValueError, match="^num_classes must be 3$"):  # messages meant for the user pass as they are
-        spec.call_builder(task="classification", num_classes=4, pretrained=None)
+    with pytest.raises(ValueError, match=r"^num_classes must be 3 \(raised by the builder 'kaboom_builders:build' "
+                                         r"of model 'kaboom:boom' \(plugin 'kaboom', distribution 'zoo-kaboom'\)\)$"):
+        spec.call_builder(task="classification", num_classes=4, pretrained=None)  # the message kept whole, named
 
 
 def test_zoo_plugins_prints_a_multi_line_error_on_its_row(monkeypatch, capsys):

@@ -4,7 +4,8 @@ The path from a call to the networks is plain: resolve the backbone and head spe
 backbone builder, check its declared :class:`~zoo_core.backbone.FeatureInfo` against a real forward,
 check the pairing (:func:`~zoo_core.backbone.why_incompatible`; a single stride-16 map in front of a
 pyramid head gets a :class:`~zoo_core.backbone.SimpleFeaturePyramid`), call the head builder, and
-wrap the result in a :class:`~zoo_core.model.ZooModel` whose config says how to rebuild it.
+wrap the result in a :class:`~zoo_core.model.ZooModel` whose config says how to rebuild it and whose
+``backbone_prefixes`` name where the trunk sits in the head's network (:func:`backbone_prefix`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from .registry import get_registry
 from .specs import BackboneSpec, HeadSpec
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from .backbone import Backbone, FeatureInfo, HeadRequirements
     from .model import ZooModel
 
@@ -24,7 +27,7 @@ if TYPE_CHECKING:
 def build(task: str, *, backbone: str, head: str, num_classes: int | None = None,
           class_names: Sequence[str] | None = None, pretrained: str | None = None,
           backbone_options: Mapping[str, Any] | None = None, adapter_channels: int = 256,
-          **options: Any) -> "ZooModel":
+          seed: int | None = None, **options: Any) -> "ZooModel":
     """Build a task model from a backbone name and a head name.
 
     ``backbone``: ``"timm:vit_small_patch16_224"``, ``"torchvision:resnet50"`` or a short name.
@@ -33,8 +36,20 @@ def build(task: str, *, backbone: str, head: str, num_classes: int | None = None
     random. ``backbone_options`` go to the backbone builder (e.g. ``{"img_size": 64}`` for a ViT),
     ``options`` to the head builder. ``adapter_channels``: width of the simple feature pyramid
     inserted for single-map backbones. Raises :class:`IncompatibleError` with the reason when the
-    backbone cannot feed the head.
+    backbone cannot feed the head. ``seed``: build under this seed (repeatable initialisation of the
+    head and adapter; see :func:`zoo_core.load`).
     """
+    from .train.numerics import seeded
+
+    with seeded(seed):
+        return _build(task, backbone=backbone, head=head, num_classes=num_classes, class_names=class_names,
+                      pretrained=pretrained, backbone_options=backbone_options,
+                      adapter_channels=adapter_channels, options=options)
+
+
+def _build(task: str, *, backbone: str, head: str, num_classes: int | None, class_names: Sequence[str] | None,
+           pretrained: str | None, backbone_options: Mapping[str, Any] | None, adapter_channels: int,
+           options: dict[str, Any]) -> "ZooModel":
     from .api import check_classes
     from .model import BuiltModel, ZooModel
 
@@ -64,17 +79,49 @@ def build(task: str, *, backbone: str, head: str, num_classes: int | None = None
         config["task_options"] = dict(built.extra["task_options"])
     return ZooModel(built.net, task=task_name, class_names=names, preprocess=built.preprocess, config=config,
                     head=built.head, export_formats=built.export_formats, provenance=provenance,
-                    export_options=built.extra.get("export"))
+                    export_options=built.extra.get("export"),
+                    backbone=built.backbone or (backbone_prefix(built.net, trunk, hspec),))
+
+
+def backbone_prefix(net: "nn.Module", trunk: "Backbone", hspec: HeadSpec) -> str:
+    """Where the backbone builder's module sits in the head builder's ``net``: its state-dict prefix.
+
+    The pretrained part of a composed model is exactly that module (the trunk; a simple feature
+    pyramid the zoo put around it is new, so it trains with the head). It is found by identity, so
+    any head builder works unchanged. A builder that put a copy of the backbone into its network
+    (or none) is refused: the zoo could not tell which parameters are pretrained, and
+    ``freeze_backbone`` would freeze the wrong ones; it must use the module it was given, or name
+    it in ``BuiltModel(backbone=(...))``.
+    """
+    for name, module in net.named_modules():
+        if module is trunk and name:
+            return name
+    raise PluginError(f"head {hspec.qualified_name} (plugin {hspec.plugin}): the network its builder "
+                      f"{hspec.builder!r} returned does not hold the backbone module it was given as a "
+                      "submodule, so the zoo cannot tell the pretrained backbone's parameters from the new "
+                      "ones (freeze_backbone, backbone_lr_mult). Put the `backbone` argument itself into "
+                      "the network (not a copy), or list its state-dict prefixes in BuiltModel(backbone=(...))")
 
 
 def build_composed(task: str, *, backbone: str, head: str, num_classes: int | None,
                    class_names: Sequence[str] | None, weights_path: Path | None, strict: bool = True,
-                   options: Mapping[str, Any] | None = None) -> "ZooModel":
-    """Rebuild a saved composed model (``config["backbone"]``/``["head"]``) and load its weights."""
-    from .api import load_weights
+                   options: Mapping[str, Any] | None = None, source: str = "a saved config") -> "ZooModel":
+    """Rebuild a saved composed model (``config["backbone"]``/``["head"]``) and load its weights.
 
+    ``options`` come from a file (``source``, named in errors): they pass only as far as the backbone
+    and head declare them, with no path in them (:func:`zoo_core.saved_options.check_composed_options`).
+    """
+    from .api import load_weights
+    from .saved_options import check_composed_options
+
+    reg = get_registry()
+    bspec, hspec = reg.resolve("backbone", backbone), reg.resolve("head", head, task=task)
+    fix = (f"model = zoo.build({task!r}, backbone={bspec.qualified_name!r}, head={hspec.qualified_name!r}, "
+           "num_classes=..., backbone_options={...}, <head option>=...), then "
+           f"zoo_core.api.load_weights(model, Path({str(weights_path)!r}))")
+    checked = check_composed_options(bspec, hspec, options, source=source, fix=fix)
     model = build(task, backbone=backbone, head=head, num_classes=num_classes, class_names=class_names,
-                  **dict(options or {}))
+                  **checked)
     if weights_path is not None:
         model.provenance["weights"] = str(weights_path)
         load_weights(model, Path(weights_path), head=model.head_prefixes, strict=strict,

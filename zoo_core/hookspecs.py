@@ -54,10 +54,12 @@ def register_models(register: Register) -> None:
     :class:`zoo_core.specs.ModelSpec`: ``kwargs`` (fixed builder arguments, so a family registers a
     table of variants and one builder), ``input_size`` (C, H, W), ``weights`` (known pretrained
     tags, default first), ``export_formats``, ``priority`` (which provider a short name picks),
-    ``description``. The builder is called as
+    ``saved_options`` (the builder options a saved model's config may set when it is rebuilt; any
+    other option in a saved config is refused), ``description``. The builder is called as
     ``builder(spec, task=..., num_classes=..., pretrained=tag_or_None, **options)`` and returns a
-    :class:`zoo_core.model.BuiltModel`. It must never download anything: it describes pretrained
-    weights and the zoo fetches them offline-first.
+    :class:`zoo_core.model.BuiltModel` whose ``head`` names the classifier's state-dict prefixes and
+    ``backbone`` the pretrained feature extractor's (what ``freeze_backbone`` freezes). It must never
+    download anything: it describes pretrained weights and the zoo fetches them offline-first.
     """
 
 
@@ -80,5 +82,6 @@ def register_heads(register: Register) -> None:
     :class:`zoo_core.specs.HeadSpec`, including ``requires`` (a
     :class:`zoo_core.backbone.HeadRequirements` as a dict). The builder is called as
     ``builder(spec, backbone=Backbone, num_classes=int, **options)`` and returns a
-    :class:`zoo_core.model.BuiltModel`.
+    :class:`zoo_core.model.BuiltModel` whose network holds that ``backbone`` module itself (not a
+    copy): the zoo finds it there and declares it the composed model's backbone.
     """

@@ -33,7 +33,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, UnknownNameError, warn
 from .spec_checks import check_requires as _check_requires
-from .spec_checks import checked_fields
+from .spec_checks import checked_fields, contained, describe_failure
 from .specs import SPEC_TYPES, ModelSpec, Spec, TaskSpec
 
 HOOK_KINDS = {"register_tasks": "task", "register_models": "model",
@@ -127,7 +127,7 @@ class Registry:
                 self._add(spec)
             for spec in staged:
                 info.registered[spec.kind] = info.registered.get(spec.kind, 0) + 1
-        except Exception as exc:  # a broken plugin must not break the zoo
+        except BaseException as exc:  # a broken plugin must not break the zoo (not even by sys.exit)
             if self._pm.is_registered(module):
                 self._pm.unregister(module)
             self._fail(info, exc)
@@ -171,7 +171,10 @@ class Registry:
                 self._task_alias[alias.lower()] = spec.name
 
     def _fail(self, info: PluginInfo, exc: BaseException) -> None:
-        info.error = f"{type(exc).__name__}: {exc}"
+        """Record a plugin's failure (warn, or raise under ZOO_STRICT_PLUGINS); Ctrl-C is re-raised."""
+        if not contained(exc):
+            raise exc
+        info.error = describe_failure(exc)
         info.traceback = "".join(traceback.format_exception(exc))
         if strict_plugins():
             raise PluginError(f"plugin {info.name!r} ({info.module}) failed to load: {info.error} "
@@ -366,7 +369,7 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
         reg.plugins[ep.name] = info
         try:
             module = ep.load()
-        except Exception as exc:
+        except BaseException as exc:  # _fail re-raises only Ctrl-C
             reg._fail(info, exc)
             continue
         reg.add_plugin(module, ep.name, distribution=dname, version=dver)
@@ -380,7 +383,11 @@ def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
             warn(message)
     for name, module in extra:
         if isinstance(module, str):
-            module = importlib.import_module(module)
+            try:
+                module = importlib.import_module(module)
+            except BaseException as exc:
+                reg._fail(reg.plugins.setdefault(name, PluginInfo(name, module)), exc)
+                continue
         reg.add_plugin(module, name)
     return reg.finalize()
 

@@ -28,7 +28,7 @@ def checked_fields(plugin: str, kind: str, name: Any, builder: Any, fields: dict
         raise PluginError(f"plugin {plugin!r}: {kind} {name!r} builder must be a 'module:function' string, "
                           f"got {builder!r}")
     fields = dict(fields)
-    for key in ("tasks", "aliases", "weights", "export_formats"):
+    for key in ("tasks", "aliases", "weights", "export_formats", "saved_options"):
         if key in fields:
             fields[key] = (fields[key],) if isinstance(fields[key], str) else tuple(fields[key])
     if isinstance(fields.get("input_size"), list):
@@ -50,6 +50,10 @@ def spec_problem(kind: str, fields: dict[str, Any]) -> str | None:
     unknown = sorted(set(fields.get("export_formats") or ()) - set(EXPORT_FORMATS))
     if unknown:
         return f"export_formats {unknown} are not formats the zoo exports; known: {', '.join(EXPORT_FORMATS)}"
+    saved = fields.get("saved_options") or ()
+    if not all(isinstance(k, str) and k.isidentifier() for k in saved):
+        return (f"saved_options={saved!r} must be option names (identifiers), e.g. saved_options=('img_size',): "
+                "the builder options a saved config may set when the model is rebuilt from it")
     if kind == "head":
         bad = sorted(set(fields.get("requires") or {}) - set(HEAD_REQUIREMENT_KEYS))
         if bad:
@@ -74,3 +78,21 @@ def check_requires(module: Any, name: str) -> None:
     if __version__ not in supported:
         raise PluginError(f"plugin {name!r} supports zoo {req}, but this is zoo {__version__}; "
                           f"upgrade the plugin or install a zoo version it supports")
+
+
+def contained(exc: BaseException) -> bool:
+    """Is ``exc``, raised by a plugin at import or in a hook, only that plugin's failure?
+
+    Every exception is, and so is any other ``BaseException``: a plugin calling ``sys.exit()`` or
+    ``exit()`` must not end every zoo command without a word. Only the user's Ctrl-C
+    (``KeyboardInterrupt``) and ``GeneratorExit`` go through.
+    """
+    return not isinstance(exc, (KeyboardInterrupt, GeneratorExit))
+
+
+def describe_failure(exc: BaseException) -> str:
+    """The one-line error ``zoo plugins`` shows for a plugin that raised ``exc`` while loading."""
+    if isinstance(exc, SystemExit):
+        return (f"SystemExit: the plugin called sys.exit({exc.code!r}) while loading; a plugin must raise an "
+                "exception instead")
+    return f"{type(exc).__name__}: {exc}"

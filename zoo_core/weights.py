@@ -2,12 +2,14 @@
 
 Nothing here unpickles arbitrary objects: ``.safetensors`` files are read with safetensors and
 ``.pt``/``.pth``/``.bin`` files with ``torch.load(weights_only=True)``; a pickle that tries to run
-code is refused. Downloads go to ``$ZOO_HOME/weights`` (default ``~/.cache/zoo``) and fail within
-seconds when there is no network. A download is checked against the expected sha256 when one is
-known: the provider's (torchvision's table, the plugin's) or else the one the server publishes
-(``X-Linked-Etag``, on Hugging Face's redirect or the response, for timm weights); with neither, only
-its length is checked. The sha256 of the downloaded file is recorded beside it (``<file>.sha256``)
-and checked on every later load, so a cached file corrupted later is named.
+code, or hides behind a ``.safetensors`` name, is refused. Downloads go to ``$ZOO_HOME/weights``
+(default ``~/.cache/zoo``), fail within seconds when there is no network, and end by one deadline
+(``ZOO_DOWNLOAD_TIMEOUT``, see :mod:`zoo_core.transfer`). A download is checked against the expected
+sha256 when one is known: the provider's (torchvision's table, the plugin's) or else the one the
+server publishes (``X-Linked-Etag``, on Hugging Face's redirect or the response, for timm weights);
+with neither, its length, and without a length the file's own structure (it must be whole). The
+sha256 of the downloaded file is recorded beside it (``<file>.sha256``) and checked on every later
+load, so a cached file corrupted later is named.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import http.client
 import os
 import pickle
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -30,14 +31,10 @@ from torch import nn
 from .errors import WeightsError
 from .model import PretrainedWeights
 from .paths import offline, zoo_home  # noqa: F401  (re-exported: torch-free home of both)
+from .transfer import Deadline, download_timeout, incomplete, read_body  # noqa: F401  (download_timeout: re-export)
 
 STRIP_PREFIXES = ("module.", "_orig_mod.")
 NESTED_KEYS = ("state_dict", "model", "model_state", "module", "net")
-
-
-def download_timeout() -> float:
-    """Seconds to wait for a connection or a stalled read: ``$ZOO_DOWNLOAD_TIMEOUT`` (default 10)."""
-    return float(os.environ.get("ZOO_DOWNLOAD_TIMEOUT") or 10)
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -75,18 +72,28 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{path} is not a checkpoint: it is neither safetensors nor a PyTorch file "
                            f"({path.stat().st_size} bytes, starts with {_head(path)!r}). Pass a "
                            ".safetensors/.pt/.pth weights file or a directory written by model.save()")
-    if _torch_version() < (2, 6):
-        raise WeightsError(f"refused to load {path}: torch {torch.__version__} has known bypasses of "
-                           "torch.load(weights_only=True); upgrade torch to >= 2.6 or convert the file "
-                           "to safetensors on a trusted machine")
+    if path.suffix.lower() == ".safetensors":  # a pickle behind a name that promises none
+        raise WeightsError(f"{path} is named .safetensors but is really a PyTorch checkpoint (a pickle, as "
+                           "torch.save writes), which safetensors cannot read. If you trust it, rename it to .pt (the "
+                           "zoo reads it with torch.load(weights_only=True)) or convert it to safetensors")
+    refuse_old_torch(path)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as f:  # a file object: torch.load then never picks a reader by the suffix
+            obj = torch.load(f, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise unsafe_pickle_error(path, exc) from exc
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, IndexError) as exc:
         raise WeightsError(f"{path} is not a readable PyTorch checkpoint ({type(exc).__name__}: {exc}); "
                            "it may be truncated, or not a weights file") from exc
     return unwrap_state_dict(obj, str(path))
+
+
+def refuse_old_torch(path: Path) -> None:
+    """Refuse to unpickle ``path`` under torch < 2.6, whose ``weights_only=True`` has known bypasses."""
+    if _torch_version() < (2, 6):
+        raise WeightsError(f"refused to load {path}: torch {torch.__version__} has known bypasses of "
+                           "torch.load(weights_only=True); upgrade torch to >= 2.6 or convert the file "
+                           "to safetensors on a trusted machine")
 
 
 def unsafe_pickle_error(path: Path, exc: Exception) -> WeightsError:
@@ -294,35 +301,51 @@ def verify(path: Path, weights: PretrainedWeights) -> str:
 def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool = True,
              hint: str = "") -> None:
     """Download to a temp file beside ``dest``, verify, then rename; the temp file never survives."""
+    hint = hint or f"Download {url} by hand and copy it to {dest}."
+    deadline = Deadline(url, hint)  # ZOO_DOWNLOAD_TIMEOUT: the whole download, not each read
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
+    from .fileio import create_temp  # mode 0666 & ~umask: a mirror's files are readable by others (not 0600)
+
+    fd, tmp = create_temp(dest.parent, dest.name + ".", ".part")
     h = hashlib.sha256()
     received = 0
     try:
         with os.fdopen(fd, "wb") as out:
+            total = None
             try:
                 req = urllib.request.Request(url, headers={"User-Agent": "zoo"})
                 linked = _LinkedEtag()
-                with urllib.request.build_opener(linked).open(req, timeout=download_timeout()) as resp:
+                with urllib.request.build_opener(linked).open(req, timeout=deadline.wait()) as resp:
                     total = int(resp.headers.get("Content-Length") or 0) or None
                     published = linked.sha256 or published_sha256(resp.headers)
                     bar = _progress(total, dest.name) if progress else None
+
+                    def write(block: bytes) -> None:
+                        out.write(block)
+                        h.update(block)
+                        if bar is not None:
+                            bar.update(len(block))
+
                     try:
-                        while block := resp.read(1 << 20):
-                            out.write(block)
-                            h.update(block)
-                            received += len(block)
-                            if bar is not None:
-                                bar.update(len(block))
+                        received = read_body(resp, write, deadline, total)
                     finally:
                         if bar is not None:
                             bar.close()
+            except http.client.IncompleteRead as exc:  # a chunked body cut off before its last chunk
+                raise WeightsError(f"download of {url} is truncated: the connection closed before the end of the "
+                                   f"body (got {out.tell()} bytes). The partial file was deleted; try again") from exc
             except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
+                if deadline.spent():
+                    raise deadline.error(out.tell(), total) from exc
                 raise WeightsError(f"could not download {url}: {getattr(exc, 'reason', exc)}. {hint}") from exc
         if total is not None and received != total:
             raise WeightsError(f"download of {url} is truncated: got {received} of {total} bytes. The "
                                "partial file was deleted; try again")
+        if total is None and not (published or weights.sha256 or weights.hash_prefix):
+            why = incomplete(tmp)  # nothing else can tell a cut-off body from a whole one
+            if why is not None:
+                raise WeightsError(f"download of {url} was not cached: {why}. The server sent no Content-Length "
+                                   f"and no hash. The partial file was deleted; try again. {hint}")
         actual = h.hexdigest()
         if published and not weights.sha256 and actual != published:
             raise WeightsError(f"download of {url} is corrupt or truncated: sha256 {actual}, but the server "

@@ -17,6 +17,8 @@ from zoo_core.model import BuiltModel, Preprocess
 from zoo_core.specs import ModelSpec, check_options
 
 HEAD_PREFIX = "segmentation_head"
+#: the encoder is the backbone (freeze_backbone, backbone_lr_mult); the decoder is new and trains
+ENCODER_PREFIX = "encoder"
 DEFAULT_NUM_CLASSES = 2
 
 
@@ -76,4 +78,4 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     side = int(image_size or (spec.input_size[-1] if spec.input_size else 256))
     preprocess = Preprocess(input_size=(side, side))
     return BuiltModel(net=net, preprocess=preprocess, num_classes=n, head=(HEAD_PREFIX,),
-                      extra={"task_options": {"loss": spec.kwargs.get("loss", "ce")}})
+                      backbone=(ENCODER_PREFIX,), extra={"task_options": {"loss": spec.kwargs.get("loss", "ce")}})

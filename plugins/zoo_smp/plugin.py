@@ -39,6 +39,15 @@ MODELS: tuple[tuple[str, str, str, str], ...] = (
     ("upernet", "UPerNet", "ce", "UPerNet (PPM + FPN)"),
 )
 
+#: the options a saved config (config.json, a checkpoint) may set when a model is rebuilt from it: the
+#: encoder name and smp's plain architecture settings (a path-like encoder name is refused anyway)
+SAVED_OPTIONS = ("backbone", "image_size", "encoder_depth", "encoder_output_stride", "in_channels", "activation",
+                 "aux_params", "upsampling", "decoder_channels", "decoder_use_norm", "decoder_use_batchnorm",
+                 "decoder_attention_type", "decoder_interpolation", "decoder_pyramid_channels",
+                 "decoder_segmentation_channels", "decoder_merge_policy", "decoder_dropout", "decoder_atrous_rates",
+                 "decoder_aspp_separable", "decoder_aspp_dropout", "decoder_pab_channels", "psp_out_channels",
+                 "psp_dropout", "drop_rate", "drop_path_rate")  # the last two reach a timm (tu-) encoder
+
 #: the unet head needs a pyramid (a single ViT map gets the simple feature pyramid in front)
 UNET_REQUIRES = {"min_levels": 2, "single_level_ok": False}
 
@@ -48,11 +57,11 @@ def register_models(register):
     for name, arch, loss, description in MODELS:
         register(name, BUILDER, tasks=("segmentation",), priority=PRIORITY, input_size=INPUT_SIZE,
                  kwargs={"arch": arch, "loss": loss, "backbone": DEFAULT_BACKBONE}, export_formats=EXPORT_FORMATS,
-                 description=f"{description} (smp). {BACKBONES_FIT}")
+                 description=f"{description} (smp). {BACKBONES_FIT}", saved_options=SAVED_OPTIONS)
 
 
 @hookimpl
 def register_heads(register):
     register("unet", HEAD_BUILDER, task="segmentation", requires=UNET_REQUIRES, priority=PRIORITY,
-             kwargs={"loss": "dice_ce"},
+             kwargs={"loss": "dice_ce"}, saved_options=("decoder_channels",),
              description="U-Net decoder (smp blocks) over any backbone's pyramid, shallowest map to the input size")

@@ -19,6 +19,7 @@ from zoo_core.errors import IncompatibleError
 from zoo_core.specs import BackboneSpec
 
 from .classification import _cfg_dict, describe, preprocess_from_cfg
+from .options import check_timm_options
 
 PREFIX = "model."
 
@@ -61,6 +62,7 @@ def build_backbone(spec: BackboneSpec, *, pretrained: str | None = None, **optio
     """timm model ``spec.name`` as a backbone; ``options`` go to ``timm.create_model`` (``img_size``,
     ``out_indices``, ``drop_path_rate``...). ``pretrained`` describes the tag's weights for the zoo."""
     arch = f"{spec.name}.{pretrained}" if pretrained else spec.name
+    check_timm_options(spec.name, options, what=f"backbone timm:{spec.name}")  # unknown options: OptionError
     net = _create(arch, dict(options))
     reds = net.feature_info.reduction()
     bb = TimmBackbone(net, last_only=len(reds) > 1 and len(set(reds)) == 1)

@@ -18,8 +18,10 @@ from typing import Any, Callable, Mapping
 import torch
 
 from zoo_core.errors import IncompatibleError
-from zoo_core.model import IMAGENET_MEAN, IMAGENET_STD, BuiltModel, Preprocess, PretrainedWeights
+from zoo_core.model import IMAGENET_MEAN, IMAGENET_STD, BuiltModel, Preprocess, PretrainedWeights, prefixes_except
 from zoo_core.specs import ModelSpec
+
+from .options import create_checked
 
 #: head size for a model whose timm config has no classifier (``num_classes=0``: CLIP/DINOv2/EVA-02
 #: image towers and other embedding models) when the caller does not say ``num_classes``
@@ -93,6 +95,14 @@ def head_prefixes(cfg: Mapping[str, Any]) -> tuple[str, ...]:
     return (classifier,) if isinstance(classifier, str) else tuple(classifier)
 
 
+def classifier_names(net: torch.nn.Module) -> tuple[str, ...]:
+    """Where the module(s) of timm's ``get_classifier()`` sit in ``net`` (for a config naming none)."""
+    get = getattr(net, "get_classifier", None)
+    found = get() if callable(get) else ()
+    wanted = found if isinstance(found, (tuple, list)) else (found,)
+    return tuple(name for name, module in net.named_modules() if name and any(module is m for m in wanted))
+
+
 def state_filter(net: torch.nn.Module) -> Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None:
     """The architecture module's ``checkpoint_filter_fn`` bound to ``net`` (None if it has none)."""
     module = sys.modules.get(type(net).__module__)
@@ -115,7 +125,6 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     ``in_chans``...). ``num_classes`` defaults to the tag's (1000 for ImageNet-1k), or to
     :data:`DEFAULT_NUM_CLASSES` for embedding models whose config has no classifier.
     """
-    import timm
     from timm.models import get_pretrained_cfg
 
     arch = f"{spec.name}.{pretrained}" if pretrained else spec.name
@@ -124,7 +133,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
         kwargs["num_classes"] = int(num_classes)
     elif not getattr(get_pretrained_cfg(arch), "num_classes", None):  # a headless embedding model
         kwargs["num_classes"] = DEFAULT_NUM_CLASSES
-    net = timm.create_model(arch, pretrained=False, **kwargs)
+    net = create_checked(arch, kwargs, options, what=f"timm:{spec.name}")  # unknown options: OptionError
     if not getattr(net, "num_classes", 0):
         raise IncompatibleError(f"timm:{spec.name} built without a classification head (an encoder-only "
                                 "model); use it as a backbone with zoo.build(...) instead")
@@ -138,5 +147,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     info = describe(spec.name, pretrained, cfg) if pretrained else None
     if info is not None:
         info.preprocess = preprocess
-    return BuiltModel(net=net, preprocess=preprocess, num_classes=int(net.num_classes), head=head_prefixes(cfg),
-                      pretrained=info, map_state_dict=state_filter(net))
+    head = head_prefixes(cfg)
+    return BuiltModel(net=net, preprocess=preprocess, num_classes=int(net.num_classes), head=head,
+                      pretrained=info, map_state_dict=state_filter(net),
+                      backbone=prefixes_except(net, head or classifier_names(net)))

@@ -15,6 +15,12 @@ from .catalog import load_catalog
 BUILDER = "zoo_timm.classification:build"
 WEIGHTS_INFO = "zoo_timm.classification:weights_info"
 PRIORITY = 10
+#: the options a saved config (config.json, a checkpoint) may set when a model is rebuilt from it:
+#: shapes and regularisation, plain numbers and flags (never timm's checkpoint_path or pretrained_cfg*)
+SAVED_OPTIONS = ("img_size", "in_chans", "patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio",
+                 "drop_rate", "drop_path_rate", "drop_block_rate", "proj_drop_rate", "attn_drop_rate",
+                 "pos_drop_rate", "patch_drop_rate", "global_pool", "output_stride", "dynamic_img_size",
+                 "dynamic_img_pad", "class_token", "reg_tokens", "no_embed_class", "qkv_bias", "init_values")
 
 
 def register_models(register: Callable[..., Any]) -> None:
@@ -23,4 +29,5 @@ def register_models(register: Callable[..., Any]) -> None:
         size = entry.get("input_size")
         register(name, BUILDER, tasks=("classification",), priority=PRIORITY,
                  input_size=tuple(size) if size else None, weights=tuple(entry.get("weights") or ()),
-                 weights_info=WEIGHTS_INFO, export_formats=EXPORT_FORMATS, description=f"timm {name} classifier")
+                 weights_info=WEIGHTS_INFO, export_formats=EXPORT_FORMATS, description=f"timm {name} classifier",
+                 saved_options=SAVED_OPTIONS)

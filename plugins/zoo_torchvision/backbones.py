@@ -19,6 +19,7 @@ from zoo_core.backbone import Backbone, FeatureInfo
 from zoo_core.model import PretrainedWeights
 from zoo_core.specs import BackboneSpec
 
+from .options import check_model_options
 from .tv_weights import describe, preprocess_of, entry
 
 #: the ordered stages of each family (dotted paths; ``"features.*"`` means every child of ``features``)
@@ -111,6 +112,7 @@ def out_channels(m: nn.Module) -> int:
 
 def build_backbone(spec: BackboneSpec, *, pretrained: str | None = None, **options: Any) -> TorchvisionTrunk:
     """The trunk of torchvision model ``spec.name`` (random init; ``pretrained`` describes weights)."""
+    check_model_options(spec.name, options, what=f"backbone torchvision:{spec.name}")  # unknown: OptionError
     body = models.get_model(spec.name, weights=None, **options)
     trunk = TorchvisionTrunk(body, spec.kwargs["family"])
     if pretrained is not None:

@@ -15,9 +15,10 @@ import torch
 from torchvision.models import get_model
 
 from zoo_core.errors import OptionError
-from zoo_core.model import BuiltModel, Preprocess
+from zoo_core.model import BuiltModel, Preprocess, prefixes_except
 from zoo_core.specs import ModelSpec
 
+from .options import check_model_options
 from .tv_weights import describe, entry, preprocess_of
 
 #: GoogLeNet and Inception v3 are built without their training-only auxiliary classifiers (so a
@@ -55,6 +56,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
 
     kwargs = dict(options)
     image_size = kwargs.pop("image_size", None)
+    check_model_options(name, kwargs, what=f"torchvision:{name}", zoo_options=("image_size",))  # OptionError
     if image_size is not None:
         preprocess = preprocess.with_size(image_size)
     if family == "vit":  # position embeddings are sized for one input size
@@ -72,4 +74,4 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     if info is not None:
         info = replace(info, preprocess=preprocess)
     return BuiltModel(net=net, preprocess=preprocess, num_classes=n, head=(head,), pretrained=info,
-                      map_state_dict=MAP_STATE.get(family))
+                      map_state_dict=MAP_STATE.get(family), backbone=prefixes_except(net, (head,)))

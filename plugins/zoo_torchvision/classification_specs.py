@@ -16,6 +16,12 @@ from zoo_core.specs import EXPORT_FORMATS
 BUILDER = "zoo_torchvision.classification:build"
 WEIGHTS_INFO = "zoo_torchvision.tv_weights:weights_info"
 PRIORITY = 30
+#: the options a saved config (config.json, a checkpoint) may set when a classifier or trunk is rebuilt
+#: from it: plain numbers and flags of torchvision's constructors
+SAVED_OPTIONS = ("image_size", "dropout", "attention_dropout", "mlp_dropout", "dropout_aux", "drop_rate",
+                 "stochastic_depth_prob", "layer_scale", "zero_init_residual", "replace_stride_with_dilation",
+                 "transform_input", "aux_logits", "init_weights", "memory_efficient", "width_mult",
+                 "round_nearest", "last_channel", "representation_size", "reduced_tail", "dilated")
 
 #: state-dict key prefix of the final classifier layer, per family (replaced for ``num_classes``)
 HEADS: dict[str, str] = {
@@ -120,4 +126,5 @@ def register_models(register: Callable[..., Any]) -> None:
         register(name, BUILDER, tasks=("classification",), priority=PRIORITY, input_size=(3, size, size),
                  weights=tuple(tags.split()), weights_info=WEIGHTS_INFO,
                  kwargs={"family": family, "head": HEADS[family]}, export_formats=EXPORT_FORMATS,
-                 description=f"torchvision {name} ImageNet classifier ({family} family)")
+                 description=f"torchvision {name} ImageNet classifier ({family} family)",
+                 saved_options=SAVED_OPTIONS)

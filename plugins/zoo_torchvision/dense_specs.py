@@ -38,7 +38,8 @@ def register_backbones(register: Callable[..., Any]) -> None:
     for name, family, tags in backbone_rows():
         register(name, BACKBONE_BUILDER, kwargs={"family": family}, weights=tags,
                  weights_info=BACKBONE_WEIGHTS_INFO, priority=PRIORITY,
-                 description=f"torchvision {name} trunk: feature maps at strides 2-32")
+                 description=f"torchvision {name} trunk: feature maps at strides 2-32",
+                 saved_options=classification_specs.SAVED_OPTIONS)
 
 
 def register_heads(register: Callable[..., Any]) -> None:

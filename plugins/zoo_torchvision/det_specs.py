@@ -14,6 +14,17 @@ BUILDER = "zoo_torchvision.detection:build"
 WEIGHTS_INFO = "zoo_torchvision.detection:weights_info"
 HEAD_BUILDER = "zoo_torchvision.detection:build_faster_rcnn_head"
 PRIORITY = 30
+#: the options a saved config may set when a detector is rebuilt from it (sizes, thresholds, sampling)
+SAVED_OPTIONS = (
+    "min_size", "max_size", "image_mean", "image_std", "size_divisible", "fixed_size", "trainable_backbone_layers",
+    "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
+    "rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_batch_size_per_image", "rpn_positive_fraction",
+    "rpn_score_thresh", "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_fg_iou_thresh",
+    "box_bg_iou_thresh", "box_batch_size_per_image", "box_positive_fraction", "bbox_reg_weights", "score_thresh",
+    "nms_thresh", "detections_per_img", "fg_iou_thresh", "bg_iou_thresh", "topk_candidates",
+    "center_sampling_radius", "iou_thresh", "positive_fraction")
+#: ... and on the faster_rcnn head (its own widths plus the detector's)
+HEAD_SAVED_OPTIONS = SAVED_OPTIONS + ("fpn_channels", "representation_size", "max_levels")
 
 #: state-dict prefix (inside torchvision's model) of the class-dependent layers, per family
 HEADS: dict[str, tuple[str, ...]] = {
@@ -21,6 +32,16 @@ HEADS: dict[str, tuple[str, ...]] = {
     "retinanet": ("head.classification_head.cls_logits",),
     "fcos": ("head.classification_head.cls_logits",),
     "ssd": ("head.classification_head",),
+}
+
+#: state-dict prefix (inside torchvision's model) of the backbone, per family: the ImageNet-pretrained
+#: trunk (torchvision's ``trainable_backbone_layers`` acts on the same part). The FPN, RPN and box heads,
+#: pretrained on COCO or new, train with the head under freeze_backbone; SSD's ``extra`` layers too.
+BACKBONES: dict[str, tuple[str, ...]] = {
+    "fasterrcnn": ("backbone.body",),
+    "retinanet": ("backbone.body",),
+    "fcos": ("backbone.body",),
+    "ssd": ("backbone.features",),
 }
 
 #: (name, family, default min_size of the resize inside the model, description)
@@ -48,10 +69,11 @@ def register_models(register: Callable[..., Any]) -> None:
     for name, family, min_size, description in MODELS:
         register(name, BUILDER, tasks=("detection",), priority=PRIORITY, input_size=(3, min_size, min_size),
                  weights=("COCO_V1",), weights_info=WEIGHTS_INFO, kwargs={"family": family},
-                 description=description)
+                 description=description, saved_options=SAVED_OPTIONS)
 
 
 def register_heads(register: Callable[..., Any]) -> None:
     """``faster_rcnn``: torchvision's Faster R-CNN (RPN + RoIAlign box head) on any compatible backbone."""
     register("faster_rcnn", HEAD_BUILDER, task="detection", requires=FASTER_RCNN_REQUIRES, priority=PRIORITY,
-             description="Faster R-CNN (torchvision ops) with an FPN over the backbone's maps")
+             description="Faster R-CNN (torchvision ops) with an FPN over the backbone's maps",
+             saved_options=HEAD_SAVED_OPTIONS)

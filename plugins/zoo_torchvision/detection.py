@@ -25,7 +25,8 @@ from zoo_core.backbone import Backbone, HeadRequirements, usable_levels
 from zoo_core.model import BuiltModel, Preprocess, PretrainedWeights
 from zoo_core.specs import HeadSpec, ModelSpec
 
-from .det_specs import HEADS
+from .det_specs import BACKBONES, HEADS
+from .options import check_head_options, check_model_options
 from .tv_weights import HASH_IN_NAME, entry
 
 PREFIX = "detector."
@@ -73,6 +74,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     family = spec.kwargs["family"]
     coco = entry(spec.name, "COCO_V1")
     n = num_classes if num_classes is not None else len(coco.meta["categories"]) - 1
+    check_model_options(spec.name, options, what=f"torchvision:{spec.name}", detector=True)  # OptionError
     net = getattr(tvd, spec.name)(weights=None, weights_backbone=None, num_classes=n + 1, **options)
     if pretrained is not None:
         freeze_batchnorm(net.backbone)
@@ -81,6 +83,7 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     wrapped = Detector(net)
     return BuiltModel(net=wrapped, preprocess=preprocess_of(net), num_classes=n,
                       head=tuple(PREFIX + h for h in HEADS[family]),
+                      backbone=tuple(PREFIX + b for b in BACKBONES[family]),
                       pretrained=describe(spec.name, pretrained) if pretrained else None,
                       map_state_dict=torchvision_keys(wrapped), export_formats=("onnx",),
                       extra={"export": EXPORT_HINTS})
@@ -177,6 +180,7 @@ def build_faster_rcnn_head(spec: HeadSpec, *, backbone: Backbone, num_classes: i
     Anchors are 8x each level's stride (torchvision's 32..512 on a ResNet), three aspect ratios;
     ``options`` go to torchvision's ``FasterRCNN`` (``box_score_thresh``, ``rpn_batch_size_per_image``...).
     """
+    check_head_options(build_faster_rcnn_head, options, what=f"head {spec.qualified_name}")  # OptionError
     levels = usable_levels(backbone.feature_info, HeadRequirements.from_dict(spec.requires))[-max_levels:]
     strides = [backbone.feature_info.reduction(i) for i in levels]
     body = FPNOverBackbone(backbone, levels, fpn_channels)

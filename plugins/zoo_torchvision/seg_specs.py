@@ -39,10 +39,11 @@ def register_models(register: Callable[..., Any]) -> None:
     for name, family, description in MODELS:
         register(name, BUILDER, tasks=("segmentation",), priority=PRIORITY, input_size=INPUT_SIZE, weights=WEIGHTS,
                  weights_info=WEIGHTS_INFO, kwargs={"family": family}, export_formats=EXPORT_FORMATS,
-                 description=description)
+                 description=description, saved_options=("aux_loss", "image_size"))
 
 
 def register_heads(register: Callable[..., Any]) -> None:
     """``deeplabv3``: torchvision's ASPP head on the deepest map of any backbone (ViT included)."""
     register("deeplabv3", HEAD_BUILDER, task="segmentation", requires=DEEPLABV3_REQUIRES, priority=PRIORITY,
-             description="DeepLabV3 ASPP head (torchvision's DeepLabHead) on the backbone's deepest feature map")
+             description="DeepLabV3 ASPP head (torchvision's DeepLabHead) on the backbone's deepest feature map",
+             saved_options=("level", "atrous_rates"))

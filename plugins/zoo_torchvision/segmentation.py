@@ -31,6 +31,8 @@ HEADS: dict[str, tuple[str, ...]] = {
     "lraspp": ("classifier.low_classifier", "classifier.high_classifier"),
 }
 HAS_AUX = ("deeplabv3", "fcn")
+#: the ImageNet trunk every family keeps under ``backbone`` (what freeze_backbone freezes)
+BACKBONE_PREFIX = "backbone"
 VOC_CLASSES = 21
 
 
@@ -97,4 +99,5 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     if info is not None:
         info.preprocess = preprocess
     return BuiltModel(net=net, preprocess=preprocess, num_classes=n, head=heads, pretrained=info,
-                      map_state_dict=None if aux or family not in HAS_AUX else drop_aux)
+                      map_state_dict=None if aux or family not in HAS_AUX else drop_aux,
+                      backbone=(BACKBONE_PREFIX,))

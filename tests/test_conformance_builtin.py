@@ -45,7 +45,7 @@ def test_builtin_sample_conforms(name, options):
     if report.kind == "backbone":
         expected |= {"feature_info", "gradients"}
     elif not options.get("checks"):
-        expected |= {"contract", "train_step", "save_load", "num_classes"}
+        expected |= {"contract", "train_step", "freeze", "save_load", "num_classes"}
     if report.kind == "model" and not options.get("checks"):
         expected |= {"export"}  # built-in classifiers/segmenters declare onnx, torchscript, torch_export
     assert expected <= ran, str(report)

@@ -143,7 +143,7 @@ def build_net(spec, *, task, num_classes=None, pretrained=None, **options: Any) 
     n = num_classes or 2
     k = spec.kwargs
     return BuiltModel(net=ToyNet(k["width"], n, k["bn"], k["dropout"]), num_classes=n,
-                      preprocess=Preprocess(input_size=(8, 8)), head=("fc",))
+                      preprocess=Preprocess(input_size=(8, 8)), head=("fc",), backbone=("stem", "blocks"))
 
 
 @hookimpl

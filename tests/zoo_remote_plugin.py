@@ -31,7 +31,8 @@ def build(spec, *, task: str, num_classes: int | None = None, pretrained: str | 
           **options: Any) -> BuiltModel:
     n = num_classes or 4
     return BuiltModel(net=TinyNet(4, n), num_classes=n, preprocess=Preprocess(input_size=(8, 8)),
-                      head=("fc",), pretrained=describe(pretrained) if pretrained else None,
+                      head=("fc",), backbone=("features",),
+                      pretrained=describe(pretrained) if pretrained else None,
                       export_formats=("onnx", "torchscript", "torch_export"))
 
 

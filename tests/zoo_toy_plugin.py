@@ -78,7 +78,7 @@ def build_tiny(spec, *, task: str, num_classes: int | None = None, pretrained: s
     torch.manual_seed(options.get("seed", 0))
     n = num_classes or 4
     return BuiltModel(net=TinyNet(spec.kwargs.get("width", 4), n), num_classes=n,
-                      preprocess=Preprocess(input_size=(8, 8)), head=("fc",))
+                      preprocess=Preprocess(input_size=(8, 8)), head=("fc",), backbone=("features",))
 
 
 def build_wrong(spec, **kwargs):

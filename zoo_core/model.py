@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -111,6 +111,12 @@ class BuiltModel:
 
     ``head`` lists state-dict key prefixes of the task head: when ``num_classes`` differs from the
     pretrained weights, those tensors are re-initialised (and reported) instead of loaded.
+    ``backbone`` lists the state-dict key prefixes of the pretrained feature extractor (ResNet's
+    ``conv1``..``layer4``, U-Net's ``encoder``, a detector's ``backbone.body``): what the Trainer's
+    ``freeze_backbone``, ``freeze_blocks`` and ``backbone_lr_mult`` act on; every other parameter
+    (a new decoder, FPN, RPN and the head) trains at the full learning rate. For a classifier it is
+    everything but the classifier (:func:`prefixes_except`); ``zoo.build`` fills it in for a head
+    builder (where the backbone it was given sits in the returned net).
     ``map_state_dict`` converts foreign key layouts (another library's) to this network's.
     ``extra["task_options"]`` (a dict) becomes ``model.config["task_options"]``: the plugin's defaults
     for the task's options (e.g. ``{"loss": "dice_ce"}`` for U-Net), which the user may override.
@@ -124,19 +130,66 @@ class BuiltModel:
     map_state_dict: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None
     export_formats: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    backbone: tuple[str, ...] = ()
+
+
+def under(name: str, prefixes: Iterable[str]) -> bool:
+    """Is state-dict key (or parameter name) ``name`` under one of ``prefixes`` (``a.b`` covers ``a.b.c``)?"""
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def _has_state(module: nn.Module) -> bool:
+    """Does ``module`` hold any parameter or persistent buffer (a state-dict key)?"""
+    if any(True for _ in module.parameters()):
+        return True
+    return any(name not in getattr(m, "_non_persistent_buffers_set", ()) and b is not None
+               for m in module.modules() for name, b in m._buffers.items())
+
+
+def prefixes_except(net: nn.Module, exclude: Sequence[str]) -> tuple[str, ...]:
+    """The fewest state-dict prefixes that cover every tensor of ``net`` outside ``exclude``.
+
+    What a classifier declares as its backbone: ``prefixes_except(resnet, ("fc",))`` is
+    ``("conv1", "bn1", "layer1", ..., "layer4")``; ``prefixes_except(vgg, ("classifier.6",))`` is
+    ``("features", "classifier.0", "classifier.3")``. Modules without state-dict tensors (no
+    parameters, only non-persistent buffers such as rotary tables) are left out.
+    """
+    excluded = tuple(exclude)
+    out: list[str] = []
+
+    def visit(module: nn.Module, path: str) -> None:
+        if path and under(path, excluded):
+            return
+        if path and not any(e.startswith(path + ".") for e in excluded):
+            if _has_state(module):
+                out.append(path)
+            return
+        own = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        for name, tensor in own:
+            full = f"{path}.{name}" if path else name
+            transient = name in getattr(module, "_non_persistent_buffers_set", ())
+            if tensor is not None and not transient and not under(full, excluded):
+                out.append(full)
+        for name, child in module.named_children():
+            visit(child, f"{path}.{name}" if path else name)
+
+    visit(net, "")
+    return tuple(out)
 
 
 class ZooModel(nn.Module):
     """A task model: ``forward`` is the raw network's; ``predict`` returns typed predictions.
 
     Attributes: ``task`` (canonical task name), ``class_names``, ``preprocess``
-    (:class:`Preprocess`), ``config`` (how to rebuild it: model name, options) and ``provenance``
+    (:class:`Preprocess`), ``head_prefixes`` / ``backbone_prefixes`` (:class:`BuiltModel`'s ``head``
+    and ``backbone``), ``config`` (how to rebuild it: model name, options) and ``provenance``
     (where its weights came from, and the :class:`~zoo_core.weights.LoadReport` of loading them).
     """
 
     def __init__(self, net: nn.Module, *, task: str, class_names: Sequence[str], preprocess: Preprocess,
                  config: dict[str, Any], head: Sequence[str] = (), export_formats: Sequence[str] = (),
-                 provenance: dict[str, Any] | None = None, export_options: Mapping[str, Any] | None = None) -> None:
+                 provenance: dict[str, Any] | None = None, export_options: Mapping[str, Any] | None = None,
+                 backbone: Sequence[str] = ()) -> None:
         super().__init__()
         self.net = net
         self.task = task
@@ -144,6 +197,9 @@ class ZooModel(nn.Module):
         self.preprocess = preprocess
         self.config = dict(config)
         self.head_prefixes = tuple(head)
+        #: state-dict prefixes of the pretrained feature extractor (``BuiltModel.backbone``); () when the
+        #: plugin declares none (the Trainer then treats everything but the head as backbone, and warns)
+        self.backbone_prefixes = tuple(backbone)
         self.export_formats = tuple(export_formats)
         self.provenance: dict[str, Any] = dict(provenance or {})
         self.weights_report: LoadReport | None = None
@@ -176,23 +232,38 @@ class ZooModel(nn.Module):
     def predict(self, inputs: Any, *, batch_size: int = 16, **options: Any) -> list["Prediction"]:
         """Typed predictions for a path, PIL image, ``(C,H,W)``/``(B,C,H,W)`` tensor, or a list of them.
 
-        Tensors are float images in [0, 1] (not yet normalised). The model's device is used. A model
-        (or its net) in training mode is put in eval mode for the call and every module's previous
-        mode is restored afterwards; a model already in eval mode is used as it is, so a submodule you
-        deliberately set to train (dropout for Monte-Carlo sampling) stays so, and no module walk is paid.
+        Tensors are images in [0, 1] (not yet normalised): float tensors are used as they are (a warning
+        when their values look like 0-255), integer tensors (uint8, or any integer dtype with values in
+        0..255) are divided by 255, a 1-channel image given to a 3-channel model is repeated to 3
+        channels (as PIL's ``convert("RGB")`` does); other dtypes, channel counts, NaN/Inf values and
+        HWC layouts raise :class:`~zoo_core.errors.InputError` naming the input
+        (:func:`~zoo_core.data.images.as_image_list`). The model's device is used. A model (or its net)
+        in training mode is put in eval mode for the call and every module's previous mode is restored
+        afterwards; a model already in eval mode is used as it is, so a submodule you deliberately set
+        to train (dropout for Monte-Carlo sampling) stays so, and no module walk is paid.
+
+        NaN/Inf weights or outputs raise :class:`~zoo_core.errors.NonFiniteOutputError` instead of
+        returning predictions built on them (:mod:`zoo_core.finite`; the weight check is cached until a
+        weight changes, the output count is read once per call).
         """
         from .data.images import as_image_list
+        from .finite import OutputCounter, check_weights
 
-        images, sources = as_image_list(inputs)
+        images, sources = as_image_list(inputs, channels=self.preprocess.in_chans)
+        check_weights(self, "predict")
+        counter = OutputCounter()
         switch = self.training or self.net.training
-        with restored_modes(self) if switch else contextlib.nullcontext():
+        task = self.task_impl
+        with restored_modes(self) if switch else contextlib.nullcontext(), \
+                counter.watch(self.net, *task.output_probes(self)):
             if switch:
                 self.eval()
             out: list[Prediction] = []
             for i in range(0, len(images), batch_size):
-                out += self.task_impl.predict(self, images[i:i + batch_size], sources[i:i + batch_size],
-                                              **options)
-            return out
+                counter.begin_batch(i // batch_size, sources[i:i + batch_size], len(images[i:i + batch_size]))
+                out += task.predict(self, images[i:i + batch_size], sources[i:i + batch_size], **options)
+        counter.check("predict")
+        return out
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (+ a README.md model card) into a directory."""

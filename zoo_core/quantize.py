@@ -228,7 +228,7 @@ def _wrap_like(model: "ZooModel", net: nn.Module, method: str, backend: str) -> 
     if method != "float":
         config["quantized"] = {"dtype": "int8", "method": method, "backend": backend}
     out = ZooModel(net, task=model.task, class_names=model.class_names, preprocess=model.preprocess,
-                   config=config, head=model.head_prefixes,
+                   config=config, head=model.head_prefixes, backbone=model.backbone_prefixes,
                    export_formats=("torchscript",) if method != "float" else model.export_formats,
                    provenance=dict(model.provenance))
     out.export_options = {**model.export_options, "reasons": {

@@ -3,9 +3,11 @@
 :func:`check_model_spec` runs every check that applies to a model spec and returns a
 :class:`~zoo_core.testing.report.SpecReport` (:mod:`.suite` dispatches any spec here or to
 :mod:`.component_checks`). A model spec is checked for: its builder imports;
-it builds a :class:`~zoo_core.model.BuiltModel` whose head prefixes exist; the task's contract holds
-on a tiny synthetic batch from :meth:`Task.example_samples` (collate, forward_eval, metrics,
-typed predictions); one training step changes the weights; save/load is exact; ``num_classes``
+it builds a :class:`~zoo_core.model.BuiltModel` whose head and backbone prefixes exist (and do not
+overlap); the task's contract holds on a tiny synthetic batch from :meth:`Task.example_samples`
+(collate, forward_eval, metrics, typed predictions); one training step changes the weights; with
+``freeze_backbone`` it trains the head and not the declared backbone
+(:mod:`.backbone_checks`); save/load is exact; ``num_classes``
 replacement re-initialises only the head; declared export formats export and verify.
 Backbones, heads and tasks get the checks of :mod:`zoo_core.testing.component_checks`.
 """
@@ -27,7 +29,7 @@ from .report import CheckResult, SpecReport
 #: the checks a model spec gets, in the order they run, each with the checks it needs
 MODEL_CHECKS: dict[str, tuple[str, ...]] = {
     "builder": (), "build": ("builder",), "contract": ("build",), "train_step": ("contract",),
-    "save_load": ("build",), "num_classes": ("save_load",), "export": ("build",)}
+    "freeze": ("train_step",), "save_load": ("build",), "num_classes": ("save_load",), "export": ("build",)}
 
 
 class _Skip(Exception):
@@ -129,12 +131,14 @@ class _ModelCheck:
         r.run("builder", self.builder, f"make builder {s.builder!r} name an importable 'module:function'; "
               f"try `python -c \"import {s.builder.partition(':')[0]}\"`")
         r.run("build", self.build, f"make {s.builder} return zoo_core.model.BuiltModel(net=..., "
-              "preprocess=Preprocess(...), num_classes=N, head=('<classifier prefix>',)) for task "
+              "preprocess=Preprocess(...), num_classes=N, head=('<classifier prefix>',), "
+              "backbone=('<feature extractor prefix>',)) for task "
               f"{self.task_name!r} with pretrained=None, without downloading anything")
         r.run("contract", self.contract, f"make the network's outputs what task {self.task_name!r} "
               "consumes (see its forward_eval, Metrics.update and predict)")
         r.run("train_step", self.train_step, f"return a finite scalar under 'loss' from task "
               f"{self.task_name!r}'s loss() that depends on trainable parameters of the network")
+        r.run("freeze", self.freeze, "declare the pretrained feature extractor in BuiltModel.backbone")
         r.run("save_load", self.save_load, "the network must be rebuilt identically from its config "
               "(builder options only, no hidden state outside the state_dict, deterministic buffers)")
         r.run("num_classes", self.num_classes, "honour num_classes= in the builder and list the "
@@ -187,6 +191,11 @@ class _ModelCheck:
             raise _Fail(f"BuiltModel.head prefixes {bad} match no state-dict key (keys start with "
                         f"{sorted({k.split('.')[0] for k in keys})[:8]})",
                         "list the classifier's state-dict key prefixes in BuiltModel.head")
+        from .backbone_checks import backbone_prefix_problem
+
+        problem = backbone_prefix_problem(model)
+        if problem:
+            raise _Fail(*problem)
         size = self.spec.input_size
         if size is not None and tuple(size[-2:]) != tuple(model.preprocess.input_size):
             raise _Fail(f"spec input_size {tuple(size)} disagrees with the built model's preprocess "
@@ -247,9 +256,21 @@ class _ModelCheck:
         return preds
 
     def train_step(self) -> str:
+        loss, before, changed = self.sgd_step(self.model)
+        if not changed:
+            raise _Fail("no parameter changed after one SGD step", "the loss must depend on the "
+                        "network's parameters (no .detach(), no torch.no_grad() in forward)")
+        return f"loss {loss.item():.4f}; {len(changed)}/{len(before)} parameter tensors changed"
+
+    def freeze(self) -> str:
+        from .backbone_checks import check_freezing
+
+        return check_freezing(self.model, self.sgd_step)
+
+    def sgd_step(self, model: Any) -> tuple[Any, dict[str, Any], list[str]]:
+        """One SGD step on the synthetic batch: ``(loss, trainable weights before, names that changed)``."""
         import torch
 
-        model = self.model
         batch = self.task.collate(list(self.samples or []))
         model.train()
         before = {n: p.detach().clone() for n, p in model.net.named_parameters() if p.requires_grad}
@@ -266,10 +287,7 @@ class _ModelCheck:
         torch.optim.SGD([p for p in model.net.parameters() if p.requires_grad], lr=0.1).step()
         changed = [n for n, p in model.net.named_parameters() if n in before and not torch.equal(p, before[n])]
         model.zero_grad(set_to_none=True)
-        if not changed:
-            raise _Fail("no parameter changed after one SGD step", "the loss must depend on the "
-                        "network's parameters (no .detach(), no torch.no_grad() in forward)")
-        return f"loss {loss.item():.4f}; {len(changed)}/{len(before)} parameter tensors changed"
+        return loss, before, changed
 
     def save_load(self) -> str:
         from ..api import load

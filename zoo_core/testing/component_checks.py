@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from ..registry import get_registry
 from ..specs import BackboneSpec, HeadSpec, Spec, TaskSpec
+from .backbone_checks import backbone_prefix_problem
 from .checks import _Fail, _ModelCheck, _Runner, _Skip, new_report
 from .report import CheckResult, SpecReport
 
@@ -147,6 +148,9 @@ class _HeadCheck(_ModelCheck):
         torch.manual_seed(0)
         self.model = build(self.spec.task, backbone=self.backbone, head=self.spec.qualified_name,  # type: ignore[attr-defined]
                            num_classes=2)
+        problem = backbone_prefix_problem(self.model)
+        if problem:
+            raise _Fail(*problem)
         return f"on backbone {self.backbone}: {type(self.model.net).__name__}"
 
 

@@ -35,5 +35,6 @@ def build_mlcnn(spec: Any, *, task: str, num_classes: int | None = None, pretrai
         raise ValueError(f"{spec.name} has no pretrained weights (asked for {pretrained!r})")
     n = num_classes or 4
     return BuiltModel(net=MultiLabelCNN(spec.kwargs["widths"], n), num_classes=n, head=("head",),
+                      backbone=("features",),
                       preprocess=Preprocess(input_size=(64, 64), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)),
                       export_formats=("onnx", "torchscript"))

@@ -35,11 +35,12 @@ def build_tinycnn(spec: Any, *, task: str, num_classes: int | None = None, pretr
 
     The zoo calls this with ``pretrained=None`` (random init) or a weights tag the spec declared;
     this family publishes no weights. ``head`` names the classifier's state-dict prefix so that
-    ``num_classes=`` re-initialises only it.
+    ``num_classes=`` re-initialises only it; ``backbone`` names the feature extractor's, the part the
+    Trainer's ``freeze_backbone`` freezes and ``backbone_lr_mult`` slows.
     """
     if pretrained is not None:
         raise ValueError(f"{spec.name} has no pretrained weights (asked for {pretrained!r})")
     n = num_classes or 10
     net = TinyCNN(spec.kwargs["widths"], n)
-    return BuiltModel(net=net, num_classes=n, head=("classifier",),
+    return BuiltModel(net=net, num_classes=n, head=("classifier",), backbone=("features",),
                       preprocess=Preprocess(input_size=(32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))

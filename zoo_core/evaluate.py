@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 
+from .finite import OutputCounter, check_finite_metrics, check_weights
 from .model import restored_modes
 
 if TYPE_CHECKING:
@@ -99,17 +100,23 @@ def evaluation_loop(model: "ZooModel", task: "Task", loader: torch.utils.data.Da
     """Run ``task.forward_eval`` over ``loader`` into ``metrics``.
 
     Every module is in eval mode for the loop (deterministic metrics) and gets its own mode back after.
+    NaN/Inf weights (checked once, before the loop) or NaN/Inf network outputs (counted on the device
+    in every forward, read once after the loop; summed over ranks under torchrun) raise
+    :class:`~zoo_core.errors.NonFiniteOutputError` instead of being scored (:mod:`zoo_core.finite`).
     """
     stats = LoopStats(batch_times=[])
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    check_weights(model, "evaluation")
+    counter = OutputCounter()
     start = time.perf_counter()
-    with restored_modes(model):
+    with restored_modes(model), counter.watch(model.net, *task.output_probes(model)):
         model.eval()
         with torch.no_grad():  # not inference_mode: metric states must stay ordinary tensors
             for i, batch in enumerate(loader):
                 if limit_batches is not None and i >= limit_batches:
                     break
                 batch = batch.to(device, channels_last=channels_last, non_blocking=True)
+                counter.begin_batch(i, [str(m.get("source", "?")) for m in batch.meta], len(batch))
                 sync()
                 t0 = time.perf_counter()
                 with autocast(device, precision):
@@ -122,8 +129,15 @@ def evaluation_loop(model: "ZooModel", task: "Task", loader: torch.utils.data.Da
                 metrics.update(outputs, batch)
                 if progress is not None:
                     progress.update(1)
+    counter.check("evaluation", distributed=_distributed(), device=device)
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _distributed() -> bool:
+    """Whether every rank runs this loop (under torchrun both the evaluator and the Trainer do)."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def evaluate(model: "ZooModel", data: Any, *, batch_size: int = 32, device: str | torch.device | None = None,
@@ -162,7 +176,7 @@ def evaluate(model: "ZooModel", data: Any, *, batch_size: int = 32, device: str 
         if bar is not None:
             bar.close()
     metrics = D.merge_metrics(metrics, env)
-    values = metrics.compute()
+    values = dict(check_finite_metrics(metrics.compute(), "evaluation"))
     report = report_from(values, stats, batch_size=loader.batch_size or batch_size)
     if plots and env.is_main:
         folder = Path(out_dir) if out_dir is not None else Path("zoo_eval") / _safe_name(model)

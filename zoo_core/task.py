@@ -113,6 +113,15 @@ class Metrics(abc.ABC):
     @abc.abstractmethod
     def merge(self, other: "Metrics") -> None: ...
 
+    def names(self) -> Sequence[str] | None:
+        """The scalar metrics :meth:`compute` reports (what ``monitor=`` may watch), known before any update.
+
+        The Trainer refuses a ``monitor``/``early_stopping_metric`` outside this list before the first
+        step. ``None`` (the default): not known in advance; a wrong name is then found at the first
+        validation.
+        """
+        return None
+
 
 # ---- the task -----------------------------------------------------------------------------------
 class Task(abc.ABC):
@@ -155,6 +164,16 @@ class Task(abc.ABC):
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str],
                 **options: Any) -> list[Prediction]:
         """Typed predictions for loaded images (PIL images or ``(C, H, W)`` float tensors in [0, 1])."""
+
+    def output_probes(self, model: "ZooModel") -> list[torch.nn.Module]:
+        """Submodules of ``model.net`` whose outputs the evaluator and ``predict`` also check for NaN/Inf.
+
+        ``model.net``'s own output is always checked (:mod:`zoo_core.finite`). A task whose networks
+        filter their raw outputs before returning them names the modules before the filter: a
+        detector keeps boxes with ``score > threshold``, False for NaN, so its NaN outputs would only
+        show as missing boxes. Default: none.
+        """
+        return []
 
     def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],
               out_dir: Path) -> list[Path]:

@@ -50,6 +50,9 @@ class ClassificationMetrics(Metrics):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def names(self) -> list[str]:
+        return ["accuracy", *(["top5"] if "top5" in self.collection else []), "f1_macro", "num_samples"]
+
     def update(self, outputs: Any, batch: Batch) -> None:
         """``outputs``: logits ``(B, num_classes)``; ``batch.targets``: labels ``(B,)``."""
         logits = outputs.detach().float().cpu()

@@ -16,7 +16,8 @@ not integers, duplicate image or category ids, duplicate category names and an i
 ``file_name`` (:mod:`.coco_checks`); a polygon ``segmentation`` with fewer than 3 points is warned
 about (unused for boxes, fatal to COCO mask tools); ``iscrowd=1`` boxes are kept out of training
 targets but passed to COCOeval as crowd regions; images without boxes are negatives (``filter_empty``
-drops them); an empty file, or a training set with no box left, is an error before training starts.
+drops them); an empty file, or a training set with no box left, is an error before training starts,
+and so is an evaluation set without any usable box (every COCO number would be undefined, -1).
 An image without width/height in the json gets its size from the file header, EXIF orientation applied.
 """
 
@@ -133,6 +134,10 @@ def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] |
     if train and not any(r.n_train_boxes for r in records):
         raise DataError(f"{json_path}: no image has a usable (non-crowd, valid) box after filtering; nothing "
                         "to train on. Check the bbox values ([x, y, width, height] in pixels)", json_path)
+    if not train and records and not any(r.n_train_boxes for r in records):
+        raise DataError(f"{json_path}: no boxes in this evaluation split ({len(records)} image(s), no usable "
+                        "non-crowd box): mAP is undefined (COCOeval would report -1 for every number). Add "
+                        "annotations or choose another validation split", json_path)
     if not records:
         raise DataError(f"{json_path}: no image left (filter_empty dropped every image)", json_path)
     return CocoIndex(json_path, images_dir, records, names, cat_ids)

@@ -5,9 +5,17 @@
 then builds a COCO ground-truth object and a result set and runs ``COCOeval`` — so the numbers are
 the ones COCOeval prints for the same data: ``map`` (IoU .50:.95), ``map_50``, ``map_75``,
 ``map_small/medium/large``, ``mar_1/10/100``, ``mar_small/medium/large``, plus ``per_class_ap``
-(None for a class without ground truth) and the IoU=.50 precision/recall curve per class.
-COCOeval's -1 ("undefined": no ground truth of that size) is kept as is. No detections at all
-gives 0 everywhere and a warning, not an exception.
+(None for a class without ground truth) and the IoU=.50 precision/recall curve per class with
+ground truth.
+
+Undefined numbers are never reported as scores. COCOeval's -1 means "undefined": a size bucket
+without ground truth (no small objects: ``map_small``/``mar_small`` are -1). Those keys are left out
+of the result, named under ``"undefined_metrics"`` (``{name: why}``) and in a warning, so a CSV,
+TensorBoard, a monitor or a model card never sees -1 as if it were a score. Evaluated images
+without any (non-crowd) ground-truth box make every number undefined: that is a
+:class:`~zoo_core.errors.DataError` (the dataset reader refuses such a validation file before
+training starts, :func:`.det_data.read_coco`). No detections at all gives 0 for every defined number
+and a warning, not an exception.
 
 ``backend`` picks the evaluator (:mod:`.coco_eval`): ``auto`` (default: faster-coco-eval when
 installed, else pycocotools), ``faster`` or ``pycocotools``; both give the same stats. Detections
@@ -22,7 +30,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
-from zoo_core.errors import warn
+from zoo_core.errors import DataError, warn
 from zoo_core.task import Batch, Metrics
 
 from .coco_eval import resolve_coco_backend, run_cocoeval
@@ -31,6 +39,9 @@ __all__ = ["STAT_NAMES", "DetectionMetrics", "coco_metrics", "run_cocoeval"]
 
 STAT_NAMES = ("map", "map_50", "map_75", "map_small", "map_medium", "map_large",
               "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large")
+#: COCO's size buckets (box area in pixels, bounds inclusive as COCOeval's areaRng) and their metrics
+SIZE_BUCKETS = {"small": (0.0, 32.0 ** 2), "medium": (32.0 ** 2, 96.0 ** 2), "large": (96.0 ** 2, 1e5 ** 2)}
+BUCKET_TEXT = {"small": "small (area < 32² px)", "medium": "medium (32²-96² px)", "large": "large (> 96² px)"}
 
 
 class DetectionMetrics(Metrics):
@@ -86,6 +97,9 @@ class DetectionMetrics(Metrics):
         cats = [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]
         return {"images": images, "annotations": anns, "categories": cats}, dets
 
+    def names(self) -> list[str]:
+        return list(STAT_NAMES)
+
     def compute(self) -> dict[str, Any]:
         gt, dets = self.coco_inputs()
         return coco_metrics(gt, dets, self.class_names, backend=self.backend)
@@ -104,16 +118,25 @@ def _rows(ids: list[int], items: list[dict[str, Any]], key: str) -> Iterator[tup
 
 def coco_metrics(gt: dict[str, Any], dets: list[dict[str, Any]], class_names: Sequence[str], *,
                  backend: str = "auto") -> dict[str, Any]:
-    """The zoo's metric dict from COCOeval run by ``backend`` (see the module docstring)."""
-    has_gt = {a["category_id"] for a in gt["annotations"] if not a.get("iscrowd")}
+    """The zoo's metric dict from COCOeval run by ``backend`` (see the module docstring).
+
+    Raises :class:`DataError` when ``gt`` holds no non-crowd box (every COCO number is undefined).
+    """
+    boxes = [a for a in gt["annotations"] if not a.get("iscrowd")]
+    if not boxes:
+        raise DataError(f"no ground-truth boxes in the {len(gt['images'])} evaluated image(s) (crowd regions do not "
+                        "count): mAP is undefined (COCOeval would report -1 for every number). Add annotations, "
+                        "or evaluate on another split")
+    has_gt = {a["category_id"] for a in boxes}
     if not dets:
         warn(f"no detections at all over {len(gt['images'])} evaluation image(s): mAP is 0. The "
              "model may be untrained, or its score threshold too high")
-        out: dict[str, Any] = {k: 0.0 for k in STAT_NAMES}
+        filled = [0.0 if _bucket_of(name) in _present_buckets(boxes) else -1.0 for name in STAT_NAMES]
+        out = _defined(dict(zip(STAT_NAMES, filled)))
         out["per_class_ap"] = {n: (0.0 if i + 1 in has_gt else None) for i, n in enumerate(class_names)}
         return out
     ev = run_cocoeval(gt, dets, backend=backend)
-    out = {name: float(v) for name, v in zip(STAT_NAMES, ev.stats)}
+    out = _defined({name: float(v) for name, v in zip(STAT_NAMES, ev.stats)})
     precision = ev.eval["precision"]  # [IoU thresholds, recall points, classes, areas, max dets]
     per_class: dict[str, float | None] = {}
     curves: dict[str, list[float]] = {}
@@ -121,7 +144,35 @@ def coco_metrics(gt: dict[str, Any], dets: list[dict[str, Any]], class_names: Se
         name = class_names[int(cat_id) - 1]
         p = precision[:, :, k, 0, -1]
         per_class[name] = float(p[p > -1].mean()) if (p > -1).any() else None
-        curves[name] = [float(v) for v in np.clip(precision[0, :, k, 0, -1], 0, None)]
+        if per_class[name] is not None:  # a class without ground truth has no curve (COCOeval's -1 everywhere)
+            curves[name] = [float(v) for v in np.clip(precision[0, :, k, 0, -1], 0, None)]
     out["per_class_ap"] = per_class
     out["pr_curve"] = {"iou": 0.5, "recall": [float(r) for r in ev.params.recThrs], "precision": curves}
+    return out
+
+
+def _bucket_of(stat: str) -> str | None:
+    """``"small"`` for ``map_small``/``mar_small``...; None for the all-sizes numbers."""
+    suffix = stat.rsplit("_", 1)[-1]
+    return suffix if suffix in SIZE_BUCKETS else None
+
+
+def _present_buckets(boxes: list[dict[str, Any]]) -> set[str | None]:
+    """The size buckets holding at least one of ``boxes`` (by ``area``, as COCOeval reads it), and None."""
+    areas = [float(a.get("area") or a["bbox"][2] * a["bbox"][3]) for a in boxes]
+    return {None} | {b for b, (lo, hi) in SIZE_BUCKETS.items() if any(lo <= v <= hi for v in areas)}
+
+
+def _defined(stats: dict[str, float]) -> dict[str, Any]:
+    """``stats`` without COCOeval's -1 (undefined) entries, which are named under ``undefined_metrics``
+    and in a warning: a missing size bucket is not a score of -1."""
+    undefined = {k: v for k, v in stats.items() if v < 0}
+    out: dict[str, Any] = {k: v for k, v in stats.items() if v >= 0}
+    if undefined:
+        buckets = sorted({b for b in map(_bucket_of, undefined) if b}, key=list(SIZE_BUCKETS).index)
+        why = {k: f"no {BUCKET_TEXT[b]} ground-truth box in the evaluated images" if (b := _bucket_of(k))
+               else "no ground truth COCOeval could match" for k in undefined}
+        out["undefined_metrics"] = why
+        warn(f"{', '.join(undefined)} left out of the detection metrics: undefined, since the evaluated images have "
+             f"no {' or '.join(BUCKET_TEXT[b] for b in buckets) or 'usable'} ground-truth box (COCOeval reports -1)")
     return out

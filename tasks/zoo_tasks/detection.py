@@ -127,6 +127,17 @@ class DetectionTask(OptionsMixin, Task):
     def new_metrics(self, class_names: Sequence[str]) -> Metrics:
         return DetectionMetrics(class_names, backend=str(self.defaults["coco_backend"]))
 
+    def output_probes(self, model: "ZooModel") -> list[torch.nn.Module]:
+        """The network's feature trunk (its shallowest submodule named ``backbone``), checked for NaN/Inf.
+
+        A detector's post-processing drops boxes whose score is NaN (torchvision keeps ``score >
+        threshold`` and boxes of positive size, both False for NaN), so NaN features would only show
+        as missing boxes; every box is computed from the trunk's maps, which carry them. NaN/Inf
+        weights anywhere are caught before the forward (:func:`zoo_core.finite.check_weights`).
+        """
+        named = [(n, m) for n, m in model.net.named_modules() if n.rsplit(".", 1)[-1] == "backbone"]
+        return [min(named, key=lambda item: item[0].count("."))[1]] if named else []
+
     # ---- inference ------------------------------------------------------------------------------
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
                 ) -> list[Detections]:

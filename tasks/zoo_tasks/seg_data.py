@@ -3,8 +3,14 @@
 Layout: ``root/{train,val}/images/<stem>.<ext>`` with ``root/{train,val}/masks/<stem>.png`` (a
 root without split folders holds ``images/`` and ``masks/`` directly), or an explicit
 ``(images_dir, masks_dir)`` pair. A mask is a single-channel PNG of class indices (mode ``L``,
-``P``, ``I;16`` or ``1``); 255 means "ignore". An optional ``root/classes.txt`` (one name a line,
-index order) names the classes.
+``P``, ``1``, or 16-bit ``I;16``/``I`` for more than 255 classes: its values are kept exactly, read
+as int32); 255 means "ignore" at every bit depth, so with more than 255 classes index 255 is still
+ignore and never a class (leave class 255 unused). An optional ``root/classes.txt`` (one name a
+line, index order) names the classes.
+
+Masks must be stored losslessly: a JPEG mask (``.jpg``/``.jpeg``/``.jpe``/``.jfif``, or any file
+whose content is JPEG, JPEG 2000, lossy WebP, or a JPEG-compressed TIFF) has its labels changed by
+the compression around every edge, so it is refused naming the file (save masks as PNG).
 
 Every mask is checked when it is read, in the data-loading worker, before anything reaches a GPU:
 a mask whose size differs from its image, an RGB colour mask (unless a ``palette`` mapping colours to
@@ -38,6 +44,12 @@ from .transforms import interpolation_mode, target_size, to_float_normalized
 IGNORE_INDEX = 255
 CLASSES_FILE = "classes.txt"
 INDEX_MODES = ("L", "P", "1", "I", "I;16", "I;16L", "I;16B")
+#: file names of a lossy format: refused as masks before anything is read
+LOSSY_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
+#: PIL formats that are always (or usually) lossy; WebP and TIFF are checked per file
+LOSSY_FORMATS = ("JPEG", "MPO", "JPEG2000")
+#: TIFF compressions (PIL's names) that are lossy
+LOSSY_TIFF = ("jpeg", "tiff_jpeg", "webp", "jpeg2000")
 
 
 def find_folders(source: Any, split: str) -> tuple[Path, Path]:
@@ -70,6 +82,12 @@ def pair_files(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
     for p in sorted(masks_dir.iterdir()):
         if p.is_file() and is_image_file(p) and (p.stem not in masks or p.suffix.lower() == ".png"):
             masks[p.stem] = p
+    lossy = [p for p in masks.values() if p.suffix.lower() in LOSSY_EXTENSIONS]
+    if lossy:  # before anything is read: every label near an edge of such a mask may have changed
+        names = ", ".join(str(p) for p in lossy[:3]) + (f" and {len(lossy) - 3} more" if len(lossy) > 3 else "")
+        raise DataError(f"{len(lossy)} mask(s) are JPEG files: {names}. JPEG is lossy: it changes class indices "
+                        "around every edge. Save the masks as PNG (from the original label arrays, not from the "
+                        "JPEGs)", lossy[0])
     missing = [p for p in images if p.stem not in masks]
     if missing:
         names = ", ".join(str(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
@@ -94,16 +112,25 @@ def read_class_names(images_dir: Path) -> list[str] | None:
 
 def read_mask(path: Path, *, image_size: tuple[int, int] | None, num_classes: int,
               palette: Sequence[Sequence[int]] | None = None, image_path: Path | None = None) -> np.ndarray:
-    """A mask file as an ``(H, W)`` uint8 array of class indices, checked; :class:`DataError` names the file.
+    """A mask file as an ``(H, W)`` array of class indices, checked; :class:`DataError` names the file.
 
-    ``image_size`` is the image's PIL ``(W, H)``; ``palette[i]`` is the RGB colour of class ``i``
-    for colour masks (VOC-style colour PNGs saved as RGB).
+    The array is uint8 when every value fits (8-bit masks, and 16-bit ones with values <= 255), else
+    int32 (16-bit masks of more than 255 classes keep their values exactly). ``image_size`` is the
+    image's PIL ``(W, H)``; ``palette[i]`` is the RGB colour of class ``i`` for colour masks
+    (VOC-style colour PNGs saved as RGB). A lossy file (JPEG content, lossy WebP, JPEG-compressed
+    TIFF) is refused whatever its name.
     """
     try:
         with Image.open(path) as im:
+            lossy = _lossy_format(im, path)
+            if lossy:
+                raise DataError(f"{path}: the mask is stored as {lossy}; lossy compression changes class indices "
+                                "around every edge. Save the masks as PNG (from the original label arrays)", path)
             im.load()
             im = ImageOps.exif_transpose(im)
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
         raise DataError(f"{path}: unreadable mask ({exc}); replace it with a single-channel PNG of class indices",
                         path) from exc
     if image_size is not None and im.size != tuple(image_size):
@@ -124,7 +151,38 @@ def read_mask(path: Path, *, image_size: tuple[int, int] | None, num_classes: in
         raise DataError(f"{path}: mask value(s) {values} are not classes of a {num_classes}-class model (valid: "
                         f"0..{num_classes - 1}, and {IGNORE_INDEX} = ignore). Load the model with a larger "
                         "num_classes=, or remap those values in the mask", path)
-    return arr.astype(np.uint8)
+    return arr.astype(np.uint8 if arr.size == 0 or arr.max() <= 255 else np.int32)
+
+
+def _lossy_format(im: Image.Image, path: Path) -> str | None:
+    """A description of ``im``'s lossy storage (``"JPEG"``, ``"lossy WebP"``...), or None when lossless."""
+    fmt = str(im.format or "")
+    if fmt in LOSSY_FORMATS:
+        return fmt.replace("MPO", "JPEG (MPO)")
+    if fmt == "TIFF" and str(im.info.get("compression", "")).lower() in LOSSY_TIFF:
+        return f"a {im.info['compression']}-compressed TIFF"
+    if fmt == "WEBP":
+        kind = _webp_kind(path)
+        return {"lossless": None, "lossy": "lossy WebP"}.get(kind, "an animated WebP (whose frames may be lossy)")
+    return None
+
+
+def _webp_kind(path: Path) -> str:
+    """``"lossless"``, ``"lossy"`` or ``"animated"``, from the RIFF chunks of a WebP file's header."""
+    with open(path, "rb") as f:
+        data = f.read(1 << 16)
+    pos = 12  # after "RIFF" <size> "WEBP"
+    while pos + 8 <= len(data):
+        fourcc = data[pos:pos + 4]
+        size = int.from_bytes(data[pos + 4:pos + 8], "little")
+        if fourcc == b"VP8L":
+            return "lossless"
+        if fourcc == b"VP8 ":
+            return "lossy"
+        if fourcc in (b"ANIM", b"ANMF"):
+            return "animated"
+        pos += 8 + size + (size & 1)
+    return "lossy"  # no image chunk in the first 64 KiB (huge metadata): do not trust it
 
 
 def _from_colour(path: Path, rgb: np.ndarray, palette: Sequence[Sequence[int]] | None) -> np.ndarray:

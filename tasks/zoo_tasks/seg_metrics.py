@@ -96,6 +96,9 @@ class SegmentationMetrics(Metrics):
         self.confusion += other.confusion
         self.num_images += other.num_images
 
+    def names(self) -> list[str]:
+        return ["miou", "dice", "pixel_accuracy", "num_pixels", "num_images"]
+
     def compute(self) -> dict[str, Any]:
         total = int(self.confusion.sum())
         if self.num_images == 0:

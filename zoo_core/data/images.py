@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import DataError
+from ..errors import DataError, InputError, warn
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
                     ".pgm")
@@ -68,19 +68,23 @@ def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
 
 
-def as_image_list(inputs: Any) -> tuple[list[Any], list[str]]:
-    """Normalise predict() inputs to (list of PIL images or (C,H,W) tensors, list of source names).
+def as_image_list(inputs: Any, *, channels: int = 3) -> tuple[list[Any], list[str]]:
+    """Normalise predict() inputs to (list of PIL images or (C,H,W) float tensors in [0, 1], list of source names).
 
-    Accepts a path, a PIL image, a (C,H,W) or (B,C,H,W) tensor, or a list/tuple mixing them.
+    Accepts a path, a PIL image, a (C,H,W) or (B,C,H,W) tensor, or a list/tuple mixing them. Tensors
+    are checked and converted by :func:`image_tensor` for a model taking ``channels`` channels; files
+    and PIL images become RGB, or grey (mode ``L``) for a 1-channel model.
     """
     items: Iterable[Any]
+    batch_note: str | None = None
     if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
-        items = list(inputs.unbind(0))
+        tensor, batch_note = image_tensor(inputs, "the input batch", channels)  # checked once, not per image
+        items = list(tensor.unbind(0))
     elif isinstance(inputs, (list, tuple)):
         items = inputs
     else:
         items = [inputs]
-    images, sources = [], []
+    images, sources, notes = [], [], []
     for i, item in enumerate(items):
         if isinstance(item, (str, Path)):
             images.append(load_image(item))
@@ -89,16 +93,84 @@ def as_image_list(inputs: Any) -> tuple[list[Any], list[str]]:
             images.append(to_rgb(ImageOps.exif_transpose(item)))
             sources.append(f"<image {i}>")
         elif isinstance(item, torch.Tensor):
-            if item.dim() != 3:
-                raise ValueError(f"input {i}: expected a (C, H, W) image tensor, got shape {tuple(item.shape)}")
-            if item.dtype == torch.uint8:
-                item = item.float() / 255.0
-            if item.shape[0] == 1:
-                item = item.expand(3, -1, -1)
+            if batch_note is None:
+                if item.dim() != 3:
+                    hint = (": a (H, W) grayscale image needs its channel dimension, x[None]" if item.dim() == 2
+                            else ": pass a (B, C, H, W) batch on its own, not inside a list" if item.dim() == 4
+                            else "")
+                    raise InputError(f"input {i}: expected a (C, H, W) image tensor, got shape {tuple(item.shape)} "
+                                     f"(dtype {item.dtype}){hint}")
+                item, note = image_tensor(item, f"input {i}", channels)
+                if note:
+                    notes.append(note)
             images.append(item)
             sources.append(f"<tensor {i}>")
         else:
             raise TypeError(f"input {i}: expected a path, PIL image or tensor, got {type(item).__name__}")
     if not images:
-        raise ValueError("predict() got no inputs")
+        raise InputError("predict() got no inputs")
+    if channels == 1:
+        images = [im.convert("L") if isinstance(im, Image.Image) else im for im in images]
+    notes += [batch_note] if batch_note else []
+    if notes:
+        warn("predict() expects images in [0, 1] (it normalises them itself): " + "; ".join(notes[:5]) +
+             (f" and {len(notes) - 5} more" if len(notes) > 5 else ""))
     return images, sources
+
+
+#: floating images outside this range by more than this much get a warning (resampling overshoots a little)
+RANGE_SLACK = 0.5
+
+
+def image_tensor(x: torch.Tensor, what: str, channels: int = 3) -> tuple[torch.Tensor, str | None]:
+    """A ``(C, H, W)`` or ``(B, C, H, W)`` image tensor as float32 in [0, 1] for a ``channels``-channel model.
+
+    Returns the tensor and a note when float values look like 0-255 or like an already normalised
+    image (they are used as given). ``uint8`` is divided by 255; another integer dtype must hold
+    values in 0..255 (a 16-bit image is ambiguous: scale it yourself); 1 channel for a 3-channel model
+    is repeated (as PIL's ``convert("RGB")`` does for a grey image). Anything else -- bool, complex,
+    NaN/Inf values, another channel count, channels last -- raises :class:`InputError` naming
+    ``what``, the shape and dtype, and what is expected.
+    """
+    desc = f"{what} (shape {tuple(x.shape)}, dtype {x.dtype})"
+    integer = not x.is_floating_point() and not x.is_complex() and x.dtype != torch.bool
+    if x.layout != torch.strided or x.is_quantized or not (x.is_floating_point() or integer):
+        raise InputError(f"{desc}: not an image dtype; pass float values in [0, 1] or uint8 values in 0..255")
+    if x.numel() == 0:
+        raise InputError(f"{desc}: an empty image")
+    accepted = {channels} | ({1} if channels == 3 else set())
+    c = int(x.shape[-3])
+    if c not in accepted:
+        names = {1: "1 (grey)", 3: "3 (RGB)"}
+        want = names.get(channels, str(channels)) + (" or 1 (grey, repeated to 3)" if channels == 3 else "")
+        if int(x.shape[-1]) in accepted:
+            order = "x.permute(2, 0, 1)" if x.dim() == 3 else "x.permute(0, 3, 1, 2)"
+            fix = f"it looks like HWC (channels last): pass {order}"
+        elif c == 4 and channels == 3:
+            fix = "4 channels look like RGBA: drop alpha (x[..., :3, :, :]) or composite it first"
+        else:
+            fix = "convert it to the model's channels"
+        raise InputError(f"{desc}: {c} channels, but the model takes {want} channels in (C, H, W) order; {fix}")
+    if integer:
+        if x.dtype != torch.uint8:
+            lo, hi = (int(v) for v in torch.aminmax(x))
+            if lo < 0 or hi > 255:
+                raise InputError(f"{desc}: integer values {lo}..{hi}; integer images must hold 0..255 (they are "
+                                 "divided by 255). Scale a 16-bit image to float [0, 1] yourself (x / 65535)")
+        x = x.float().div_(255.0)
+        note = None
+    else:
+        x = x.float()
+        finite = torch.isfinite(x)
+        if not bool(finite.all()):
+            raise InputError(f"{desc}: {int((~finite).sum())} NaN/Inf value(s); the predictions would be NaN. "
+                             "Fix the image (e.g. x.nan_to_num()) before predicting")
+        lo, hi = (float(v) for v in torch.aminmax(x))
+        note = None
+        if lo < -RANGE_SLACK:
+            note = f"{what} has values {lo:.3g}..{hi:.3g}: it looks already normalised; pass the [0, 1] image"
+        elif hi > 1.0 + RANGE_SLACK:
+            note = f"{what} has values up to {hi:.4g}: it looks like 0-255 pixel values; divide by 255"
+    if c == 1 and channels == 3:
+        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    return x, note

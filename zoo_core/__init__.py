@@ -38,6 +38,7 @@ _LAZY = {
     "FeatureInfo": "zoo_core.backbone",
     "list_weights": "zoo_core.weights_catalog",
     "export": "zoo_core.export",
+    "seed_everything": "zoo_core.train.numerics",
 }
 
 __all__ = ["__version__", "load", "info", "list_models", "list_backbones", "list_heads", "list_tasks",

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import IncompatibleError, OptionError, UnknownNameError, ZooError, warn
 from .registry import PluginInfo, get_registry
-from .specs import ModelSpec
+from .specs import ModelSpec, TaskSpec
 
 if TYPE_CHECKING:
     from .model import ZooModel
@@ -90,19 +90,30 @@ def info(name: str, task: str | None = None) -> ModelInfo:
 
 
 @functools.lru_cache(maxsize=None)
-def _task_instance(builder: str) -> "Task":
+def _task_instance(spec: TaskSpec) -> "Task":
+    """Build a task once; what its plugin's builder raises is a PluginError naming builder, plugin and
+    distribution (the original as its cause)."""
+    from .errors import PluginError
     from .specs import import_object
     from .task import Task
 
-    task = import_object(builder, "task builder")()
+    where = f"task {spec.qualified_name!r} (plugin {spec.plugin!r}, distribution {spec.distribution or 'unknown'!r})"
+    build = import_object(spec.builder, f"builder of {where}")
+    try:
+        task = build()
+    except ZooError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise PluginError(f"the builder {spec.builder!r} of {where} failed: {type(exc).__name__}: {exc}") from exc
     if not isinstance(task, Task):
-        raise ZooError(f"task builder {builder!r} returned {type(task).__name__}, not a zoo_core.task.Task")
+        raise PluginError(f"the builder {spec.builder!r} of {where} returned {type(task).__name__}, not a "
+                          "zoo_core.task.Task")
     return task
 
 
 def get_task(name: str) -> "Task":
     """The task object for a name or alias (``"det"`` -> the detection task)."""
-    return _task_instance(get_registry().task_spec(name).builder)
+    return _task_instance(get_registry().task_spec(name))
 
 
 def split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[ModelSpec, str | None]:
@@ -137,7 +148,7 @@ def _known_tags(spec: ModelSpec) -> str:
 def load(name: str | Path, task: str | None = None, *, num_classes: int | None = None,
          class_names: Sequence[str] | None = None, weights: str | Path | None = None,
          provider: str | None = None, strict: bool = True, task_options: Mapping[str, Any] | None = None,
-         **options: Any) -> "ZooModel":
+         seed: int | None = None, **options: Any) -> "ZooModel":
     """Build a task model by name (or load a directory written by ``model.save``).
 
     ``name``: ``"resnet50"``, ``"timm:resnet50"``, ``"resnet50.a1_in1k"`` (a weights tag) or a saved
@@ -149,10 +160,29 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
     ``options`` go to the plugin's builder (e.g. ``backbone="resnet34"`` for U-Net).
     ``task_options`` override the task's per-model options (augmentation, loss: e.g.
     ``{"hflip": 0.0}`` for digits, ``{"loss": "dice"}``); they are saved with the model.
+    ``seed``: build under this seed, so every randomly initialised tensor (a new head, a decoder) is
+    the same on every call; the caller's random streams are left as they were. Without it the
+    initialisation draws from torch's global generator (``zoo.seed_everything(n)`` seeds that).
     """
+    from .train.numerics import seeded
+
+    with seeded(seed):
+        return _load(name, task, num_classes=num_classes, class_names=class_names, weights=weights,
+                     provider=provider, strict=strict, task_options=task_options, options=options)
+
+
+def _load(name: str | Path, task: str | None, *, num_classes: int | None, class_names: Sequence[str] | None,
+          weights: str | Path | None, provider: str | None, strict: bool, task_options: Mapping[str, Any] | None,
+          options: dict[str, Any]) -> "ZooModel":
     from .saving import is_saved_model, load_model
 
     if isinstance(name, Path) or is_saved_model(name):
+        ignored = {**options, **({"weights": weights} if weights is not None else {}),
+                   **({"provider": provider} if provider is not None else {})}
+        if ignored:  # a saved model rebuilds from its own config.json: these would silently do nothing
+            raise OptionError(f"zoo.load({str(name)!r}) loads a saved model, which rebuilds with the options and "
+                              f"weights it was saved with; {sorted(ignored)} cannot apply. Load it by name "
+                              "to build with other options, or pass num_classes=/class_names= to re-head it")
         model = load_model(Path(name), task=task, num_classes=num_classes, class_names=class_names,
                            strict=strict)
         return set_task_options(model, task_options)
@@ -220,7 +250,7 @@ def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
     model = ZooModel(built.net, task=task_name, class_names=class_names,
                      preprocess=(pre.preprocess if pre is not None and pre.preprocess else built.preprocess),
                      config=config, head=built.head, export_formats=built.export_formats or spec.export_formats,
-                     provenance=provenance, export_options=built.extra.get("export"))
+                     provenance=provenance, export_options=built.extra.get("export"), backbone=built.backbone)
     source: Path | None = None
     if tag is not None:
         if pre is None:

@@ -39,7 +39,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ZooError, LookupError, ValueError, FileNotFoundError) as exc:
         print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # 130 = 128 + SIGINT, what shells report for Ctrl-C
+        print(f"\nzoo {args.command}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `zoo list | head`: the reader left; exit quietly like other Unix tools
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -80,18 +80,19 @@ class DemoRecipe:
             settings["max_epochs"] = epochs
         return settings
 
-    def make_model(self, task: str, *, pretrained: bool = False) -> "ZooModel":
-        """The recipe's model, random or from its default pretrained weights (the backbone's, when composed)."""
+    def make_model(self, task: str, *, pretrained: bool = False, seed: int | None = 0) -> "ZooModel":
+        """The recipe's model, random or from its default pretrained weights (the backbone's, when composed),
+        initialised under ``seed`` (the demo's numbers repeat run after run)."""
         import zoo_core as zoo
 
         from .api import set_task_options
 
         if self.head:
             model = zoo.build(task, backbone=self.model, head=self.head,
-                              pretrained="default" if pretrained else None, **self.load)
+                              pretrained="default" if pretrained else None, seed=seed, **self.load)
             return set_task_options(model, dict(self.task_options)) if self.task_options else model
         return zoo.load(self.model, task=task, weights="default" if pretrained else None,
-                        task_options=dict(self.task_options), **self.load)
+                        task_options=dict(self.task_options), seed=seed, **self.load)
 
 
 def _checked(task: str, recipe: object) -> DemoRecipe | None:

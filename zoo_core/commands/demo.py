@@ -23,6 +23,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="start from each model's (or backbone's) default pretrained weights, from the cache "
                         "or a download")
     p.add_argument("--device", help="device (default: cuda when available)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the models' initialisation and of training "
+                                                       "(default 0: the same numbers on every run)")
     p.set_defaults(func=cmd_demo)
 
 
@@ -44,9 +46,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name, recipe in recipes.items():
         print(f"== {name}: {recipe.label} on {recipe.dataset}", flush=True)
         data = recipe.write_data(root / "data" / name, quick=args.quick)
-        model = recipe.make_model(name, pretrained=args.pretrained)
+        model = recipe.make_model(name, pretrained=args.pretrained, seed=args.seed)
         start = time.perf_counter()
-        trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=0, overwrite=True,  # its own
+        trainer = zoo.Trainer(out_dir=root / "runs" / name, device=args.device, seed=args.seed, overwrite=True,  # its own
                               **recipe.trainer_settings(quick=args.quick, epochs=args.epochs))
         result = trainer.fit(model, data, data)
         seconds = time.perf_counter() - start

@@ -22,6 +22,7 @@ RUN_KEYS = ("model", "task", "data", "train", "val", "num_classes", "weights", "
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train or fine-tune a model (every Trainer setting is a flag)",
+                       usage="zoo train --model NAME --data DIR [settings...]  (zoo train -h lists them all)",
                        description="Train MODEL on a dataset in its task's format. Settings come from "
                                    "--config YAML (Trainer fields plus model/task/data/train/val/num_classes/"
                                    "weights/options keys), overridden by flags.")
@@ -85,12 +86,13 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 
 def open_model(spec: str, *, task: str | None = None, num_classes: int | None = None,
                weights: str | None = None, options: dict[str, Any] | None = None,
-               task_options: dict[str, Any] | None = None) -> Any:
+               task_options: dict[str, Any] | None = None, seed: int | None = None) -> Any:
     """A model from a name, a saved directory, a run directory or a checkpoint file.
 
     A run directory gives its final ``model/``, or, when the run stopped before writing it, its
     ``best.pt`` (else ``last.pt``). An existing path that is none of these is an error saying so,
-    never "unknown model".
+    never "unknown model". ``seed``: the initialisation of a new head (or a model built by name) is
+    repeatable (``zoo train --seed``).
     """
     import zoo_core as zoo
     from ..saving import is_saved_model
@@ -102,7 +104,7 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
                  if is_saved_model(p) or p.is_file()]
         path = found[0] if found else path  # nothing: maybe a folder sharing a model's name (./unet/)
     if is_saved_model(path):
-        return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options)
+        return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options, seed=seed)
     if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
         from ..api import set_task_options
 
@@ -112,7 +114,7 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
                          "checkpoint; for a weights file pass a model name with --weights FILE")
     try:
         return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
-                        **(options or {}))
+                        seed=seed, **(options or {}))
     except zoo.errors.UnknownNameError:
         if not path.is_dir():
             raise
@@ -154,7 +156,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import zoo_core as zoo
 
     file_values = load_yaml(args.config) if args.config else {}
-    config = from_sources(file_values, args, other_keys=RUN_KEYS)
+    config = from_sources(file_values, args, other_keys=RUN_KEYS, source=str(args.config))
     run = {k: file_values.get(k) for k in RUN_KEYS}
     for key, attr in (("model", "model"), ("task", "task"), ("data", "data"), ("train", "train_data"),
                       ("val", "val_data"), ("num_classes", "num_classes"), ("weights", "weights"),
@@ -178,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if names:
         options = {**options, "class_names": names}
     model = open_model(str(run["model"]), task=run["task"], num_classes=len(names) if names else run["num_classes"],
-                       weights=run["weights"], options=options, task_options=task_options)
+                       weights=run["weights"], options=options, task_options=task_options, seed=config.seed)
     result = zoo.Trainer(config).fit(model, train, val, resume=run["resume"])
     if config.verbose and result.model_dir is not None:
         print(f"evaluate it: zoo eval {result.model_dir} --data {val or train}")

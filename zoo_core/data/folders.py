@@ -1,7 +1,7 @@
 """Image folders: ``root/<class>/<image>``, the layout of torchvision's ImageFolder and of Keras.
 
-A root that holds ``train/`` and ``val/`` (or ``valid/``/``validation/``) is split by them; any other
-root is one split. Classes are the sorted sub-folder names (images may sit in nested folders below
+A root that holds ``train/`` and ``val/`` (or ``valid/``/``validation/``) is split by them (a root
+holding only one of them is refused for the other split, never read whole); any other root is one split. Classes are the sorted sub-folder names (images may sit in nested folders below
 a class folder). Problems a user can fix (missing folder, no images, one class, images lying
 directly in the root, a class the model does not know, another task's data) raise :class:`DataError`
 naming the path and the fix. Unreadable images are handled by :mod:`zoo_core.data.robust`: skipped with a warning
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
@@ -51,21 +51,43 @@ class FolderIndex:
         return out
 
 
+def split_dirs(root: str | Path) -> dict[str, Path]:
+    """The split folders directly under ``root`` (``{"train": root/train, "val": root/valid}``...);
+    empty when ``root`` is not a folder or holds none (a folder of one split)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        return {}
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    found = {s: next((subdirs[n] for n in names if n in subdirs), None) for s, names in SPLIT_DIRS.items()}
+    return {s: p for s, p in found.items() if p is not None}
+
+
+def missing_split_error(root: str | Path, split: str, present: Mapping[str, Path]) -> DataError:
+    """The error for a dataset root split into folders that lacks ``split`` (never read it as one split:
+    its ``train/`` would become a class, or every image a training image)."""
+    have = ", ".join(f"{p.name}/" for p in present.values())
+    names = "/ or ".join(SPLIT_DIRS.get(split, (split,)))
+    fix = ("pass the validation data itself (val=<folder>, zoo train --val DIR) or train without validation "
+           "(val=False, zoo train --val none)" if split == "val" else f"pass the folder of the {split} split itself")
+    return DataError(f"{root} holds {have} but no {names}/ folder for the {split} split: {fix}", root)
+
+
 def split_root(root: str | Path, split: str) -> Path:
-    """The folder holding ``split``: ``root/train`` or ``root/val`` when present, else ``root`` itself."""
+    """The folder holding ``split``: ``root/train`` or ``root/val`` when the root is split, else ``root`` itself.
+
+    A root holding a ``train/`` or ``val/`` folder is a split root: asking it for a split it lacks is a
+    :class:`DataError` (reading it whole would make ``train`` a class).
+    """
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"dataset folder {root} does not exist; pass a folder laid out as {LAYOUT}", root)
     if not root.is_dir():
         raise DataError(f"{root} is a file, not a dataset folder; pass a folder laid out as {LAYOUT}", root)
-    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    split_dirs = {s: next((subdirs[n] for n in names if n in subdirs), None) for s, names in SPLIT_DIRS.items()}
-    if split_dirs["train"] is not None and split_dirs["val"] is not None:
-        found = split_dirs.get(split)
-        if found is None:
-            raise DataError(f"{root} holds train/ and val/ but no {split}/ folder; pass the folder of the "
-                            f"{split} split itself", root)
-        return found
+    present = split_dirs(root)
+    if "train" in present or "val" in present:
+        if split not in present:
+            raise missing_split_error(root, split, present)
+        return present[split]
     return root
 
 

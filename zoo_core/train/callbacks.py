@@ -55,13 +55,48 @@ def improved(value: float, best: float | None, mode: str, min_delta: float = 0.0
     return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
-def metric_value(metrics: dict[str, float], name: str, who: str) -> float:
+def metric_value(metrics: dict[str, float], name: str, who: str, trainer: Any = None) -> float:
+    """``metrics[name]`` for the callback ``who``; a missing name is an error naming what was reported and,
+    when the task left it out as undefined (``trainer.metrics["undefined_metrics"]``: ``{name: why}``), why."""
+    undefined = (getattr(trainer, "metrics", None) or {}).get("undefined_metrics")
+    if name not in metrics and isinstance(undefined, dict) and name in undefined:
+        from ..errors import DataError
+
+        raise DataError(f"{name}, which {who} watches, is undefined in this validation: {undefined[name]}. Watch a "
+                        "metric that every validation defines (monitor= / early_stopping_metric=)")
     if name not in metrics:
         from ..errors import UnknownNameError
 
         raise UnknownNameError("metric", name, metrics, f"{who} watches it, but the run reports only "
                                f"{', '.join(sorted(metrics)) or 'nothing'}; pick one of those")
     return float(metrics[name])
+
+
+def mode_of(task: Any, metric: str) -> str:
+    """``max`` or ``min`` for a metric: the task's own mode for its default metric, min for losses."""
+    if metric == task.default_metric:
+        return task.default_metric_mode
+    return "min" if "loss" in metric else "max"
+
+
+def watched_metric(config: Any, task: Any, *, validating: bool, class_names: list[str]) -> tuple[str, str]:
+    """The metric the best checkpoint watches and its mode (``config.monitor`` or the task's default).
+
+    A ``monitor``/``early_stopping_metric`` the run will never report (a typo) is refused here, before
+    the first step, when the task's metrics name themselves (:meth:`zoo_core.task.Metrics.names`);
+    without validation data only ``train_loss`` is reported.
+    """
+    metric = config.monitor or (task.default_metric if validating else "train_loss")
+    known = task.new_metrics(class_names).names() if validating else ["train_loss"]
+    for setting, name in (("monitor", config.monitor), ("early_stopping_metric", config.early_stopping_metric)):
+        if name and known is not None and name not in known:
+            from ..errors import UnknownNameError
+
+            where = (f"the {task.name} task reports {', '.join(known)}" if validating else
+                     "without validation data only train_loss is")
+            raise UnknownNameError("metric", name, known, f"{setting}={name!r} names a metric this run never "
+                                   f"reports: {where}; pick one of those")
+    return metric, config.monitor_mode or mode_of(task, metric)
 
 
 class ModelCheckpoint(Callback):
@@ -78,7 +113,7 @@ class ModelCheckpoint(Callback):
             trainer.save_checkpoint(trainer.last_path)
 
     def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
-        value = metric_value(metrics, self.monitor, "the best checkpoint")
+        value = metric_value(metrics, self.monitor, "the best checkpoint", trainer)
         self._improved = improved(value, self.best_value, self.mode)
         if self._improved:
             self.best_value, self.best_epoch = value, trainer.state.epoch
@@ -107,7 +142,7 @@ class EarlyStopping(Callback):
         self.stopped_epoch: int | None = None
 
     def on_validation_end(self, trainer: "Trainer", metrics: dict[str, float]) -> None:
-        value = metric_value(metrics, self.metric, "early stopping")
+        value = metric_value(metrics, self.metric, "early stopping", trainer)
         if improved(value, self.best, self.mode, self.min_delta):
             self.best, self.bad = value, 0
             return

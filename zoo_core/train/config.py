@@ -159,7 +159,9 @@ class TrainConfig:
     out_dir: str = _f("runs/exp", "run folder: checkpoints, logs, config, plots, the final model",
                       what="a folder path", convert=_path_text)
     overwrite: bool = _f(False, "start a new run in an out_dir that holds another run's checkpoints, "
-                                "replacing them (without it, such a run is refused unless it resumes)")
+                                "removing that run's files (only files the zoo wrote, listed in its manifest; "
+                                "anything else in the way is an error naming it). Without it, such a run is "
+                                "refused unless it resumes")
     log_every_n_steps: int = _f(50, "read the loss back from the device every N steps (no per-step sync)", ge=1)
     tensorboard: bool = _f(True, "write TensorBoard event files to out_dir/tensorboard")
     progress_bar: bool | None = _f(None, "progress bar (default: only when stderr is a terminal)")

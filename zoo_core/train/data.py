@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 from typing import Any, Callable, Iterator, Sized
 
 import numpy as np
@@ -116,6 +117,9 @@ def default_workers(world_size: int = 1) -> int:
 
 
 def _seed_worker(worker_id: int) -> None:
+    """Seed a worker's Python and NumPy generators; make it ignore Ctrl-C (the terminal sends SIGINT to the
+    whole process group: the main process finishes its step and saves, then shuts the workers down)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)

@@ -11,6 +11,7 @@ import contextlib
 import os
 import random
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -74,7 +75,45 @@ def numerics(deterministic: bool):
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old[2], old[3]
 
 
-def seed_everything(seed: int) -> None:
+def _seed_host(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's CPU generators (after checking ``seed``)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed!r}: expected a whole number in [0, 2**63)")
     random.seed(seed)
     np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    torch.default_generator.manual_seed(seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (every device) with ``seed``.
+
+    What ``Trainer(seed=)`` does at the start of ``fit``. Call it (or pass ``seed=`` to
+    :func:`zoo_core.load` / :func:`zoo_core.build`) *before* building a model, so that its random
+    initialisation (a new head, a decoder) is repeatable too.
+    """
+    _seed_host(seed)
+    torch.manual_seed(seed)  # the CUDA generators too (queued until CUDA initialises)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """Run the body with every generator seeded by ``seed``, then put the caller's generator states back.
+
+    ``zoo.load(..., seed=7)`` builds under this: the model's initialisation is a function of the seed
+    alone, and the caller's random streams (their own data shuffling, say) are not disturbed.
+    ``None``: no seeding, the body draws from the current streams as usual.
+    """
+    if seed is None:
+        yield
+        return
+    py, npy = random.getstate(), np.random.get_state()
+    cuda = torch.cuda.is_initialized()  # not initialised: leave CUDA alone (no lazily queued seeding)
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if cuda else []):
+        try:
+            _seed_host(seed)
+            if cuda:
+                torch.cuda.manual_seed_all(seed)
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)

@@ -16,7 +16,14 @@ from ..errors import IncompatibleError, ZooError, warn
 from ..evaluate import scalar_metrics
 from ..saving import model_label
 from . import checkpoint as C
-from .optim import merge_equal_groups
+from .optim import groups_mismatch, legacy_group_names, merge_equal_groups
+
+
+#: settings that shape the lr schedule; a resume with other values recomputes it (and says so)
+SCHEDULE_SETTINGS = ("max_epochs", "warmup_epochs", "warmup_start_factor", "min_lr_ratio", "step_epochs",
+                     "step_gamma", "plateau_patience")
+#: settings held in the optimizer's state; a resume restores the checkpoint's (and says so)
+OPTIMIZER_SETTINGS = ("lr", "backbone_lr_mult", "weight_decay", "momentum", "nesterov")
 
 
 @dataclass
@@ -65,7 +72,7 @@ class CheckpointMixin:
                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                "progress": {"epoch": self.state.epoch, "step": self.state.step,
                             "batch_in_epoch": self.state.batch_in_epoch, "world_size": env.world_size,
-                            "batch_size": self.config.batch_size},
+                            "batch_size": self.config.batch_size, "step_lrs": list(self.step_lrs)},
                "epoch_losses": self._epoch_losses() if self.state.batch_in_epoch else {},
                "rng": rng, "rng_per_rank": ranks if env.distributed else [],
                "data": {"seed": self.config.seed, "epoch": self.state.epoch,
@@ -92,6 +99,18 @@ class CheckpointMixin:
         self.good_checkpoint = Path(path)
         return path
 
+    def _reset_after_nan(self, model: Any) -> str:
+        """Put the last good checkpoint's weights back into ``model`` (NaN/Inf updates already reached it).
+
+        Only a checkpoint of this run counts: the one it resumed from or the last one it wrote.
+        """
+        good = self.good_checkpoint
+        if good is None or not good.exists():
+            return ("The model's weights in memory are no longer finite and this run has no checkpoint: "
+                    "load the model again before using it")
+        model.net.load_state_dict(C.load_checkpoint(good)["model"])
+        return f"The model in memory was reset to the weights of {good}"
+
     def _read_resume(self, resume: str | Path | bool | None) -> dict | None:
         path = C.resume_path(resume, self.last_path)  # Lightning-style resume=True means the run's last
         if path is None:
@@ -102,6 +121,32 @@ class CheckpointMixin:
         ckpt = C.load_checkpoint(path)
         self.good_checkpoint = path
         return ckpt
+
+    def _warn_schedule_change(self, saved: dict[str, Any], state: dict[str, Any]) -> None:
+        """Say so when this run's settings differ from the checkpoint's in what shapes the lr.
+
+        The schedule is recomputed from this run's settings (a larger ``max_epochs`` stretches a cosine
+        mid-run); the optimizer's own hyperparameters (lr, weight decay, momentum) come back from the
+        checkpoint and this run's values are not applied. Neither is an exact continuation.
+        """
+        cfg, sched = self.config, self.scheduler
+        reshaped = [f"{k} {saved[k]!r} -> {getattr(cfg, k)!r}" for k in SCHEDULE_SETTINGS
+                    if k in saved and saved[k] != getattr(cfg, k)]
+        if state.get("total_steps") not in (None, sched.total_steps):
+            reshaped.append(f"length {state['total_steps']} -> {sched.total_steps} optimizer steps")
+        if reshaped:
+            before, now = state.get("factor"), sched.factor(sched.step_count)
+            moved = (f"; at step {sched.step_count} the lr factor goes from {before:.4g} to {now:.4g}"
+                     if isinstance(before, float) and before != now else "")
+            warn(f"resuming with a changed schedule ({', '.join(reshaped)}; checkpoint -> this run): the "
+                 f"{sched.kind} schedule is recomputed for this run's settings instead of continuing the "
+                 f"checkpoint's{moved}. Resume with the checkpoint's settings (its config.yaml) to continue it")
+        kept = [f"{k} {saved[k]!r} (this run: {getattr(cfg, k)!r})" for k in OPTIMIZER_SETTINGS
+                if k in saved and saved[k] != getattr(cfg, k)]
+        if kept:
+            warn(f"resuming keeps the checkpoint's optimizer settings {', '.join(kept)}: they are part of the "
+                 "optimizer state it restores. To train with new values, start a new run from its weights "
+                 "(zoo.load(<run>/model) or weights=<checkpoint>) without resume")
 
     def _matching_optimizer_state(self, state: dict) -> dict:
         """The checkpoint's optimizer state if its parameter groups are this run's, else a refusal.
@@ -114,12 +159,19 @@ class CheckpointMixin:
             return [g.get("name", str(i)) for i, g in enumerate(groups)]
 
         theirs, ours = names(state["param_groups"]), names(self.optimizer.param_groups)
-        if theirs == ours:
-            return state
-        if all("base_lr" in g and "_" in str(g.get("name", "")) for g in state["param_groups"]):
+        if theirs != ours and all("base_lr" in g and "_" in str(g.get("name", "")) for g in state["param_groups"]):
             merged = merge_equal_groups(state["param_groups"])
             if names(merged) == ours:
-                return {**state, "param_groups": merged}
+                state, theirs = {**state, "param_groups": merged}, ours
+        if theirs == ours:  # same groups: do they hold the same parameters, in the same order?
+            reason = groups_mismatch(state["param_groups"], self.optimizer.param_groups,
+                                     legacy=lambda: legacy_group_names(self.model, self.config))
+            if reason is None:
+                return state
+            raise IncompatibleError(
+                f"the checkpoint's optimizer state does not fit this run's parameters: {reason}. Resume with "
+                "the checkpoint's model and settings (its config.yaml), or start a new run from its weights "
+                "(zoo.load(<run>/model) or weights=<checkpoint>) without resume")
         raise IncompatibleError(  # torch would only say "different number of parameter groups"
             f"the checkpoint's optimizer has parameter groups {theirs}, this run's has {ours}: "
             "groups split by weight_decay and backbone_lr_mult (equal settings share a group), and by "
@@ -160,16 +212,21 @@ class CheckpointMixin:
                 cb.load_state_dict(ckpt["callbacks"][cb.state_key])
         p = ckpt["progress"]
         self.state = TrainState(p["epoch"], p["step"], p["batch_in_epoch"])
+        self.step_lrs = [float(v) for v in p.get("step_lrs") or []]  # what the last step used (logged as lr/...)
+        self._warn_schedule_change(saved, ckpt["scheduler"])
         self.resumed_losses = ckpt.get("epoch_losses") or {}  # the interrupted epoch's loss sums so far
         self.metrics = dict(ckpt.get("metrics", {}))
-        same = p["world_size"] == env.world_size and p["batch_size"] == self.config.batch_size
-        if not same and p["batch_in_epoch"]:
-            warn(f"the checkpoint was written with world size {p['world_size']} and batch size "
-                 f"{p['batch_size']}, this run has {env.world_size} and {self.config.batch_size}: "
-                 f"resuming at the start of epoch {p['epoch'] + 1} instead of mid-epoch")
+        changed = [f"{what} {theirs} -> {ours}" for what, theirs, ours in
+                   (("world size", p["world_size"], env.world_size),
+                    ("batch size", p["batch_size"], self.config.batch_size)) if theirs != ours]
+        same = not changed
+        if changed and p["batch_in_epoch"]:
+            warn(f"resuming with {', '.join(changed)} (checkpoint -> this run): the checkpoint's position "
+                 f"inside epoch {p['epoch'] + 1} means other samples now, so the run resumes at the start of "
+                 f"epoch {p['epoch'] + 1} instead of mid-epoch")
             self.state.batch_in_epoch = 0
-        elif not same:
-            warn(f"resuming with world size {env.world_size} (checkpoint: {p['world_size']}): "
-                 "the data order and random streams differ from an uninterrupted run")
+        elif changed:
+            warn(f"resuming with {', '.join(changed)} (checkpoint -> this run): the data order and random "
+                 "streams differ from an uninterrupted run")
         per_rank = ckpt.get("rng_per_rank") or []
         return per_rank[env.rank] if same and len(per_rank) == env.world_size else ckpt["rng"]

@@ -103,8 +103,12 @@ class LRSchedule:
         return [g["lr"] for g in self.optimizer.param_groups]
 
     def state_dict(self) -> dict[str, Any]:
+        """The position in the schedule, plus its length and current factor (so a resume with other
+        settings can say how the schedule changed; they are not restored)."""
         return {"kind": self.kind, "step_count": self.step_count, "plateau_scale": self.plateau_scale,
-                "plateau_best": self.plateau_best, "plateau_bad": self.plateau_bad}
+                "plateau_best": self.plateau_best, "plateau_bad": self.plateau_bad,
+                "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
+                "factor": self.factor(self.step_count)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step_count = int(state["step_count"])

@@ -25,12 +25,17 @@ from typing import TYPE_CHECKING, Any, Iterable
 import torch
 
 from ..evaluate import autocast, evaluation_loop, scalar_metrics
+from ..finite import check_finite_metrics
 from . import checkpoint as C
+from . import out_dir as run_dir
 from . import perf
 from . import distributed as D
-from .callbacks import Callback, EarlyStopping, LRMonitor, ModelCheckpoint, ModelEMA, check_callbacks
+from .callbacks import (Callback, EarlyStopping, LRMonitor, ModelCheckpoint, ModelEMA, check_callbacks, mode_of,
+                        watched_metric)
 from .config import TrainConfig
+from ..data.folders import missing_split_error, split_dirs
 from .data import base_dataset, make_loader, read_data, set_loader_epoch
+from .interrupt import InterruptFlag, TrainingInterrupted, interrupted
 from .loggers import RunLogger, make_progress, print_fit_summary
 from .numerics import FiniteGuard, NonFiniteLossError, numerics, seed_everything  # noqa: F401
 from .optim import apply_freezing, build_optimizer, frozen_norm_modules
@@ -86,9 +91,11 @@ class Trainer(CheckpointMixin):
         validation. ``resume``: ``"last"`` (or True) continues from ``out_dir/last.pt``, a path from that
         checkpoint; without it, an ``out_dir`` that already holds a run is refused unless ``overwrite``.
         """
-        if val is None and isinstance(train, (str, Path)) and (Path(train) / "train").is_dir() \
-                and (Path(train) / "val").is_dir():
-            val = train  # the task reads split="val" of the same root
+        if val is None and isinstance(train, (str, Path)):
+            present = split_dirs(train)
+            if present and "val" not in present:  # never train on a root's train/ without a word about val
+                raise missing_split_error(train, "val", present)
+            val = train if present else None  # the task reads split="val" of the same root
         val = None if val is False else val
         cfg = self.config
         self.env = env = D.setup(cfg.device)
@@ -98,14 +105,11 @@ class Trainer(CheckpointMixin):
         self.should_stop, self.stop_reason = False, ""
         self.good_checkpoint: Path | None = None  # what a NaN resets to: the resumed or a written checkpoint
         trainable = [(p, p.requires_grad) for p in model.net.parameters()]  # freezing lasts for this run only
+        claimed = None  # the out_dir's lock: one run at a time (zoo_core.train.out_dir)
         try:
-            if env.is_main:
-                C.remove_stale_temps(self.out_dir)
+            claimed = run_dir.claim(self.out_dir, env)
             ckpt = self._read_resume(resume)
-            if ckpt is None and not cfg.overwrite:
-                C.refuse_to_overwrite(self.out_dir)
-            elif ckpt is None and env.is_main:
-                C.clear_previous_run(self.out_dir)
+            run_dir.prepare(self.out_dir, env, resuming=ckpt is not None, overwrite=cfg.overwrite)
             with numerics(cfg.deterministic), perf.matmul_precision(cfg.matmul_precision):
                 seed_everything(cfg.seed)
                 return self._fit(model, train, val, ckpt)
@@ -115,19 +119,8 @@ class Trainer(CheckpointMixin):
         finally:
             for p, flag in trainable:
                 p.requires_grad_(flag)
+            run_dir.release(claimed)
             D.teardown(env)
-
-    def _reset_after_nan(self, model: "ZooModel") -> str:
-        """Put the last good checkpoint's weights back into ``model`` (NaN/Inf updates already reached it).
-
-        Only a checkpoint of this run counts: the one it resumed from or the last one it wrote.
-        """
-        good = self.good_checkpoint
-        if good is None or not good.exists():
-            return ("The model's weights in memory are no longer finite and this run has no checkpoint: "
-                    "load the model again before using it")
-        model.net.load_state_dict(C.load_checkpoint(good)["model"])
-        return f"The model in memory was reset to the weights of {good}"
 
     def _fit(self, model: "ZooModel", train: Any, val: Any, ckpt: dict | None) -> FitResult:
         cfg, env, task = self.config, self.env, self.task
@@ -139,7 +132,8 @@ class Trainer(CheckpointMixin):
         if train_names and len(train_names) == model.num_classes and \
                 model.class_names == [f"class_{i}" for i in range(model.num_classes)]:
             model.class_names = list(train_names)
-        self.monitor, self.mode = self._monitor()
+        self.monitor, self.mode = watched_metric(cfg, self.task, validating=self.val_loader is not None,
+                                                 class_names=list(train_names or model.class_names))
 
         model.to(env.device)
         self.channels_last = perf.use_channels_last(model.net, env.device, cfg.channels_last)
@@ -163,7 +157,7 @@ class Trainer(CheckpointMixin):
         self.callbacks: list[Any] = [c for c in (self.ema, self.checkpointer, LRMonitor()) if c is not None]
         if cfg.early_stopping:
             metric = cfg.early_stopping_metric or self.monitor
-            mode = self.mode if metric == self.monitor else self._mode_of(metric)
+            mode = self.mode if metric == self.monitor else mode_of(self.task, metric)
             self.callbacks.append(EarlyStopping(metric, cfg.early_stopping, mode,
                                                 cfg.early_stopping_min_delta))
         self.callbacks += self.user_callbacks
@@ -182,33 +176,58 @@ class Trainer(CheckpointMixin):
         self.logger.start(resume_epoch=self.state.epoch, resume_step=self.state.step if ckpt else None)
         self.logger.write_config(self.resolved_config())
         model.net = net
+        self.interrupt = InterruptFlag(enabled=not env.distributed)
         try:
             self._emit("on_fit_start")
             if rng is not None:
                 C.set_rng_state(rng)  # last: nothing above may draw from the restored generators
-            while self.state.epoch < cfg.max_epochs and not self.should_stop:
-                t0 = time.perf_counter()
-                self.epoch_log = self.train_epoch()
-                self._emit("on_train_epoch_end")
-                last = self.state.epoch + 1 == cfg.max_epochs
-                if self.val_loader is None:  # no validation data: the training loss is the metric
-                    self.metrics = {"train_loss": self.epoch_log.get("train_loss", float("nan"))}
-                if self.val_loader is None or (self.state.epoch + 1) % cfg.val_every_n_epochs == 0 or last:
-                    if self.val_loader is not None:
-                        self.metrics = self.validate()
-                    self._emit("on_validation_end", scalar_metrics(self.metrics))
-                    self.scheduler.on_validation(scalar_metrics(self.metrics).get(self.monitor))
-                    self.epoch_log.update(scalar_metrics(self.metrics))
-                self.logger.log_epoch(self.state.epoch, self.state.step, self.epoch_log, time.perf_counter() - t0)
-                self.state.epoch += 1
-                self.state.batch_in_epoch = 0
-                self._emit("on_epoch_end")
-            self._emit("on_fit_end")
+            with self.interrupt:
+                self._epochs()
+        except KeyboardInterrupt as exc:
+            if isinstance(exc, TrainingInterrupted):
+                raise
+            raise interrupted(self.good_checkpoint, self.out_dir,  # a second Ctrl-C, or one under torchrun
+                              f"at once in epoch {self.state.epoch + 1} (step {self.state.step})") from exc
         finally:
             model.net = raw_net
             D.restore_modules(raw_net, sync_bn)
             self.logger.close()
         return self._finish(model)
+
+    def _epochs(self) -> None:
+        """Train and validate epoch after epoch until ``max_epochs``, early stopping or Ctrl-C."""
+        cfg = self.config
+        while self.state.epoch < cfg.max_epochs and not self.should_stop:
+            t0 = time.perf_counter()
+            try:
+                self.epoch_log = self.train_epoch()
+            except Exception:
+                if self.interrupt.requested:  # a user's loader whose workers died of the same Ctrl-C
+                    raise self._save_interrupted() from None
+                raise
+            self._emit("on_train_epoch_end")
+            last = self.state.epoch + 1 == cfg.max_epochs
+            if self.val_loader is None:  # no validation data: the training loss is the metric
+                self.metrics = {"train_loss": self.epoch_log.get("train_loss", float("nan"))}
+            if self.val_loader is None or (self.state.epoch + 1) % cfg.val_every_n_epochs == 0 or last:
+                if self.val_loader is not None:
+                    self.metrics = self.validate()
+                self._emit("on_validation_end", scalar_metrics(self.metrics))
+                self.scheduler.on_validation(scalar_metrics(self.metrics).get(self.monitor))
+                self.epoch_log.update(scalar_metrics(self.metrics))
+            self.logger.log_epoch(self.state.epoch, self.state.step, self.epoch_log, time.perf_counter() - t0)
+            self.state.epoch += 1
+            self.state.batch_in_epoch = 0
+            self._emit("on_epoch_end")
+            if self.interrupt.requested:  # on_epoch_end has just written last.pt
+                raise interrupted(self.last_path, self.out_dir, f"after epoch {self.state.epoch}")
+        self._emit("on_fit_end")
+
+    def _save_interrupted(self) -> TrainingInterrupted:
+        """After Ctrl-C: write ``last.pt`` at the last finished optimizer step; the exception to raise."""
+        self.epoch_sums, self.epoch_count = self.boundary_sums  # the epoch's losses up to that step
+        path = self.save_checkpoint(self.last_path)
+        return interrupted(path, self.out_dir, f"in epoch {self.state.epoch + 1} at step {self.state.step}")
 
     def train_epoch(self) -> dict[str, float]:
         """One pass over the training data (from ``batch_in_epoch`` when resuming mid-epoch)."""
@@ -232,6 +251,7 @@ class Trainer(CheckpointMixin):
         self.epoch_count = int(saved.get("count", 0))
         self.resumed_losses = {}
         self.epoch_sums = sums
+        self.boundary_sums = (dict(sums), self.epoch_count)
         logged: tuple[dict[str, float], float] = ({}, 0.0)
         bar = make_progress(total, f"epoch {state.epoch + 1}/{cfg.max_epochs}",
                             enabled=cfg.progress_bar if env.is_main else False)
@@ -261,6 +281,9 @@ class Trainer(CheckpointMixin):
                 self._emit("on_optimizer_step")
                 if state.step % cfg.log_every_n_steps == 0:
                     logged = self._log_steps(sums, self.epoch_count, logged, bar)
+                self.boundary_sums = (dict(sums), self.epoch_count)
+                if self.interrupt.requested:
+                    raise self._save_interrupted()
             if bar is not None:
                 bar.update(1)
         if bar is not None:
@@ -295,7 +318,7 @@ class Trainer(CheckpointMixin):
                             limit_batches=cfg.limit_val_batches)
         finally:
             model.net = wrapped
-        return D.merge_metrics(metrics, self.env).compute()
+        return dict(check_finite_metrics(D.merge_metrics(metrics, self.env).compute(), "validation"))
 
     # ---- helpers ----------------------------------------------------------------------------------
     def _emit(self, hook: str, *args: Any) -> None:
@@ -315,16 +338,6 @@ class Trainer(CheckpointMixin):
                            world_size=env.world_size, num_workers=cfg.num_workers,
                            prefetch_factor=cfg.prefetch_factor, pin_memory=env.device.type == "cuda",
                            seed_per_sample=cfg.seed_per_sample)
-
-    def _mode_of(self, metric: str) -> str:
-        if metric == self.task.default_metric:
-            return self.task.default_metric_mode
-        return "min" if "loss" in metric else "max"
-
-    def _monitor(self) -> tuple[str, str]:
-        cfg = self.config
-        metric = cfg.monitor or (self.task.default_metric if self.val_loader is not None else "train_loss")
-        return metric, cfg.monitor_mode or self._mode_of(metric)
 
     def _read_sums(self, sums: dict[str, torch.Tensor], count: int) -> tuple[dict[str, float], float]:
         """The loss sums and the batch count, summed over ranks: the one host sync of a log step."""
@@ -375,6 +388,7 @@ class Trainer(CheckpointMixin):
         if cfg.plots and self.val_loader is not None and self.metrics:
             result.plots = list(self.task.plots(model, base_dataset(self.val_loader), self.metrics,
                                                 self.out_dir / "plots"))
+            run_dir.record_outputs(self.out_dir, result.plots)  # the task wrote them: list them as the run's
         model.config["training"] = {"epochs": self.state.epoch, "steps": self.state.step,
                                     "monitor": self.monitor, "best": self.checkpointer.best_value,
                                     "out_dir": str(self.out_dir)}

@@ -15,7 +15,8 @@ import yaml
 import zoo_core as zoo
 from zoo_core.cli import main
 from zoo_core.errors import SettingError, UnknownNameError
-from zoo_core.train.config import _RULES, TrainConfig, add_arguments, from_sources, load_yaml
+from zoo_core.train.config import _RULES, TrainConfig
+from zoo_core.train.sources import add_arguments, from_sources, load_yaml
 
 #: (field, a value it must refuse): each was accepted (or crashed later, or was truncated) before
 BAD = [

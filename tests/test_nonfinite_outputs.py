@@ -82,6 +82,17 @@ def test_the_trainers_validation_refuses_nonfinite_outputs(toy, tmp_path):
     assert not any("accuracy" in r for r in rows)  # nothing was scored
 
 
+def test_a_refused_validation_keeps_the_epochs_training_for_a_resume(toy, tmp_path):
+    model = zoo.load("toynet", task="toytrain")
+    with pytest.raises(NonFiniteOutputError, match=r"This epoch's training is kept in .*last\.pt"):
+        zoo.Trainer(max_epochs=1, batch_size=4, out_dir=tmp_path, **QUIET).fit(model, "toy:n=8", "toy:n=8,nan_at=2")
+    progress = torch.load(tmp_path / "last.pt", weights_only=True)["progress"]
+    assert (progress["epoch"], progress["step"], progress["batch_in_epoch"]) == (0, 2, 2)  # trained, not validated
+    result = zoo.Trainer(max_epochs=1, batch_size=4, out_dir=tmp_path, **QUIET).fit(
+        zoo.load("toynet", task="toytrain"), "toy:n=8", "toy:n=8", resume="last")  # the cause fixed
+    assert result.steps == 2 and "accuracy" in result.metrics  # validated again, no step retrained
+
+
 def test_a_detector_that_drops_nan_boxes_is_still_caught():
     torch.manual_seed(0)
     model = zoo.build("det", backbone="torchvision:resnet18", head="faster_rcnn", class_names=["a", "b"],

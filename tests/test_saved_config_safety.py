@@ -181,10 +181,9 @@ def test_names_are_not_path_like(value):
     assert not path_like(value)
 
 
-def test_on_old_torch_only_checkpoints_the_zoo_wrote_in_their_run_folder_are_unpickled(tmp_path, monkeypatch,
-                                                                                      fresh_registry):
-    import shutil
-
+def test_on_old_torch_no_checkpoint_is_unpickled_not_even_a_runs_own(tmp_path, monkeypatch, fresh_registry):
+    """A run folder travels (zip, hub) with whatever files it holds: nothing in it can vouch for a pickle, so
+    torch < 2.6 (which the zoo no longer installs with) unpickles no checkpoint at all."""
     import trainer_toy
     from zoo_core.train.checkpoint import load_checkpoint
 
@@ -192,12 +191,7 @@ def test_on_old_torch_only_checkpoints_the_zoo_wrote_in_their_run_folder_are_unp
     run = tmp_path / "run"
     zoo.Trainer(max_epochs=1, batch_size=8, num_workers=0, out_dir=run, verbose=False, tensorboard=False,
                 plots=False).fit(zoo.load("toynet", task="toytrain"), "toy:n=16", "toy:n=8")
-    shutil.copy(run / "last.pt", tmp_path / "from_elsewhere.pt")
+    assert load_checkpoint(run / "last.pt")["progress"]["epoch"] == 1
     monkeypatch.setattr("zoo_core.weights._torch_version", lambda: (2, 5))
-    assert load_checkpoint(run / "last.pt")["progress"]["epoch"] == 1  # this machine's own run resumes
-    with pytest.raises(WeightsError, match=r"refused to load .*from_elsewhere\.pt: torch .* known bypasses"):
-        load_checkpoint(tmp_path / "from_elsewhere.pt")
-    with open(run / "last.pt", "ab") as f:  # changed since the zoo wrote it: from outside too
-        f.write(b"\0")
-    with pytest.raises(WeightsError, match="known bypasses"):
+    with pytest.raises(WeightsError, match=r"refused to load .*last\.pt: torch .* known bypasses.*>= 2\.6"):
         load_checkpoint(run / "last.pt")

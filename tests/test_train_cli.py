@@ -18,7 +18,8 @@ from trainer_toy import toy  # noqa: F401  (fixture)
 import zoo_core as zoo
 from zoo_core.cli import main, make_parser
 from zoo_core.errors import SettingError, UnknownNameError
-from zoo_core.train.config import TrainConfig, add_arguments, from_sources
+from zoo_core.train.config import TrainConfig
+from zoo_core.train.sources import add_arguments, from_sources
 
 
 def _subparser(name: str) -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from zoo_core.bench.runner import batch_loader
 from zoo_core.bench.syncs import HostSyncCounter
 from zoo_core.train import perf
 from zoo_core.train.callbacks import Callback
-from zoo_core.train.config import add_arguments, from_sources
+from zoo_core.train.sources import add_arguments, from_sources
 
 
 def toy_batch(model, n: int = 8):

@@ -177,3 +177,29 @@ def test_resume_names_what_changed_batch_size_and_a_restretched_schedule(toy, tm
     assert "max_epochs 2 -> 3" in text and "recomputed" in text
     with pytest.warns(UserWarning, match=r"keeps the checkpoint's optimizer settings lr 0.02 \(this run: 0.5\)"):
         _train(tmp_path / "run", resume="last", batch_size=8, max_epochs=4, lr=0.5)
+
+
+def test_a_class_folder_named_train_is_a_class_not_a_split(tmp_path):
+    from PIL import Image
+
+    from zoo_core.data.folders import scan_image_folder, split_dirs
+
+    for cls in ("bus", "car", "train"):
+        (tmp_path / "vehicles" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (16, 16), (i * 90, 40, 200)).save(tmp_path / "vehicles" / cls / f"{i}.png")
+    assert split_dirs(tmp_path / "vehicles") == {}
+    index = scan_image_folder(tmp_path / "vehicles", "train")
+    assert index.class_names == ["bus", "car", "train"] and len(index.samples) == 6
+    (tmp_path / "split" / "train").mkdir(parents=True)
+    (tmp_path / "split" / "val").mkdir()
+    (tmp_path / "split" / ".cache").mkdir()  # hidden folders never count
+    assert set(split_dirs(tmp_path / "split")) == {"train", "val"}
+
+
+def test_zoo_train_refuses_weights_or_options_it_cannot_apply_to_a_saved_model(tmp_path, capsys):
+    zoo.load("resnet18", task="cls", num_classes=2, seed=0).save(tmp_path / "m")
+    for extra in (["--weights", "default"], ["--option", "drop_rate=0.5"]):
+        assert main(["train", "--model", str(tmp_path / "m"), "--data", str(tmp_path), "--out-dir",
+                     str(tmp_path / "run"), *extra]) == 1
+        assert "cannot apply to" in capsys.readouterr().err

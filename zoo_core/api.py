@@ -91,22 +91,14 @@ def info(name: str, task: str | None = None) -> ModelInfo:
 
 @functools.lru_cache(maxsize=None)
 def _task_instance(spec: TaskSpec) -> "Task":
-    """Build a task once; what its plugin's builder raises is a PluginError naming builder, plugin and
-    distribution (the original as its cause)."""
+    """Build a task once; what its plugin's builder raises names builder, plugin and distribution
+    (:meth:`~zoo_core.specs.Spec.call_builder`)."""
     from .errors import PluginError
-    from .specs import import_object
     from .task import Task
 
-    where = f"task {spec.qualified_name!r} (plugin {spec.plugin!r}, distribution {spec.distribution or 'unknown'!r})"
-    build = import_object(spec.builder, f"builder of {where}")
-    try:
-        task = build()
-    except ZooError:
-        raise
-    except (Exception, SystemExit) as exc:
-        raise PluginError(f"the builder {spec.builder!r} of {where} failed: {type(exc).__name__}: {exc}") from exc
+    task = spec.call_builder()
     if not isinstance(task, Task):
-        raise PluginError(f"the builder {spec.builder!r} of {where} returned {type(task).__name__}, not a "
+        raise PluginError(f"the builder {spec.builder!r} of {spec.where} returned {type(task).__name__}, not a "
                           "zoo_core.task.Task")
     return task
 

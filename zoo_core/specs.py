@@ -38,6 +38,8 @@ class Spec:
     kind = "spec"
     #: the keyword arguments the zoo itself passes to every builder of this kind (not user options)
     builder_args: ClassVar[tuple[str, ...]] = ()
+    #: whether the builder's first argument is the spec (a task's builder takes none)
+    passes_spec: ClassVar[bool] = True
 
     @property
     def qualified_name(self) -> str:
@@ -59,7 +61,8 @@ class Spec:
         return import_object(self.builder, what=f"{self.where}: builder {self.builder!r}")
 
     def call_builder(self, *args: Any, **kwargs: Any) -> Any:
-        """``builder(self, *args, **kwargs)``; whatever the builder raises names the spec and its plugin.
+        """``builder(self, *args, **kwargs)`` (``builder(*args, **kwargs)`` for a task); whatever the builder
+        raises names the spec and its plugin.
 
         The zoo's own errors (``OptionError``, ``IncompatibleError``...) pass unchanged: they already
         say what and where. A ``ValueError``/``TypeError`` (usually about an option or class count the
@@ -72,7 +75,7 @@ class Spec:
         builder = self.load_builder()
         self._check_arguments(builder, args, kwargs)
         try:
-            return builder(self, *args, **kwargs)
+            return builder(*((self,) if self.passes_spec else ()), *args, **kwargs)
         except ZooError:
             raise
         except (ValueError, TypeError) as exc:
@@ -96,7 +99,8 @@ class Spec:
             return
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return
-        named = [n for n, p in list(params.items())[1:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        named = [n for n, p in list(params.items())[int(self.passes_spec):]
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         unknown = [k for k in kwargs if k not in named]
         contract = [k for k in unknown if k in self.builder_args]
         if contract:
@@ -114,6 +118,7 @@ class TaskSpec(Spec):
 
     aliases: tuple[str, ...] = ()
     kind = "task"
+    passes_spec = False
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,21 @@ SLOW_WINDOW = 30.0
 BLOCK = 1 << 20
 
 
+def min_rate() -> float:
+    """Bytes a second below which a download is abandoned: ``$ZOO_DOWNLOAD_MIN_RATE`` (default
+    :data:`MIN_RATE`; 0 turns the rule off, for a link that really is that slow)."""
+    raw = os.environ.get("ZOO_DOWNLOAD_MIN_RATE")
+    if not raw:
+        return float(MIN_RATE)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise WeightsError(f"ZOO_DOWNLOAD_MIN_RATE={raw!r} must be a number of bytes a second >= 0 (0: no minimum)")
+    return value
+
+
 def download_timeout() -> float:
     """Seconds a whole download may take: ``$ZOO_DOWNLOAD_TIMEOUT`` (default 3600)."""
     raw = os.environ.get("ZOO_DOWNLOAD_TIMEOUT")
@@ -65,11 +80,12 @@ class Deadline:
     def spent(self) -> bool:
         return time.monotonic() >= self.end
 
-    def too_slow(self, received: int, total: int | None, rate: float, seconds: float) -> WeightsError:
+    def too_slow(self, received: int, total: int | None, rate: float, seconds: float, floor: float
+                 ) -> WeightsError:
         got = f"{received} of {total} bytes" if total else f"{received} bytes"
         return WeightsError(f"download of {self.url} gave up: {rate:.0f} bytes/s over the last {seconds:.0f} s "
-                            f"(got {got}), below the {MIN_RATE} bytes/s the zoo waits for. The partial file was "
-                            f"deleted. {self.hint}")
+                            f"(got {got}), below the {floor:.0f} bytes/s the zoo waits for "
+                            f"(ZOO_DOWNLOAD_MIN_RATE; 0 waits for any speed). The partial file was deleted. {self.hint}")
 
     def error(self, received: int, total: int | None) -> WeightsError:
         got = f"{received} of {total} bytes" if total else f"{received} bytes"
@@ -88,13 +104,14 @@ def read_body(resp: Any, write: Callable[[bytes], None], deadline: Deadline, tot
     read = getattr(resp, "read1", None) or resp.read
     received = 0
     window = (time.monotonic(), 0)  # (start, bytes received then) of the current speed window
+    slowest = min_rate()
     while True:
         if deadline.spent():
             raise deadline.error(received, total)
         elapsed = time.monotonic() - window[0]
         if elapsed >= SLOW_WINDOW:
-            if (received - window[1]) / elapsed < MIN_RATE:
-                raise deadline.too_slow(received, total, (received - window[1]) / elapsed, elapsed)
+            if (received - window[1]) / elapsed < slowest:
+                raise deadline.too_slow(received, total, (received - window[1]) / elapsed, elapsed, slowest)
             window = (time.monotonic(), received)
         _set_timeout(resp, deadline.wait())
         try:

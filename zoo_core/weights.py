@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from .errors import WeightsError
-from .model import PretrainedWeights
+from .model import PretrainedWeights, under
 from .paths import offline, zoo_home  # noqa: F401  (re-exported: torch-free home of both)
 from .transfer import Deadline, download_timeout, incomplete, read_body  # noqa: F401  (download_timeout: re-export)
 
@@ -217,7 +217,7 @@ def load_into(net: nn.Module, state: Mapping[str, torch.Tensor], *, source: str,
     to_load: dict[str, torch.Tensor] = {}
     mismatched = []
     for key, target in own.items():
-        in_head = any(key == h or key.startswith(h + ".") for h in head)
+        in_head = under(key, head)
         if key not in state:
             (report.reinitialized if in_head else report.missing).append(key)
             continue

@@ -87,7 +87,7 @@ def list_weights(name: str, task: str | None = None) -> list[WeightInfo]:
         try:
             described = {w.tag: w for w in describe_weights(spec)}
             note = "" if spec.weights_info else "the plugin lists this tag but does not describe it"
-        except Exception as exc:  # a broken provider must not hide the others
+        except (Exception, SystemExit) as exc:  # a broken provider (even one calling sys.exit) must not hide the others
             described, note = {}, f"could not describe: {type(exc).__name__}: {exc}"
         for i, tag in enumerate(spec.weights or tuple(described)):
             w = described.get(tag)

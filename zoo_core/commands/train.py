@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..train.config import add_arguments, from_sources, load_yaml
+from ..train.sources import add_arguments, from_sources, load_yaml
 
 #: keys of a --config YAML file that describe the run rather than the Trainer
 RUN_KEYS = ("model", "task", "data", "train", "val", "num_classes", "weights", "resume", "options",
@@ -103,6 +103,10 @@ def open_model(spec: str, *, task: str | None = None, num_classes: int | None = 
         found = [p for p in (path / "model", path / "best.pt", path / "last.pt")
                  if is_saved_model(p) or p.is_file()]
         path = found[0] if found else path  # nothing: maybe a folder sharing a model's name (./unet/)
+    if (is_saved_model(path) or path.is_file()) and (weights or options):
+        given = [f"--weights {weights}"] * bool(weights) + [f"--option {k}=..." for k in options or {}]
+        raise ValueError(f"{', '.join(given)} cannot apply to {path}: a saved model or checkpoint rebuilds with the "
+                         "options and weights it holds. Pass a model name to build with them")
     if is_saved_model(path):
         return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options, seed=seed)
     if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):

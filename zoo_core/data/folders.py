@@ -52,14 +52,22 @@ class FolderIndex:
 
 
 def split_dirs(root: str | Path) -> dict[str, Path]:
-    """The split folders directly under ``root`` (``{"train": root/train, "val": root/valid}``...);
-    empty when ``root`` is not a folder or holds none (a folder of one split)."""
+    """The split folders of a split root (``{"train": root/train, "val": root/valid}``...).
+
+    A root is split when it holds ``train/`` or ``val/`` (any spelling of :data:`SPLIT_DIRS`) and no
+    other folder: ``vehicles/{bus,car,train}`` is a folder of classes, one of them named ``train``.
+    Empty when ``root`` is not a folder or not split.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         return {}
-    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    known = {n for names in SPLIT_DIRS.values() for n in names}
+    if not subdirs or set(subdirs) - known:
+        return {}
     found = {s: next((subdirs[n] for n in names if n in subdirs), None) for s, names in SPLIT_DIRS.items()}
-    return {s: p for s, p in found.items() if p is not None}
+    present = {s: p for s, p in found.items() if p is not None}
+    return present if "train" in present or "val" in present else {}
 
 
 def missing_split_error(root: str | Path, split: str, present: Mapping[str, Path]) -> DataError:
@@ -84,7 +92,7 @@ def split_root(root: str | Path, split: str) -> Path:
     if not root.is_dir():
         raise DataError(f"{root} is a file, not a dataset folder; pass a folder laid out as {LAYOUT}", root)
     present = split_dirs(root)
-    if "train" in present or "val" in present:
+    if present:
         if split not in present:
             raise missing_split_error(root, split, present)
         return present[split]

@@ -53,8 +53,8 @@ class InterruptFlag:
         if self.requested:
             raise KeyboardInterrupt("second Ctrl-C: stopped at once")
         self.requested = True
-        print("\nCtrl-C: stopping after the current optimizer step and saving last.pt "
-              "(press Ctrl-C again to stop at once, saving nothing)", file=sys.stderr, flush=True)
+        print("\nCtrl-C: stopping at the next optimizer step (or once the running validation ends) and saving "
+              "last.pt (press Ctrl-C again to stop at once, saving nothing)", file=sys.stderr, flush=True)
 
 
 def resume_hint(out_dir: Path) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from torch import nn
@@ -45,11 +45,6 @@ if hasattr(nn, "RMSNorm"):
 
 #: models already warned that they declare no backbone (once per model object)
 _WARNED: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
-
-
-def in_head(name: str, head: Iterable[str]) -> bool:
-    """Is parameter ``name`` (relative to ``model.net``) under one of the head prefixes?"""
-    return under(name, head)
 
 
 def block_of(name: str) -> str:

@@ -111,6 +111,18 @@ class CheckpointMixin:
         model.net.load_state_dict(C.load_checkpoint(good)["model"])
         return f"The model in memory was reset to the weights of {good}"
 
+    def _keep_epoch(self, exc: ZooError) -> ZooError:
+        """A validation refused NaN/Inf outputs or metrics: write ``last.pt`` first (when the weights are finite),
+        so the epoch's training survives and the run resumes once the cause is fixed; ``exc``, telling so."""
+        from ..finite import nonfinite_weights
+
+        if nonfinite_weights(self.raw_net):  # the message already names the tensors; nothing worth keeping
+            return exc
+        path = self.save_checkpoint(self.last_path)
+        exc.args = (f"{exc.args[0]} This epoch's training is kept in {path}: once the cause is fixed (e.g. "
+                    "precision='32'), resume with resume='last' (zoo train --resume last) to validate it again",)
+        return exc
+
     def _read_resume(self, resume: str | Path | bool | None) -> dict | None:
         path = C.resume_path(resume, self.last_path)  # Lightning-style resume=True means the run's last
         if path is None:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import torch
 
+from ..errors import NonFiniteMetricError, NonFiniteOutputError
 from ..evaluate import autocast, evaluation_loop, scalar_metrics
 from ..finite import check_finite_metrics
 from . import checkpoint as C
@@ -123,7 +124,7 @@ class Trainer(CheckpointMixin):
             D.teardown(env)
 
     def _fit(self, model: "ZooModel", train: Any, val: Any, ckpt: dict | None) -> FitResult:
-        cfg, env, task = self.config, self.env, self.task
+        cfg, env = self.config, self.env
         if cfg.image_size:
             model.set_image_size(cfg.image_size)
         self.train_loader = self._loader(train, train=True)
@@ -166,6 +167,7 @@ class Trainer(CheckpointMixin):
         self.resumed_losses: dict[str, Any] = {}
         self.epoch_sums: dict[str, torch.Tensor] = {}
         self.epoch_count = 0
+        self.boundary_sums: tuple[dict[str, torch.Tensor], int] = ({}, 0)  # the sums at the last optimizer step
         rng = self._restore(ckpt) if ckpt is not None else None
 
         net = D.wrap_ddp(raw_net, env, find_unused_parameters=cfg.find_unused_parameters)
@@ -201,9 +203,9 @@ class Trainer(CheckpointMixin):
             t0 = time.perf_counter()
             try:
                 self.epoch_log = self.train_epoch()
-            except Exception:
-                if self.interrupt.requested:  # a user's loader whose workers died of the same Ctrl-C
-                    raise self._save_interrupted() from None
+            except RuntimeError as exc:  # "DataLoader worker exited unexpectedly": a user's loader whose
+                if self.interrupt.requested:  # workers died of the same Ctrl-C; saved at the last finished step
+                    raise self._save_interrupted() from exc
                 raise
             self._emit("on_train_epoch_end")
             last = self.state.epoch + 1 == cfg.max_epochs
@@ -211,7 +213,10 @@ class Trainer(CheckpointMixin):
                 self.metrics = {"train_loss": self.epoch_log.get("train_loss", float("nan"))}
             if self.val_loader is None or (self.state.epoch + 1) % cfg.val_every_n_epochs == 0 or last:
                 if self.val_loader is not None:
-                    self.metrics = self.validate()
+                    try:
+                        self.metrics = self.validate()
+                    except (NonFiniteOutputError, NonFiniteMetricError) as exc:
+                        raise self._keep_epoch(exc)
                 self._emit("on_validation_end", scalar_metrics(self.metrics))
                 self.scheduler.on_validation(scalar_metrics(self.metrics).get(self.monitor))
                 self.epoch_log.update(scalar_metrics(self.metrics))
@@ -238,12 +243,6 @@ class Trainer(CheckpointMixin):
         self._emit("on_train_epoch_start")
         skip = state.batch_in_epoch
         loader = self.train_loader
-        positioned = set_loader_epoch(loader, state.epoch, skip * (loader.batch_size or 1))
-        batches = iter(loader)
-        if not positioned:
-            warnings.warn(f"resuming mid-epoch with a user DataLoader: re-reading and dropping {skip} batches")
-            for _ in range(skip):
-                next(batches)
         accum, total = cfg.accumulate_grad_batches, self.batches_per_epoch
         saved = self.resumed_losses if skip and env.rank == 0 else {}  # rank 0 continues the epoch's sums
         sums: dict[str, torch.Tensor] = {k: torch.tensor(v, device=env.device) for k, v in
@@ -251,7 +250,13 @@ class Trainer(CheckpointMixin):
         self.epoch_count = int(saved.get("count", 0))
         self.resumed_losses = {}
         self.epoch_sums = sums
-        self.boundary_sums = (dict(sums), self.epoch_count)
+        self.boundary_sums = (dict(sums), self.epoch_count)  # before the loader starts (its workers may fail)
+        positioned = set_loader_epoch(loader, state.epoch, skip * (loader.batch_size or 1))
+        batches = iter(loader)
+        if not positioned:
+            warnings.warn(f"resuming mid-epoch with a user DataLoader: re-reading and dropping {skip} batches")
+            for _ in range(skip):
+                next(batches)
         logged: tuple[dict[str, float], float] = ({}, 0.0)
         bar = make_progress(total, f"epoch {state.epoch + 1}/{cfg.max_epochs}",
                             enabled=cfg.progress_bar if env.is_main else False)

@@ -6,8 +6,11 @@ ZOO_STRICT_PLUGINS=1 still makes it an error (issue 12, safety).
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 import types
 from types import SimpleNamespace
 
@@ -83,12 +86,27 @@ def test_strict_mode_still_makes_it_an_error_and_ctrl_c_is_never_swallowed(monke
         discover()
     assert isinstance(err.value.__cause__, SystemExit)
     monkeypatch.delenv("ZOO_STRICT_PLUGINS")
-    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: [_ep("ctrl_c", _raise(KeyboardInterrupt()))])
+
+    def real_ctrl_c(*args):  # the user presses Ctrl-C while this plugin loads: a real SIGINT
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # the handler runs before this returns
+
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: [_ep("ctrl_c", real_ctrl_c)])
     with pytest.raises(KeyboardInterrupt):
         discover()
     with pytest.raises(KeyboardInterrupt):
-        discover(extra=[("ctrl_c_hook", module("m3", register_models=lambda register: (_ for _ in ()).throw(
-            KeyboardInterrupt())))])
+        discover(extra=[("ctrl_c_hook", module("m3", register_models=real_ctrl_c))])
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_plugin_raising_keyboard_interrupt_itself_is_contained_too(lenient, monkeypatch):
+    """Only a real SIGINT is the user's Ctrl-C; a plugin raising KeyboardInterrupt at import is broken."""
+    good = module("good_mod", register_tasks=tasks, register_models=good_models)
+    monkeypatch.setattr("zoo_core.registry._entry_points",
+                        lambda: [_ep("kbint", _raise(KeyboardInterrupt())), _ep("good", lambda: good)])
+    with pytest.warns(UserWarning, match=r"plugin 'kbint' .* failed to load"):
+        reg = discover()
+    assert reg.plugins["kbint"].error.startswith("KeyboardInterrupt") and reg.list("model") == ["net"]
 
 
 def test_an_extra_module_that_exits_at_import_is_contained(lenient, tmp_path, monkeypatch):

@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+import zoo_core as zoo
+import zoo_core.api
 from zoo_core.errors import InputError
 from zoo_core.model import Preprocess, ZooModel
 
@@ -128,3 +130,16 @@ def test_a_one_channel_model_gets_grey_images_from_files_and_pil_and_refuses_rgb
     assert m.predict(tmp_path / "x.png")[0].score == pytest.approx(expected, abs=1e-6)
     with pytest.raises(InputError, match=r"3 channels, but the model takes 1 \(grey\) channels"):
         m.predict(torch.rand(3, 16, 16))
+
+
+@pytest.mark.parametrize("bad", [5, -1, float("nan"), "abc"])
+def test_a_detection_score_threshold_outside_0_1_is_refused_by_name(bad):
+    from zoo_core.errors import OptionError
+
+    model = zoo.build("det", backbone="torchvision:resnet18", head="faster_rcnn", class_names=["a", "b"],
+                      min_size=64, max_size=64, fpn_channels=16, representation_size=32, max_levels=3, seed=0)
+    with pytest.raises(OptionError, match=r"score_threshold=.*must be a number in \[0, 1\]"):
+        model.predict(torch.rand(3, 64, 64), score_threshold=bad)
+    with pytest.raises(OptionError, match=r"score_threshold="):
+        zoo.api.set_task_options(model, {"score_threshold": bad})
+        model.predict(torch.rand(3, 64, 64))

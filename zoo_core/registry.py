@@ -33,7 +33,7 @@ import pluggy
 from . import hookspecs
 from .errors import PluginError, UnknownNameError, warn
 from .spec_checks import check_requires as _check_requires
-from .spec_checks import checked_fields, contained, describe_failure
+from .spec_checks import checked_fields, contained, describe_failure, watching_ctrl_c
 from .specs import SPEC_TYPES, ModelSpec, Spec, TaskSpec
 
 HOOK_KINDS = {"register_tasks": "task", "register_models": "model",
@@ -336,6 +336,11 @@ def _entry_points() -> list[md.EntryPoint]:
 
 def discover(extra: Iterable[tuple[str, Any]] = ()) -> Registry:
     """Build a registry from the installed entry points (plus ``extra`` (name, module) pairs)."""
+    with watching_ctrl_c():  # a plugin raising KeyboardInterrupt is contained; the user's Ctrl-C is not
+        return _discover(extra)
+
+
+def _discover(extra: Iterable[tuple[str, Any]]) -> Registry:
     reg = Registry()
     disabled = _env_list("ZOO_DISABLE_PLUGINS") or set()
     allowed = _env_list("ZOO_LOAD_PLUGINS")

@@ -7,7 +7,10 @@ instead of a puzzling failure the first time a user loads the model.
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import signal
+import threading
+from typing import Any, Iterator
 
 from ._version import __version__
 from .errors import PluginError
@@ -80,14 +83,46 @@ def check_requires(module: Any, name: str) -> None:
                           f"upgrade the plugin or install a zoo version it supports")
 
 
+class _CtrlCWatch:
+    """While plugins load: whether a real SIGINT (the user's Ctrl-C) arrived, so that a plugin raising
+    ``KeyboardInterrupt`` itself is told from the user stopping the command."""
+
+    active = False
+    seen = False
+
+
+@contextlib.contextmanager
+def watching_ctrl_c() -> Iterator[None]:
+    """Record real SIGINTs during the body (main thread, default handler only; elsewhere every
+    ``KeyboardInterrupt`` counts as the user's, as before)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+
+    def handle(signum: int, frame: Any) -> None:
+        _CtrlCWatch.seen = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handle)
+    _CtrlCWatch.active, _CtrlCWatch.seen = True, False
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _CtrlCWatch.active = False
+
+
 def contained(exc: BaseException) -> bool:
     """Is ``exc``, raised by a plugin at import or in a hook, only that plugin's failure?
 
     Every exception is, and so is any other ``BaseException``: a plugin calling ``sys.exit()`` or
-    ``exit()`` must not end every zoo command without a word. Only the user's Ctrl-C
-    (``KeyboardInterrupt``) and ``GeneratorExit`` go through.
+    ``exit()``, or raising ``KeyboardInterrupt`` itself, must not end every zoo command without a
+    word. Only the user's real Ctrl-C and ``GeneratorExit`` go through.
     """
-    return not isinstance(exc, (KeyboardInterrupt, GeneratorExit))
+    if isinstance(exc, KeyboardInterrupt):
+        return _CtrlCWatch.active and not _CtrlCWatch.seen
+    return not isinstance(exc, GeneratorExit)
 
 
 def describe_failure(exc: BaseException) -> str:

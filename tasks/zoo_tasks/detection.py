@@ -58,6 +58,7 @@ class DetectionTask(OptionsMixin, Task):
 
     name = "detection"
     default_metric = "map"
+    unit_interval_options = (*OptionsMixin.unit_interval_options, "score_threshold")
     default_metric_mode = "max"
     option_defaults = DEFAULT_OPTIONS
 
@@ -142,7 +143,8 @@ class DetectionTask(OptionsMixin, Task):
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
                 ) -> list[Detections]:
         """Boxes in each input image's pixels; ``score_threshold=`` drops weaker detections."""
-        thresh = float(options.get("score_threshold", self.options(model)["score_threshold"]))
+        thresh = self.unit_value("score_threshold", options.get("score_threshold",
+                                                                self.options(model)["score_threshold"]))
         device = _device(model)
         tensors = [(img if isinstance(img, Tensor) else pil_to_tensor(img)).to(device) for img in images]
         _sync_size(model)

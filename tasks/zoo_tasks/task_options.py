@@ -34,8 +34,17 @@ class OptionsMixin:
         extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
         merged = {**self.defaults, **{k: v for k, v in extra.items() if k in self.option_defaults}}
         for key in self.unit_interval_options:
-            value = merged.get(key)  # bools and numpy numbers are numbers too (hflip=False: never flip)
-            if key in merged and (not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0):
-                raise OptionError(f"task option {key}={value!r}: must be a number in [0, 1] (a probability or "
-                                  f"fraction); default {self.option_defaults[key]!r}")
+            if key in merged:
+                self.unit_value(key, merged[key])
         return merged
+
+    def unit_value(self, key: str, value: Any) -> float:
+        """``value`` of option ``key`` as a float in [0, 1]; anything else (NaN, 5, "abc") is an OptionError.
+
+        Bools and numpy numbers are numbers too (``hflip=False``: never flip). Also for the same option
+        passed to ``predict(..., key=value)``.
+        """
+        if not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+            raise OptionError(f"task option {key}={value!r}: must be a number in [0, 1] (a probability or "
+                              f"fraction); default {self.option_defaults[key]!r}")
+        return float(value)

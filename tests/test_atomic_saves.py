@@ -6,9 +6,11 @@ import contextlib
 import errno
 import importlib
 import os
+import socket
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,10 +19,11 @@ import torch
 import zoo_core as zoo
 import zoo_remote_plugin as remote
 from trainer_toy import toy  # noqa: F401  (fixture)
-from zoo_core import saving
+from zoo_core import fileio, saving
 from zoo_core.cli import main
 from zoo_core.fileio import PathError, WriteError, atomic_write_bytes
 from zoo_core.registry import reset_registry
+from zoo_core.run_files import MANIFEST_NAME, ForeignFileError, Manifest
 from zoo_core.train import checkpoint as C
 from zoo_core.train.callbacks import Callback
 from zoo_core.train.loggers import CSVLogger
@@ -82,17 +85,53 @@ def test_a_save_killed_between_its_files_leaves_the_previous_save_loadable(toy, 
     assert torch.equal(zoo.load(tmp_path / "m").eval()(x), second.eval()(x))
 
 
+def dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+
+
+def temp_name(name: str, pid: str) -> str:
+    """The name of a temp file/staging folder for ``name`` written by process ``pid`` of this host."""
+    return fileio.temp_prefix(name).replace(f"-{os.getpid()}-", f"-{pid}-") + "0123456789ab.tmp"
+
+
 def test_a_save_killed_between_its_two_renames_is_recovered_by_the_next_save(toy, tmp_path):
     model = toynet()
     model.save(tmp_path / "m")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True).stdout.strip()
-    staged = tmp_path / f".m.zoo-save-{dead}-0123abcd"
+    staged = tmp_path / temp_name("m", dead_pid())
     (tmp_path / "m").rename(staged.with_name(staged.name + ".old"))  # the old save, renamed aside
     staged.mkdir()  # the new one, never renamed in
     (staged / "model.safetensors").write_bytes(b"partial")
     model.save(tmp_path / "m")
     assert siblings(tmp_path) == ["m"] and zoo.load(tmp_path / "m").label == model.label
+
+
+def test_temp_names_carry_host_and_pid_and_only_this_hosts_dead_ones_are_cleaned(toy, tmp_path, monkeypatch):
+    names = []
+
+    def spy(obj, f):
+        names.extend(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp"))  # the file being written
+        torch.save(obj, f)
+
+    monkeypatch.setattr(C, "_serialize", spy)
+    C.atomic_save({"format": "zoo.checkpoint", "format_version": 1}, tmp_path / "last.pt")
+    host_and_pid = fileio.temp_prefix("last.pt")  # .last.pt.zoo-<host>-<pid>-
+    assert socket.gethostname().split(".")[0] in host_and_pid and len(names) == 1
+    assert names[0].startswith(host_and_pid) and names[0].endswith(".tmp")
+    dead = dead_pid()
+    ours_dead = tmp_path / temp_name("m", dead)
+    ours_alive = tmp_path / temp_name("last.pt", str(os.getpid()))
+    elsewhere = tmp_path / temp_name("m", dead).replace(fileio.temp_prefix("m").split(".zoo-")[1].rsplit("-", 2)[0],
+                                                        "another-host")
+    for folder in (ours_dead, elsewhere):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"partial")
+    ours_alive.write_bytes(b"a save in progress")
+    toynet().save(tmp_path / "m")  # cleans up after this host's killed saves only
+    assert not ours_dead.exists()
+    assert (elsewhere / "model.safetensors").is_file()  # another host's save may be running: its pid means nothing here
+    assert ours_alive.read_bytes() == b"a save in progress"
+    assert C.remove_stale_temps(tmp_path) == [] and "another-host" in elsewhere.name
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2(RENAME_EXCHANGE) is Linux's")
@@ -117,19 +156,96 @@ def test_model_save_refuses_a_folder_holding_files_it_did_not_write(toy, tmp_pat
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "README.md").write_text("my package")
     (tmp_path / "pkg" / "setup.py").write_text("# mine")
-    with pytest.raises(zoo.ZooError, match=r"pkg holds files model\.save\(\) did not write: README\.md, "
-                                           r"setup\.py.*never deletes anything else"):
+    with pytest.raises(zoo.ZooError, match=r"pkg holds files that are not a previous save's: README\.md, setup\.py "
+                                           r"\(not written by model\.save\(\): the folder has no zoo config\.json\)"
+                                           r".*never replaces or deletes anything else"):
         model.save(tmp_path / "pkg")
     assert (tmp_path / "pkg" / "README.md").read_text() == "my package"
     assert siblings(tmp_path / "pkg") == ["README.md", "setup.py"]
     model.save(tmp_path / "fresh")
     model.save(tmp_path / "fresh")  # over a previous save: fine
     (tmp_path / "fresh" / "notes.txt").write_text("mine")
-    with pytest.raises(zoo.ZooError, match=r"notes\.txt"):
+    with pytest.raises(zoo.ZooError, match=r"notes\.txt \(not written by model\.save\(\): not listed in its "
+                                           r"\.zoo-manifest\.json\)"):
         model.save(tmp_path / "fresh")
     assert (tmp_path / "fresh" / "notes.txt").read_text() == "mine"
     (tmp_path / "empty").mkdir()
     model.save(tmp_path / "empty")  # an empty folder is fine
+
+
+def test_a_saved_file_the_user_edited_is_theirs_and_never_replaced(toy, tmp_path):
+    model, m = toynet(), tmp_path / "m"
+    model.save(m)
+    manifest = Manifest.read(m)
+    assert set(manifest.files) == set(saving.SAVED_FILES) and all(e["sha256"] for e in manifest.files.values())
+    assert zoo.load(m).label == model.label  # loading reads config.json and the weights, not the manifest
+    (m / "README.md").write_text("# my notes on this model\n")
+    with pytest.raises(ForeignFileError, match=r"m holds files that are not a previous save's: README\.md \(changed "
+                                               r"after model\.save\(\) wrote it.*never replaces or deletes anything"):
+        model.save(m)
+    assert (m / "README.md").read_text() == "# my notes on this model\n"
+    (m / "README.md").unlink()
+    model.save(m)
+    (m / MANIFEST_NAME).unlink()  # a save by a zoo before manifests: its own model card is recognised...
+    model.save(m)
+    assert Manifest.read(m).found
+    (m / MANIFEST_NAME).unlink()
+    (m / "README.md").write_text("# mine\n")  # ...a README.md that is not that card is not
+    with pytest.raises(ForeignFileError, match=r"README\.md \(not the model card model\.save\(\) writes for this "
+                                               r"config\.json"):
+        model.save(m)
+    assert (m / "README.md").read_text() == "# mine\n"
+
+
+def test_model_save_into_a_folder_whose_parent_is_not_writable_writes_it_file_by_file(toy, tmp_path, monkeypatch):
+    parent = tmp_path / "shared"
+    (parent / "m").mkdir(parents=True)
+    real = fileio.create_temp_dir
+
+    def no_write_in_parent(folder, prefix, suffix=".tmp"):  # what a read-only parent does (root ignores modes)
+        if Path(folder) == parent:
+            raise PermissionError(errno.EACCES, "Permission denied", str(folder))
+        return real(folder, prefix, suffix)
+
+    monkeypatch.setattr(fileio, "create_temp_dir", no_write_in_parent)
+    first, second = toynet(), toynet()
+    with torch.no_grad():
+        for p in second.net.parameters():
+            p.add_(1.0)
+    x = torch.rand(2, 3, 8, 8)
+    parent.chmod(0o555)
+    try:
+        first.save(parent / "m")  # the first save into a pre-created folder, and a re-save
+        assert torch.equal(zoo.load(parent / "m").eval()(x), first.eval()(x))
+        second.save(parent / "m")
+        assert torch.equal(zoo.load(parent / "m").eval()(x), second.eval()(x))
+        assert siblings(parent / "m") == [MANIFEST_NAME, "README.md", "config.json", "model.safetensors"]
+        manifest = Manifest.read(parent / "m")
+        assert not any(manifest.edited(n) for n in saving.SAVED_FILES) and siblings(parent) == ["m"]
+        (parent / "m" / "notes.txt").write_text("mine")
+        with pytest.raises(ForeignFileError, match=r"notes\.txt"):
+            second.save(parent / "m")
+        with pytest.raises(WriteError, match=r"could not write saved model .*shared/new \(Permission denied\)"):
+            first.save(parent / "new")  # a folder that does not exist cannot be made there
+    finally:
+        parent.chmod(0o755)
+
+
+def test_listing_models_imports_no_saving_machinery(tmp_path):
+    script = textwrap.dedent("""
+        import json, sys
+        from zoo_timm import catalog
+        path = catalog.catalog_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"format": catalog.FORMAT, "format_version": catalog.FORMAT_VERSION,
+                                    "timm_version": catalog.timm_version(), "models": {}}))
+        import zoo_core
+        zoo_core.list_models()
+        print(sorted(m for m in ("zoo_core.saving", "zoo_core.model_card", "ctypes") if m in sys.modules))
+    """)
+    env = {**os.environ, "ZOO_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.strip().splitlines()[-1:] == ["[]"], out.stderr[-2000:]
 
 
 # ---- the umask, not mkstemp's 0600 --------------------------------------------------------------------
@@ -143,7 +259,8 @@ def test_every_atomic_write_follows_the_umask(toy, tmp_path, mask):
     file_mode, dir_mode = 0o666 & ~mask, 0o777 & ~mask
     assert mode(tmp_path / "a.bin") == file_mode and mode(tmp_path / "c.pt") == file_mode
     assert mode(tmp_path / "m") == dir_mode
-    assert {p.name: mode(p) for p in (tmp_path / "m").iterdir()} == dict.fromkeys(saving.SAVED_FILES, file_mode)
+    assert {p.name: mode(p) for p in (tmp_path / "m").iterdir()} == \
+        dict.fromkeys([*saving.SAVED_FILES, MANIFEST_NAME], file_mode)
     run = tmp_path / "run"
     assert {p.name: mode(p) for p in run.iterdir() if p.is_file()} == \
         dict.fromkeys(["last.pt", "best.pt", "config.yaml", "metrics.csv", ".zoo-manifest.json"], file_mode)

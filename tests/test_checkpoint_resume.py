@@ -119,7 +119,7 @@ def test_a_full_disk_during_save_keeps_the_previous_checkpoint(toy, tmp_path, mo
     assert err.value.errno == errno.ENOSPC
     ckpt = C.load_checkpoint(tmp_path / "last.pt")
     assert ckpt["progress"]["epoch"] == 1
-    assert not list(tmp_path.glob(".zoo-ckpt-*")) and sorted(p.name for p in tmp_path.glob("*.pt")) == \
+    assert not list(tmp_path.glob(".*.tmp")) and sorted(p.name for p in tmp_path.glob("*.pt")) == \
         ["best.pt", "last.pt"]
 
 
@@ -142,7 +142,7 @@ def test_sigkill_during_a_save_leaves_the_previous_checkpoint_and_the_temp_is_cl
         proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
     assert torch.equal(C.load_checkpoint(tmp_path / "last.pt")["n"], torch.arange(5))
-    stale = list(tmp_path.glob(".zoo-ckpt-*.tmp"))
+    stale = list(tmp_path.glob(".last.pt.zoo-*.tmp"))  # .<name>.zoo-<host>-<pid>-<random>.tmp
     assert len(stale) == 1
     assert C.remove_stale_temps(tmp_path) == stale and not stale[0].exists()  # what Trainer.fit does first
 
@@ -159,7 +159,9 @@ def test_a_checkpoint_of_another_model_or_task_is_refused_naming_the_keys(toy, t
     ckpt["task"] = "segmentation"
     torch.save(ckpt, tmp_path / "other_task.pt")
     with pytest.raises(IncompatibleError, match="task 'segmentation'.*this model is 'toytrain'"):
-        trainer.fit(zoo.load("toynet", task="toytrain"), "toy:n=32", resume=tmp_path / "other_task.pt")
+        # a new out_dir: continuing from a checkpoint that is not an out_dir's own last/best.pt is a new run there
+        zoo.Trainer(out_dir=tmp_path / "new", **RUN).fit(zoo.load("toynet", task="toytrain"), "toy:n=32",
+                                                         resume=tmp_path / "other_task.pt")
 
 
 def test_checkpoint_format_versions_migrate_or_fail_clearly(tmp_path, monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from zoo_core.data.shapes import make_shapes
 from zoo_core.errors import DataError
 from zoo_core.run_files import LOCK_NAME, MANIFEST_NAME, DirLock, ForeignFileError, Manifest
 from zoo_core.train.callbacks import Callback
+from zoo_core.train.interrupt import TrainingInterrupted
 
 RUN = dict(max_epochs=1, batch_size=8, num_workers=0, verbose=False, tensorboard=False, plots=False)
 
@@ -68,7 +71,7 @@ def test_the_lock_is_released_on_an_error_and_on_ctrl_c(toy, tmp_path):
             assert (tmp_path / LOCK_NAME).is_file()  # held while the run runs
             raise KeyboardInterrupt
 
-    with pytest.raises(BaseException):  # KeyboardInterrupt, or the zoo's own interruption error
+    with pytest.raises(TrainingInterrupted, match="training interrupted"):  # not the callback's failing assert
         fit(tmp_path, callbacks=[Interrupt()])
     assert not (tmp_path / LOCK_NAME).exists()
     (tmp_path / "model").mkdir()
@@ -99,9 +102,10 @@ def test_a_users_files_where_a_run_writes_are_never_replaced_overwrite_or_not(to
     for name, text in mine.items():
         (out / name).write_text(text)
     for overwrite in (False, True):
-        with pytest.raises(ForeignFileError, match=r"holds files the zoo did not write where this run writes its "
-                                                   r"own: config\.yaml, metrics\.csv, model/README\.md .*never "
-                                                   r"replaces or deletes them, overwrite=True included"):
+        with pytest.raises(ForeignFileError, match=r"holds files that are not the zoo's at the paths a run writes "
+                                                   r"\(last\.pt, .*plots/\): config\.yaml, metrics\.csv \(this out_dir "
+                                                   r"has no manifest.*\); model/README\.md \(not written by model\.save"
+                                                   r"\(\).*never replaces, deletes .*overwrite=True included"):
             fit(out, overwrite=overwrite)
         assert {n: (out / n).read_text() for n in mine} == mine
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.csv", "model", "notes.txt"]
@@ -116,8 +120,9 @@ def test_overwrite_removes_exactly_the_previous_runs_files(toy, tmp_path):
     (out / "notes.txt").write_text("mine")  # not where a run writes: left alone
     (out / "tensorboard" / "theirs.tfevents").write_text("another tool's curves")
     (out / "model" / "my_package.py").write_text("# mine")
-    with pytest.raises(ForeignFileError, match=r"model/my_package\.py, tensorboard/theirs\.tfevents \(they are "
-                                               r"not listed in \.zoo-manifest\.json"):
+    with pytest.raises(ForeignFileError, match=r"model/my_package\.py \(not written by model\.save\(\): not listed "
+                                               r"in its \.zoo-manifest\.json\); tensorboard/theirs\.tfevents \(not "
+                                               r"listed in \.zoo-manifest\.json"):
         fit(out, overwrite=True)
     assert (out / "last.pt").is_file() and (out / "model" / "config.json").is_file()  # nothing was deleted
     (out / "tensorboard" / "theirs.tfevents").unlink()
@@ -142,7 +147,7 @@ def test_an_out_dir_written_before_manifests_is_recognised_by_its_zoo_checkpoint
     other.mkdir()
     torch.save({"weights": torch.zeros(2)}, other / "last.pt")
     (other / "metrics.csv").write_text("epoch\n1\n")
-    with pytest.raises(ForeignFileError, match=r"last\.pt, metrics\.csv \(it has no manifest and no zoo "
+    with pytest.raises(ForeignFileError, match=r"last\.pt, metrics\.csv \(this out_dir has no manifest and no zoo "
                                                r"checkpoint"):
         fit(other, overwrite=True)
     assert (other / "metrics.csv").read_text() == "epoch\n1\n"
@@ -154,7 +159,7 @@ def test_a_resumed_run_keeps_and_extends_the_manifest(toy, tmp_path):
             if trainer.state.epoch == 1:
                 raise KeyboardInterrupt
 
-    with pytest.raises(BaseException):
+    with pytest.raises(TrainingInterrupted, match="training interrupted"):
         fit(tmp_path, callbacks=[Stop()], max_epochs=2, plots=True)
     before = listed(tmp_path)
     assert {"last.pt", "best.pt", "config.yaml", "metrics.csv"} <= before
@@ -162,14 +167,25 @@ def test_a_resumed_run_keeps_and_extends_the_manifest(toy, tmp_path):
     assert listed(tmp_path) == before | {"plots/toy_accuracy.png"}
 
 
-def test_a_hand_edited_metrics_log_blocking_resume_is_named_with_its_line(toy, tmp_path):
+def test_a_run_file_changed_after_the_zoo_wrote_it_is_the_users_and_never_replaced(toy, tmp_path):
     fit(tmp_path)
-    csv_path = tmp_path / "metrics.csv"
+    csv_path, config = tmp_path / "metrics.csv", tmp_path / "config.yaml"
     lines = csv_path.read_text().splitlines()
-    csv_path.write_text("\n".join([lines[0], "one" + lines[1][1:]]) + "\n")
+    edited = "\n".join([lines[0], "one" + lines[1][1:]]) + "\n"
+    csv_path.write_text(edited)
+    config.write_text(config.read_text() + "# my notes on this run\n")
+    mine = config.read_text()
+    for resume, overwrite in (("last", False), (None, True)):
+        with pytest.raises(ForeignFileError, match=r"config\.yaml, metrics\.csv \(changed after the zoo wrote it: no "
+                                                   r"longer what \.zoo-manifest\.json records, so it is yours now\)\..*"
+                                                   r"move them away"):
+            fit(tmp_path, resume=resume, overwrite=overwrite, max_epochs=2)
+        assert csv_path.read_text() == edited and config.read_text() == mine
+    config.unlink()  # what the message says to do (config.yaml moved away)
+
+    (tmp_path / MANIFEST_NAME).unlink()  # an out_dir written before manifests: a metrics.csv resume cannot read
     with pytest.raises(zoo.ZooError, match=r"cannot resume the metrics log .*metrics\.csv: line 2: epoch 'one' is "
-                                           r"not a whole number \(it was changed after the zoo wrote it\)\. Fix "
-                                           r"that row, or delete metrics\.csv"):
+                                           r"not a whole number\. Fix that row, or delete metrics\.csv"):
         fit(tmp_path, resume="last", max_epochs=2)
     csv_path.write_text("\n".join([lines[0], lines[1] + ",extra,cells"]) + "\n")
     with pytest.raises(zoo.ZooError, match=r"metrics\.csv: line 2 has more cells than the header has columns"):
@@ -178,11 +194,128 @@ def test_a_hand_edited_metrics_log_blocking_resume_is_named_with_its_line(toy, t
     assert fit(tmp_path, resume="last", max_epochs=2).epochs == 2
 
 
+def test_an_edited_model_card_in_out_dir_is_never_regenerated(toy, tmp_path):
+    fit(tmp_path)
+    card = tmp_path / "model" / "README.md"
+    card.write_text(card.read_text() + "\nMy notes: trained on the March data.\n")
+    mine = card.read_text()
+    with pytest.raises(ForeignFileError, match=r"model/README\.md \(changed after model\.save\(\) wrote it"):
+        fit(tmp_path, overwrite=True)
+    assert card.read_text() == mine and (tmp_path / "last.pt").is_file()
+
+
+def test_resuming_from_another_runs_checkpoint_is_a_new_run_in_this_out_dir(toy, tmp_path):
+    other, here = tmp_path / "other", tmp_path / "here"
+    fit(other)
+    fit(here, lr=0.05)  # another run
+    kept = {n: (here / n).read_bytes() for n in ("last.pt", "metrics.csv", "config.yaml")}
+    with pytest.raises(zoo.ZooError, match=r"already holds a run \(last\.pt, best\.pt\); a new run would replace it\. "
+                                           r".*other/last\.pt is not this out_dir's own checkpoint, so a run continued "
+                                           r"from it is a new run here.*overwrite=True"):
+        fit(here, resume=other / "last.pt", max_epochs=2)
+    assert {n: (here / n).read_bytes() for n in kept} == kept
+    with pytest.warns(UserWarning, match="changed schedule"):
+        fit(here, resume=other / "last.pt", max_epochs=2, overwrite=True)
+    epochs = [line.split(",")[0] for line in (here / "metrics.csv").read_text().splitlines()[1:]]
+    assert epochs == ["2"]  # the replaced run's row for epoch 1 is gone, not passed off as this run's
+    with pytest.warns(UserWarning, match="changed schedule"):
+        assert fit(tmp_path / "empty", resume=other / "last.pt", max_epochs=2).epochs == 2  # a new out_dir: fine
+    with pytest.warns(UserWarning, match="changed schedule"):  # its own last.pt, by path: this run, continued
+        assert fit(here, resume=here / "last.pt", max_epochs=3).epochs == 3
+    assert [line.split(",")[0] for line in (here / "metrics.csv").read_text().splitlines()[1:]] == ["2", "3"]
+
+
+def test_two_runs_starting_together_into_a_new_out_dir_one_wins_the_other_is_told_it_is_busy(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from zoo_core.train import out_dir as run_dir
+
+    out = tmp_path / "new"
+    both_looked = threading.Barrier(2)
+    real_mkdir = os.mkdir
+
+    def mkdir_together(path, *args, **kwargs):
+        if Path(path) == out:
+            both_looked.wait(timeout=30)  # each has seen no folder there: both try to create it
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir_together)
+    outcomes: list = []
+
+    def start():
+        try:
+            outcomes.append(run_dir.claim(out, SimpleNamespace(is_main=True, distributed=False)))
+        except BaseException as exc:  # noqa: BLE001 - the outcome is what the test checks
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    won = [o for o in outcomes if isinstance(o, run_dir.OutDirClaim)]
+    lost = [o for o in outcomes if not isinstance(o, run_dir.OutDirClaim)]
+    assert len(won) == 1 and len(lost) == 1, outcomes
+    assert type(lost[0]) is zoo.ZooError and "is in use by another run" in str(lost[0])  # not OSError: not empty
+    won[0].release()
+    assert not out.exists() or list(out.iterdir()) == []  # removed when the winner made it, and nothing left
+
+
+def test_a_lock_whose_owner_cannot_be_written_is_not_kept(tmp_path, monkeypatch):
+    from zoo_core.fileio import WriteError
+
+    def disk_full(fd, data, offset):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    open_fds = len(os.listdir("/proc/self/fd")) if Path("/proc/self/fd").is_dir() else None
+    monkeypatch.setattr(os, "pwrite", disk_full)
+    with pytest.raises(WriteError, match=r"could not write lock file .*\.zoo-lock \(No space left on device"):
+        DirLock(tmp_path).acquire()
+    monkeypatch.undo()
+    if open_fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == open_fds  # its descriptor (holding the flock) was closed
+    with DirLock(tmp_path):  # this process can lock the folder again: no "in use by another run: pid <itself>"
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+
+
+def test_hidden_files_nothing_writes_block_neither_resume_nor_overwrite(toy, tmp_path):
+    fit(tmp_path, tensorboard=True, plots=True)
+    (tmp_path / "tensorboard" / ".DS_Store").write_bytes(b"finder")
+    (tmp_path / "plots" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "plots" / ".ipynb_checkpoints" / "toy_accuracy-checkpoint.png").write_bytes(b"jupyter")
+    with pytest.warns(UserWarning, match="changed schedule"):
+        fit(tmp_path, resume="last", max_epochs=2, tensorboard=True, plots=True)
+    fit(tmp_path, overwrite=True)
+    assert (tmp_path / "tensorboard" / ".DS_Store").read_bytes() == b"finder"  # left alone...
+    assert [p.name for p in (tmp_path / "tensorboard").iterdir()] == [".DS_Store"]  # ...the zoo's events removed
+    assert (tmp_path / "plots" / ".ipynb_checkpoints" / "toy_accuracy-checkpoint.png").read_bytes() == b"jupyter"
+    (tmp_path / "model" / ".DS_Store").write_bytes(b"finder")  # model/ is replaced whole: there it counts
+    with pytest.raises(ForeignFileError, match=r"model/\.DS_Store \(not written by model\.save\(\)"):
+        fit(tmp_path, overwrite=True)
+
+
+def test_plots_written_before_plotting_stops_are_listed_as_the_runs(toy, tmp_path, monkeypatch):
+    from trainer_toy import ToyTask
+
+    def half_then_ctrl_c(self, model, dataset, report, out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "first.png").write_bytes(b"a plot")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ToyTask, "plots", half_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        fit(tmp_path, plots=True)
+    assert "plots/first.png" in listed(tmp_path)
+    monkeypatch.undo()
+    fit(tmp_path, overwrite=True)  # the zoo's plot, not a user's file in the way
+    assert not (tmp_path / "plots").exists()
+
+
 # ---- generated datasets and the demo --------------------------------------------------------------------
 def test_synth_rerun_replaces_only_its_own_dataset_and_never_deletes_a_users_files(tmp_path):
     root = make_shapes(tmp_path / "d", layout="masks", n_train=2, n_val=1, image_size=32, seed=0)
-    assert set(json.loads((root / "shapes.json").read_text())["files"]) >= {"train/images/00000.png",
-                                                                              "classes.txt"}
+    assert listed(root) >= {"train/images/00000.png", "classes.txt", "shapes.json"}
+    assert "files" not in json.loads((root / "shapes.json").read_text())  # the manifest says it, once
     (root / "train" / "images" / "mine.png").write_bytes(b"my own image")
     (root / "notes.txt").write_text("mine")
     make_shapes(root, layout="masks", n_train=2, n_val=1, image_size=32, seed=0)  # same dataset: reused as is
@@ -199,11 +332,9 @@ def test_synth_rerun_replaces_only_its_own_dataset_and_never_deletes_a_users_fil
     assert [p.name for p in tmp_path.iterdir()] == ["d"]  # no staging folder left
 
 
-def test_a_dataset_written_before_its_marker_listed_files_is_recognised_by_its_names(tmp_path):
+def test_a_dataset_written_before_manifests_is_recognised_by_its_names(tmp_path):
     root = make_shapes(tmp_path / "d", layout="coco", n_train=2, n_val=1, image_size=32)
-    marker = json.loads((root / "shapes.json").read_text())
-    del marker["files"]
-    (root / "shapes.json").write_text(json.dumps(marker))
+    (root / MANIFEST_NAME).unlink()
     (root / "val" / "extra.json").write_text("{}")
     with pytest.raises(DataError, match=r"val/extra\.json"):
         make_shapes(root, layout="coco", n_train=3, n_val=1, image_size=32)

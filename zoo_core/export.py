@@ -24,8 +24,6 @@ import contextlib
 import functools
 import io
 import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -36,7 +34,7 @@ import torch
 from torch import nn
 
 from .errors import IncompatibleError, UnknownNameError, ZooError, warn
-from .fileio import check_file_target
+from .fileio import check_file_target, staged
 from .specs import EXPORT_FORMATS
 
 FORMATS = EXPORT_FORMATS
@@ -353,12 +351,6 @@ def _first_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def _staging(path: Path):
-    """Yield a temp file path; on success move it (and any external-data files) to ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        yield tmpdir / path.name
-        for item in tmpdir.iterdir():
-            os.replace(item, path.parent / item.name)
-    finally:
-        shutil.rmtree(tmpdir, ignore_errors=True)
+    """Yield a temp file path; on success move it (and any external-data files) to ``path``'s folder."""
+    with staged(path.parent, merge=True, what="export", elsewhere="export to another folder", target=path) as tmp:
+        yield tmp / path.name

@@ -6,9 +6,11 @@ write**, and two runs never share an ``out_dir`` silently.
 - :class:`Manifest`: ``<folder>/.zoo-manifest.json`` lists, by path relative to the folder, every
   file the zoo wrote there (with its size, and its sha256 when the writer had the bytes at hand).
   Writers record a file *before* renaming it into place, so a kill never leaves a file of the
-  zoo's unlisted. Replacing or removing is allowed for listed files only; anything else in the way
-  is an error naming it. A listed file whose size or hash no longer matches was edited by hand
-  (:meth:`Manifest.edited`).
+  zoo's unlisted; the entry it replaces is kept (``was``), so the previous file, still there after
+  a kill between the two steps, stays the zoo's too. Replacing or removing is allowed for listed
+  files only; anything else in the way is an error naming it. A listed file whose size or hash no
+  longer matches was edited by hand (:meth:`Manifest.edited`): where its sha256 is recorded, it is
+  no longer the zoo's.
 - :class:`DirLock`: ``<folder>/.zoo-lock`` holds the pid, host, start time and command line of the
   run that claimed the folder, under an exclusive ``flock`` held for the whole run. A second run
   is refused naming the first; a lock left by a process that died is detected (the kernel drops a
@@ -21,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ZooError, warn
+from .fileio import host_name, pid_alive, write_error
 
 MANIFEST_NAME = ".zoo-manifest.json"
 MANIFEST_FORMAT = "zoo.manifest"
@@ -93,25 +95,57 @@ class Manifest:
         """Whether the zoo wrote ``path`` (a file in the folder, or a path relative to it)."""
         return self.key(path) in self.files
 
-    def edited(self, path: str | Path) -> bool:
-        """Whether a listed file differs from what the zoo wrote (size, or sha256 when recorded)."""
+    def hashed(self, path: str | Path) -> bool:
+        """Whether the zoo recorded ``path``'s sha256 (a file it wrote from bytes it had: config, logs, saves)."""
+        return bool(self.files.get(self.key(path), {}).get("sha256"))
+
+    def _matching(self, path: str | Path) -> dict[str, Any] | None:
+        """The entry (the last one, or the one before: ``was``) that the file at ``path`` matches; None if
+        it matches neither or is missing."""
         entry = self.files.get(self.key(path))
         full = self.folder / self.key(path)
         if entry is None or not full.is_file():
-            return False
-        if full.stat().st_size != entry.get("size"):
-            return True
-        return bool(entry.get("sha256")) and sha256_bytes(full.read_bytes()) != entry["sha256"]
+            return None
+        size, digest = full.stat().st_size, None
+        for candidate in (entry, entry.get("was")):
+            if not isinstance(candidate, dict) or candidate.get("size") != size:
+                continue
+            if candidate.get("sha256"):
+                digest = digest or sha256_file(full)
+                if digest != candidate["sha256"]:
+                    continue
+            return candidate
+        return None
 
-    def add(self, path: str | Path, *, size: int | None = None, data: bytes | None = None) -> None:
-        """List ``path`` as the zoo's (``size``: of the bytes about to land there; default: the file's)."""
-        entry: dict[str, Any] = {"size": size if size is not None else (self.folder / self.key(path)).stat().st_size}
-        if data is not None:
-            entry["sha256"] = sha256_bytes(data)
-        self.files[self.key(path)] = entry
+    def edited(self, path: str | Path) -> bool:
+        """Whether a listed file differs from what the zoo wrote there last (or the time before, which a
+        kill between recording and renaming leaves): by size, and by sha256 where recorded."""
+        full = self.folder / self.key(path)
+        return self.owns(path) and full.is_file() and self._matching(path) is None
+
+    def add(self, path: str | Path, *, size: int | None = None, sha256: str | None = None,
+            incoming: bool = False) -> None:
+        """List ``path`` as the zoo's: the file there (default), or with ``incoming`` the one about to be
+        renamed there (``size`` and ``sha256``: its bytes'), keeping the entry of the file still there
+        as ``was``."""
+        key = self.key(path)
+        entry: dict[str, Any] = {"size": size if size is not None else (self.folder / key).stat().st_size}
+        if sha256 is not None:
+            entry["sha256"] = sha256
+        previous = self._matching(path) if incoming else None
+        if previous is not None:
+            entry["was"] = {k: v for k, v in previous.items() if k != "was"}
+        self.files[key] = entry
 
     def drop(self, path: str | Path) -> None:
         self.files.pop(self.key(path), None)
+
+    def to_bytes(self) -> bytes:
+        """The manifest file's content."""
+        body = {"format": MANIFEST_FORMAT, "version": 1,
+                "about": "files the zoo wrote in this folder; it replaces or deletes only these",
+                "files": dict(sorted(self.files.items()))}
+        return (json.dumps(body, indent=1) + "\n").encode()
 
     def save(self) -> None:
         """Write the manifest atomically (removed when it lists nothing)."""
@@ -121,25 +155,31 @@ class Manifest:
             self.path.unlink(missing_ok=True)
             self.found = False
             return
-        body = {"format": MANIFEST_FORMAT, "version": 1,
-                "about": "files the zoo wrote in this folder; it replaces or deletes only these",
-                "files": dict(sorted(self.files.items()))}
-        atomic_write_bytes(self.path, (json.dumps(body, indent=1) + "\n").encode(), what="manifest")
+        atomic_write_bytes(self.path, self.to_bytes(), what="manifest")
         self.found = True
 
 
-def record(folder: str | Path, *paths: str | Path, size: int | None = None, data: bytes | None = None) -> None:
-    """Add ``paths`` to ``folder``'s manifest as files the zoo wrote (``size``/``data``: of one path about
-    to be renamed into place)."""
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record(folder: str | Path, *paths: str | Path) -> None:
+    """Add the files at ``paths`` to ``folder``'s manifest as files the zoo wrote (their current sizes)."""
     manifest = Manifest.read(folder)
     for p in paths:
-        manifest.add(p, size=size, data=data)
+        manifest.add(p)
     manifest.save()
 
 
-def foreign(manifest: Manifest, paths: list[Path]) -> list[Path]:
-    """The ``paths`` the zoo did not write according to ``manifest``."""
-    return [p for p in paths if not manifest.owns(p)]
+def record_incoming(folder: str | Path, path: str | Path, *, size: int, sha256: str | None = None) -> None:
+    """List ``path`` in ``folder``'s manifest before the file of ``size`` bytes (``sha256``) is renamed there."""
+    manifest = Manifest.read(folder)
+    manifest.add(path, size=size, sha256=sha256, incoming=True)
+    manifest.save()
 
 
 def name_files(paths: list[Path], root: Path, limit: int = 8) -> str:
@@ -152,6 +192,14 @@ def name_files(paths: list[Path], root: Path, limit: int = 8) -> str:
             names.append(str(p))
     more = f" (and {len(paths) - limit} more)" if len(paths) > limit else ""
     return ", ".join(names) + more
+
+
+def name_by_reason(found: dict[Path, str], root: Path) -> str:
+    """``a, b (why); c (another why)``: files that are not the zoo's, grouped by why, for an error message."""
+    groups: dict[str, list[Path]] = {}
+    for path, why in sorted(found.items()):
+        groups.setdefault(why, []).append(path)
+    return "; ".join(f"{name_files(paths, root)} ({why})" for why, paths in groups.items())
 
 
 def files_under(path: Path) -> list[Path]:
@@ -180,16 +228,6 @@ def remove_empty_dirs(path: Path) -> None:
 
 
 # ---- the lock --------------------------------------------------------------------------------------
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def _read_info(fd: int) -> dict[str, Any]:
     try:
         raw = os.pread(fd, 1 << 16, 0) if hasattr(os, "pread") else b""
@@ -232,56 +270,77 @@ class DirLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: the lock file's content is all there is
             fcntl = None  # type: ignore[assignment]
-        host = socket.gethostname()
+        host = host_name()
         for _ in range(20):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-            locked: bool | None = None  # None: this file system has no flock
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    locked = True
-                except BlockingIOError:
-                    locked = False
-                except OSError:
-                    locked = None
-            if locked is False:
-                info = _read_info(fd)
-                os.close(fd)
-                pid = info.get("pid")
-                gone = info.get("host") == host and isinstance(pid, int) and not pid_alive(pid)
-                raise self._busy(info, " That process has ended but its lock is still held, most likely by its "
-                                       "DataLoader worker processes: wait until they exit" if gone else "")
+            fd = None
             try:
-                same = os.path.samestat(os.fstat(fd), os.stat(self.path))
-            except FileNotFoundError:
-                same = False
-            if not same:  # the holder released (and removed) it between our open and our flock: again
-                os.close(fd)
-                continue
-            previous = _read_info(fd)
-            if previous:
-                pid = previous.get("pid")
-                if previous.get("host") != host:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+                if self._take(fd, fcntl, host):
+                    self.fd = fd
+                    return self
+            except BaseException as exc:  # closed on any failure: this process must not keep the lock
+                if fd is not None:
                     os.close(fd)
-                    raise self._busy(previous, f" The lock was taken on another host, so whether that run still "
-                                               f"lives cannot be told from here; if it has ended, delete {self.path}")
-                alive = isinstance(pid, int) and pid != os.getpid() and pid_alive(pid)
-                if locked is None and alive:
-                    os.close(fd)
-                    raise self._busy(previous, f" If that process is not a zoo run, delete {self.path}")
-                state = "holds no lock on it (that pid now belongs to another process)" if alive else \
-                    "is no longer running"
-                warn(f"{self.what} {self.folder}: taking over the lock left by {_describe(previous)}, which {state}")
-            info = {"pid": os.getpid(), "host": host,
-                    "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                    "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:500]}
+                error = write_error(exc, self.path, what="lock file", kept=False,
+                                    elsewhere=f"pick another {self.what}")
+                if error is not None:
+                    raise error from exc
+                raise
+            os.close(fd)
+        raise ZooError(f"could not lock {self.what} {self.folder}: {self.path} keeps changing; another run is "
+                       "starting there")  # pragma: no cover
+
+    def _take(self, fd: int, fcntl: Any, host: str) -> bool:
+        """Lock the open lock file ``fd`` and write this run's info in it: True; False when the file was
+        replaced meanwhile (try again). A busy lock raises; the caller closes ``fd`` unless True."""
+        locked: bool | None = None  # None: this file system has no flock
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                locked = True
+            except BlockingIOError:
+                locked = False
+            except OSError:
+                locked = None
+        if locked is False:
+            info = _read_info(fd)
+            pid = info.get("pid")
+            gone = info.get("host") == host and isinstance(pid, int) and not pid_alive(pid)
+            raise self._busy(info, " That process has ended but its lock is still held, most likely by its "
+                                   "DataLoader worker processes: wait until they exit" if gone else "")
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except FileNotFoundError:
+            same = False
+        if not same:  # the holder released (and removed) it between our open and our flock: again
+            return False
+        previous = _read_info(fd)
+        if previous:
+            pid = previous.get("pid")
+            if previous.get("host") != host:
+                raise self._busy(previous, f" The lock was taken on another host, so whether that run still "
+                                           f"lives cannot be told from here; if it has ended, delete {self.path}")
+            alive = isinstance(pid, int) and pid != os.getpid() and pid_alive(pid)
+            if locked is None and alive:
+                raise self._busy(previous, f" If that process is not a zoo run, delete {self.path}")
+            state = "holds no lock on it (that pid now belongs to another process)" if alive else \
+                "is no longer running"
+            warn(f"{self.what} {self.folder}: taking over the lock left by {_describe(previous)}, which {state}")
+        info = {"pid": os.getpid(), "host": host,
+                "since": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join([os.path.basename(sys.argv[0] or "python"), *sys.argv[1:]])[:500]}
+        try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
             os.fsync(fd)
-            self.fd = fd
-            return self
-        raise ZooError(f"could not lock {self.what} {self.folder}: {self.path} keeps changing; another run is "
-                       "starting there")  # pragma: no cover
+        except BaseException:  # a half-written lock file must not outlive the failed claim (we hold it)
+            try:
+                if os.path.samestat(os.fstat(fd), os.stat(self.path)):
+                    self.path.unlink()
+            except OSError:
+                pass
+            raise
+        return True
 
     def release(self) -> None:
         """Remove the lock file (if still ours) and drop the lock; safe to call twice."""

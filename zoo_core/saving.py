@@ -3,24 +3,24 @@
 The config says how to rebuild the network (the qualified model name and builder options, or the
 backbone + head of a composed model), the task, class names, preprocessing, and versions. Loading
 rebuilds through the same registry path as ``zoo.load(name)`` and loads the weights strictly.
+
+A save also writes ``.zoo-manifest.json`` (:class:`~zoo_core.run_files.Manifest`: each file's size and
+sha256), so a later save replaces exactly the files it wrote, unchanged since: a user's own file in
+the folder, or a ``README.md`` they edited, is never replaced or deleted (:func:`foreign_files`).
+Loading reads only ``config.json`` and ``model.safetensors``.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
-import re
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from ._version import __version__
 from .errors import WeightsError
-from .fileio import atomic_write_bytes  # noqa: F401  (re-exported: plugins and loggers write through it)
-from .model_card import model_card
 
 if TYPE_CHECKING:
     from .model import ZooModel
@@ -30,9 +30,8 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-#: every file model.save() writes: a folder holding only these (with a zoo config.json) is a previous save
+#: the files model.save() writes, besides its manifest (``.zoo-manifest.json``)
 SAVED_FILES = (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME)
-_STAGING = ".zoo-save-"  # sibling folders of a save in progress: .<name>.zoo-save-<pid>-<id>[.old]
 
 
 def model_label(config: Mapping[str, Any]) -> str:
@@ -94,55 +93,63 @@ def _missing_provider(path: Path, config: Mapping[str, Any], exc: Exception) -> 
     return PluginError(f"{where}: {exc}")
 
 
-def saved_files(folder: Path) -> set[str]:
-    """The names in ``folder`` that a previous ``model.save()`` wrote: :data:`SAVED_FILES` when its
-    config.json is a zoo model config, else none (a folder the zoo did not save holds nothing of its)."""
+def _legacy_saved_files(folder: Path) -> dict[str, str] | None:
+    """A folder saved by a zoo before manifests: ``{name: why it is not the zoo's}`` for the saved
+    files that do not count as its own; None when the folder has no zoo config.json (nothing there is).
+    config.json and model.safetensors count; README.md only when it is the very card the zoo writes
+    for that config.json."""
     try:
-        ours = json.loads((Path(folder) / CONFIG_NAME).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        ours = False
-    return set(SAVED_FILES) if ours else set()
+        config = json.loads((Path(folder) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        config = None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        return None
+    card = Path(folder) / CARD_NAME
+    try:
+        from .model_card import model_card
+
+        same = card.read_text(encoding="utf-8") == model_card(config)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no card, or a config it cannot describe
+        same = False
+    return {} if same or not card.is_file() else {CARD_NAME: "not the model card model.save() writes for this "
+                                                             "config.json: written or edited by someone else"}
 
 
-def foreign_files(folder: Path) -> list[Path]:
-    """Files in ``folder`` (recursively) that ``model.save()`` did not write there."""
-    from .run_files import files_under
+def foreign_files(folder: Path) -> dict[Path, str]:
+    """The files in ``folder`` (recursively) that are not a previous ``model.save()``'s, unchanged since:
+    ``{path: why}``. Such files are someone else's; a save replaces or deletes none of them."""
+    from .run_files import Manifest, files_under
 
     folder = Path(folder)
     if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        return [folder]
-    ours = saved_files(folder)
-    return [p for p in files_under(folder) if p.parent != folder or p.name not in ours]
+        return {folder: "a file where the folder goes"}
+    found = files_under(folder)
+    manifest = Manifest.read(folder)
+    if manifest.found:
+        theirs = {p: f"not written by model.save(): not listed in its {manifest.path.name}" for p in found
+                  if p != manifest.path and not manifest.owns(p)}
+        theirs.update({p: "changed after model.save() wrote it: no longer what its manifest records" for p in found
+                       if p != manifest.path and manifest.owns(p) and manifest.edited(p)})
+        return theirs
+    legacy = _legacy_saved_files(folder)
+    if legacy is None:
+        return dict.fromkeys(found, "not written by model.save(): the folder has no zoo config.json")
+    return {p: legacy.get(p.name, "not written by model.save()") for p in found
+            if p.parent != folder or p.name not in SAVED_FILES or p.name in legacy}
 
 
 def check_save_target(path: Path) -> None:
-    """Refuse a ``model.save()`` folder that is a file, or holds files a previous save did not write."""
+    """Refuse a ``model.save()`` folder that is a file, or holds files that are not a previous save's."""
     from .fileio import check_folder_target
-    from .run_files import ForeignFileError, name_files
+    from .run_files import ForeignFileError, name_by_reason
 
     check_folder_target(path, "model.save() folder")
-    theirs = foreign_files(path) if path.exists() else []
+    theirs = foreign_files(path) if path.exists() else {}
     if theirs:
         raise ForeignFileError(
-            f"model.save() folder {path} holds files model.save() did not write: {name_files(theirs, path)}. "
-            f"It replaces only a folder it saved before ({', '.join(SAVED_FILES)} with a zoo config.json) and "
-            "never deletes anything else: move those files away, or save to a new or empty folder")
-
-
-def _remove_stale_saves(path: Path) -> None:
-    """Clean up after a ``model.save()`` of ``path`` whose process died: delete its staging folder, and
-    put the previous save back if it died between renaming it aside and renaming the new one in."""
-    from .run_files import pid_alive
-
-    pattern = re.compile(rf"\.{re.escape(path.name)}{re.escape(_STAGING)}(\d+)-[0-9a-f]+(\.old)?")
-    for tmp in sorted(path.parent.glob(f".{glob.escape(path.name)}{_STAGING}*")):
-        found = pattern.fullmatch(tmp.name)
-        if not found or not tmp.is_dir() or tmp.is_symlink() or pid_alive(int(found.group(1))):
-            continue
-        if found.group(2) and not path.exists():
-            os.rename(tmp, path)
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+            f"model.save() folder {path} holds files that are not a previous save's: {name_by_reason(theirs, path)}. "
+            "model.save() replaces only the files it wrote there, unchanged since, and never replaces or deletes "
+            "anything else: move those files away, or save to a new or empty folder")
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -153,16 +160,38 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def save_model(model: "ZooModel", path: Path) -> Path:
-    """Write weights, config and model card into directory ``path`` (created if needed).
+def _save_in_place(path: Path, files: dict[str, bytes]) -> None:
+    """Write a save's files one by one into the existing folder ``path`` (its parent is not writable),
+    each atomically and listed in ``path``'s manifest before its rename (the previous entry kept)."""
+    from .fileio import atomic_write_bytes
+    from .run_files import Manifest
 
-    Everything is written into a sibling staging folder and renamed into place, so a crash or a full
-    disk at any point leaves ``path`` as it was (or missing, for a first save) or complete. ``path``
-    may be new, empty or a previous save; a folder holding anything else is refused naming the files.
+    manifest = Manifest.read(path)
+    if not manifest.found:  # a save by a zoo before manifests (checked: all of it is the zoo's): list it first
+        for name in SAVED_FILES:
+            if (path / name).is_file():
+                manifest.add(name)
+        manifest.save()
+    for name, data in files.items():
+        atomic_write_bytes(path / name, data, what="saved model", elsewhere="save to another folder", record_in=path)
+
+
+def save_model(model: "ZooModel", path: Path) -> Path:
+    """Write weights, config, model card and manifest into directory ``path`` (created if needed).
+
+    Everything is written into a sibling staging folder and swapped in, so a crash or a full disk at
+    any point leaves ``path`` as it was (or missing, for a first save) or complete. ``path`` may be
+    new, empty or a previous save; a folder holding anything else (or a saved file edited since) is
+    refused naming the files. When the parent folder is not writable but ``path`` is an existing
+    writable folder, the files are written one by one inside it instead: each is replaced atomically,
+    but the swap is then per file (a crash between two leaves a config.json whose sha256 does not
+    match the weights, which ``zoo.load`` refuses by name).
     """
     from safetensors.torch import save
 
-    from .fileio import check_folder_target, create_temp_dir, ensure_folder, replace_folder, write_error
+    from .fileio import ParentNotWritable, check_folder_target, ensure_folder, remove_stale_temps, staged
+    from .model_card import model_card
+    from .run_files import MANIFEST_NAME, Manifest, sha256_bytes
 
     if model.config.get("quantized"):
         raise WeightsError("an int8 model cannot be saved with model.save() (safetensors holds plain tensors, "
@@ -171,7 +200,9 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     path = Path(path)
     check_folder_target(path, "model.save() folder")  # before any work: a file where the folder goes
     ensure_folder(path.parent, what="the folder for model.save()")
-    _remove_stale_saves(path)
+    remove_stale_temps(path.parent)  # a killed save of this host: its staging folder (or the old save put back)
+    if path.is_dir() and not path.is_symlink():
+        remove_stale_temps(path)  # ... or the temp file of a killed save in place
     check_save_target(path)
     state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     state = _dedupe_shared(state)
@@ -189,19 +220,17 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     files = {WEIGHTS_NAME: blob, CONFIG_NAME: (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),
              CARD_NAME: model_card(config).encode()}
     try:
-        staged = create_temp_dir(path.parent, f".{path.name}{_STAGING}{os.getpid()}-")
-    except OSError as exc:
-        raise write_error(exc, path, what="saved model", kept=False) from exc  # type: ignore[misc]
-    try:
-        for name, data in files.items():
-            _write_file(staged / name, data)
-        replace_folder(staged, path)
-    except BaseException as exc:
-        shutil.rmtree(staged, ignore_errors=True)
-        error = write_error(exc, path, what="saved model", elsewhere="save to another folder")
-        if error is not None:
-            raise error from exc
-        raise
+        with staged(path, what="saved model", elsewhere="save to another folder") as tmp:
+            manifest = Manifest(tmp)
+            for name, data in files.items():
+                _write_file(tmp / name, data)
+                manifest.add(name, size=len(data), sha256=config["sha256"] if name == WEIGHTS_NAME
+                             else sha256_bytes(data))
+            _write_file(tmp / MANIFEST_NAME, manifest.to_bytes())
+    except ParentNotWritable:
+        if not path.is_dir() or path.is_symlink():
+            raise
+        _save_in_place(path, files)
     return path
 
 

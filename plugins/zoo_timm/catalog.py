@@ -71,7 +71,7 @@ def load_catalog(*, refresh: bool = False) -> dict[str, dict[str, Any]]:
     Read from the cache when it is there and valid; otherwise computed (importing timm) and cached.
     ``refresh=True`` recomputes it.
     """
-    from zoo_core.saving import atomic_write_bytes
+    from zoo_core.fileio import atomic_write_bytes
 
     version = timm_version()
     path = catalog_path(version)

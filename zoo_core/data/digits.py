@@ -18,7 +18,7 @@ from PIL import Image
 from .generated import write_once
 
 MARKER = "digits.json"
-#: what make_digits wrote before its marker listed its files (which of an old folder's files are its own)
+#: the names make_digits writes: which files of a folder it wrote before manifests existed are its own
 LEGACY_FILES = r"(train|val)/\d/\d{4}\.png"
 CLASS_NAMES = [str(d) for d in range(10)]
 

@@ -27,7 +27,7 @@ from PIL import Image
 from .generated import write_once
 
 MARKER = "shapes.json"
-#: what make_shapes wrote before its marker listed its files (which of an old folder's files are its own)
+#: the names make_shapes writes: which files of a folder it wrote before manifests existed are its own
 LEGACY_FILES = r"(train|val)/(images|masks)/\d{5}\.png|(train|val)/annotations\.json|classes\.txt"
 SHAPES = ("circle", "square", "triangle")
 #: class names of the segmentation layout (mask value = index); detection uses ``SHAPES`` (ids 1..3)

@@ -17,7 +17,8 @@ into tensors), so loading one never runs code. Layout (format version :data:`FOR
 
 Writing goes to a temp file in the same folder, is flushed and fsynced, then renamed over the old
 file (and the folder fsynced): a crash, a full disk or a SIGKILL mid-save leaves the previous
-checkpoint whole. Temp files left by a killed process are removed by :func:`remove_stale_temps`.
+checkpoint whole (:func:`zoo_core.fileio.atomic_write`). Temp files left by a killed process of this
+host are removed by :func:`remove_stale_temps`.
 Every checkpoint is listed in its folder's manifest, so a later run knows it is the zoo's to replace
 (:mod:`zoo_core.train.out_dir`).
 Older formats are upgraded by the functions in :data:`MIGRATIONS`.
@@ -25,7 +26,6 @@ Older formats are upgraded by the functions in :data:`MIGRATIONS`.
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
 from pathlib import Path
@@ -36,14 +36,13 @@ import torch
 
 from .._version import __version__
 from ..errors import WeightsError
-from ..fileio import create_temp, ensure_folder, fsync_dir, write_error
+from ..fileio import atomic_write, remove_stale_temps  # noqa: F401  (re-exported for C.remove_stale_temps)
 
 if TYPE_CHECKING:
     from ..model import ZooModel
 
 FORMAT = "zoo.checkpoint"
 FORMAT_VERSION = 1
-TEMP_PREFIX = ".zoo-ckpt-"
 
 #: ``MIGRATIONS[v]`` upgrades a version-``v`` checkpoint dict to version ``v + 1``.
 MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
@@ -62,49 +61,8 @@ def atomic_save(obj: dict[str, Any], path: str | Path, *, record: bool = True) -
     :class:`~zoo_core.fileio.WriteError` naming the file; the previous one stays whole.
     """
     path = Path(path)
-    ensure_folder(path.parent, what=f"the folder for {path.name}")
-    tmp: Path | None = None
-    try:
-        fd, tmp = create_temp(path.parent, f"{TEMP_PREFIX}{path.name}.")
-        with os.fdopen(fd, "wb") as f:
-            _serialize(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if record:
-            from ..run_files import record as record_file
-
-            record_file(path.parent, path, size=tmp.stat().st_size)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except BaseException as exc:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        error = write_error(exc, path, what="checkpoint", elsewhere="choose another out_dir")
-        if error is not None:
-            raise error from exc
-        raise
-    return path
-
-
-def remove_stale_temps(folder: str | Path, also: tuple[str, ...] = ()) -> list[Path]:
-    """Delete temp files a killed save left behind in ``folder``; return them.
-
-    ``also``: names of files written with :func:`~zoo_core.fileio.atomic_write_bytes` whose temps
-    (``.<name>.<random>.tmp``) go too. Call it only holding the folder's lock: a running save's temp
-    file looks the same.
-    """
-    import re
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    stale = sorted(folder.glob(f"{TEMP_PREFIX}*.tmp"))
-    for name in also:
-        pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{12}}\.tmp")
-        stale += sorted(p for p in folder.glob(f".{name}.*.tmp") if pattern.fullmatch(p.name))
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
+    return atomic_write(path, lambda f: _serialize(obj, f), what="checkpoint", elsewhere="choose another out_dir",
+                        record_in=path.parent if record else None)
 
 
 def resume_path(resume: str | Path | bool | None, last: Path) -> Path | None:
@@ -112,20 +70,6 @@ def resume_path(resume: str | Path | bool | None, last: Path) -> Path | None:
     if resume is None or resume is False:
         return None
     return last if resume is True or str(resume) in ("last", "True") else Path(resume)
-
-
-def written_here(path: Path) -> bool:
-    """Did the zoo write ``path`` where it lies, unchanged since (listed, same size, in its folder's manifest)?
-
-    Such a file is this machine's own run, not one from outside (what torch < 2.6 must never unpickle).
-    """
-    from ..run_files import Manifest
-
-    try:
-        manifest = Manifest.read(path.parent)
-        return manifest.owns(path) and not manifest.edited(path)
-    except (ZooError, ValueError, OSError):
-        return False
 
 
 def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
@@ -139,8 +83,7 @@ def load_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
                            "or resume='last' with the run's out_dir")
     from ..weights import refuse_old_torch, sniff_format, unsafe_pickle_error
 
-    if not written_here(path):  # from outside: torch < 2.6's weights_only has known bypasses
-        refuse_old_torch(path)
+    refuse_old_torch(path)  # torch < 2.6's weights_only has known bypasses (the zoo requires 2.6; defence in depth)
     if sniff_format(path) != "torch":
         raise WeightsError(f"{path} is not a zoo training checkpoint: it is not a PyTorch file at all "
                            f"({path.stat().st_size} bytes). Pass a last.pt/best.pt written by the Trainer; "
@@ -246,7 +189,7 @@ def model_from_checkpoint(path: str | Path) -> "ZooModel":
     from ..saved_options import check_composed_options, check_saved_options
     from ..weights import load_into
 
-    ckpt = load_checkpoint(path)  # on torch < 2.6, only a checkpoint the zoo wrote in its own run folder
+    ckpt = load_checkpoint(path)
     config, task, names = ckpt["model_config"], ckpt["task"], ckpt["class_names"]
     source = f"checkpoint {path} (model_config)"
     reg = get_registry()

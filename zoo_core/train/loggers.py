@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 from ..errors import ZooError
 from ..fileio import atomic_write_bytes
-from ..run_files import Manifest, files_under, record
+from ..run_files import files_under, record
 
 
 def make_progress(total: int | None, desc: str, *, enabled: bool | None = None, leave: bool = False) -> Any:
@@ -71,13 +71,9 @@ class CSVLogger:
         self.rows = rows
 
     def _unreadable(self, why: str) -> str:
-        try:
-            edited = Manifest.read(self.path.parent).edited(self.path)
-        except ZooError:
-            edited = False
-        return (f"cannot resume the metrics log {self.path}: {why}"
-                + (" (it was changed after the zoo wrote it)" if edited else "")
-                + f". Fix that row, or delete {self.path.name} to resume without the earlier epochs' rows")
+        # a file changed since the zoo wrote it never gets here: the out_dir check refuses it first, naming it
+        return (f"cannot resume the metrics log {self.path}: {why}. Fix that row, or delete {self.path.name} to "
+                "resume without the earlier epochs' rows")
 
     def log(self, row: Mapping[str, Any]) -> None:
         self.rows.append(dict(row))
@@ -197,7 +193,7 @@ def summary_table(title: str, rows: list[tuple[str, str]], *, file: Any = None) 
 def print_fit_summary(title: str, result: Any, stop_reason: str = "") -> str:
     """The table printed at the end of ``Trainer.fit`` (a :class:`~zoo_core.train.trainer.FitResult`)."""
     rows = [(k, f"{v:.4f}") for k, v in list(result.metrics.items())[:10]]
-    best = "-" if result.best_value is None else f"{result.best_value:.4f} (epoch {(result.best_epoch or 0) + 1})"
+    best = "-" if result.best_value is None else f"{result.best_value:.4f} (epoch {result.best_epoch})"  # 1-based
     rows += [(f"best {result.monitor}", best), ("epochs / steps", f"{result.epochs} / {result.steps}")]
     if stop_reason:
         rows.append(("stopped", stop_reason))

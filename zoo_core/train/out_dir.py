@@ -8,12 +8,16 @@ looks at every path a run writes (:data:`RUN_OUTPUTS`: ``last.pt``, ``best.pt``,
 - a file there that the zoo did not write is an error naming it, with or without ``overwrite``:
   it is never replaced, deleted or mixed with the run's own (someone's ``config.yaml``, a package
   in ``model/``, another tool's events in ``tensorboard/``). "Written by the zoo" means listed in
-  ``out_dir/.zoo-manifest.json`` (``model/``: a previous ``model.save()``, see
-  :func:`zoo_core.saving.foreign_files`);
-- a new run (no resume) in a folder holding a run's checkpoints or saved model is refused unless
+  ``out_dir/.zoo-manifest.json`` and, where its sha256 is recorded (``config.yaml``,
+  ``metrics.csv``), unchanged since: a file edited after the zoo wrote it is the user's now
+  (``model/``: a previous ``model.save()``, unchanged, see :func:`zoo_core.saving.foreign_files`).
+  Hidden entries (``.DS_Store``, ``.ipynb_checkpoints/``) in ``tensorboard/`` and ``plots/`` that the
+  zoo did not write are left alone and block nothing; ``model/`` is replaced whole, so there they count;
+- a new run in a folder holding a run's checkpoints or saved model is refused unless
   ``overwrite``; with it, and for the leftovers of a run that never wrote a checkpoint, exactly
-  the listed files are deleted (and the folders they leave empty);
-- a resumed run keeps everything and extends the manifest.
+  the listed files are deleted (and the folders they leave empty). A run resumed from a checkpoint
+  that is not this out_dir's own ``last.pt``/``best.pt`` is a new run here;
+- a run resumed from its own ``last.pt``/``best.pt`` keeps everything and extends the manifest.
 
 An ``out_dir`` written by a zoo older than the manifest has none. When its ``last.pt`` or
 ``best.pt`` is a zoo training checkpoint, the files a zoo run writes there are taken as the zoo's
@@ -27,12 +31,14 @@ Only rank 0 looks and writes; under DDP its refusal is raised on every rank.
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Callable, Iterable, Iterator, TypeVar
 
 from ..errors import WeightsError, ZooError
-from ..fileio import check_folder_target, ensure_folder
-from ..run_files import (MANIFEST_NAME, DirLock, ForeignFileError, Manifest, files_under, name_files, record,
+from ..fileio import make_folder, remove_stale_temps
+from ..run_files import (DirLock, ForeignFileError, Manifest, files_under, name_by_reason, record,
                          remove_empty_dirs)
 from ..saving import foreign_files
 from . import checkpoint as C
@@ -79,22 +85,23 @@ class OutDirClaim:
             if self.created:
                 try:
                     self.out_dir.rmdir()
-                except OSError:
+                except OSError:  # not empty: the run wrote there, or another one has started there since
                     pass
 
 
 def claim(out_dir: Path, env: "D.DistEnv") -> OutDirClaim:
     """Create ``out_dir`` and lock it for this run (before anything else happens in it)."""
     def take() -> OutDirClaim:
-        check_folder_target(out_dir, "out_dir")
-        created = not out_dir.exists()
-        ensure_folder(out_dir, what="out_dir")
+        created = make_folder(out_dir, what="out_dir")  # True only when this process's own mkdir made it
         lock = DirLock(out_dir)
         try:
             lock.acquire()
         except BaseException:
             if created:
-                out_dir.rmdir()
+                try:
+                    out_dir.rmdir()
+                except OSError:  # the run that holds the lock has written there: its folder now
+                    pass
             raise
         return OutDirClaim(out_dir, lock, created)
 
@@ -107,12 +114,29 @@ def release(claimed: OutDirClaim | None) -> None:
         claimed.release()
 
 
-def prepare(out_dir: Path, env: "D.DistEnv", *, resuming: bool, overwrite: bool) -> list[str]:
+def prepare(out_dir: Path, env: "D.DistEnv", *, resume_from: Path | None, overwrite: bool) -> list[str]:
     """Check the paths this run writes and clear a previous run's files (see the module doc).
 
-    Returns what was removed (relative paths). Call it holding the lock (:func:`claim`).
+    ``resume_from``: the checkpoint the run resumes from (None: a new run); only this out_dir's own
+    ``last.pt``/``best.pt`` continues the run here. Returns what was removed (relative paths). Call it
+    holding the lock (:func:`claim`).
     """
-    return _on_rank0(env, lambda: _prepare(out_dir, resuming=resuming, overwrite=overwrite)) or []
+    return _on_rank0(env, lambda: _prepare(out_dir, resume_from=resume_from, overwrite=overwrite)) or []
+
+
+def resumes_this_run(out_dir: Path, checkpoint: Path | None) -> bool:
+    """Whether ``checkpoint`` is ``out_dir``'s own ``last.pt`` or ``best.pt`` (a link to it counts)."""
+    if checkpoint is None:
+        return False
+    for name in CHECKPOINTS:
+        own = Path(out_dir) / name
+        try:
+            if os.path.samefile(checkpoint, own):
+                return True
+        except OSError:
+            if Path(checkpoint).absolute() == own.absolute():
+                return True
+    return False
 
 
 def _is_zoo_checkpoint(path: Path) -> bool:
@@ -123,13 +147,20 @@ def _is_zoo_checkpoint(path: Path) -> bool:
     return True
 
 
-def outputs(out_dir: Path) -> list[Path]:
-    """Every file at a path a run writes (a folder where a run writes a file counts, as in the way)."""
+def _hidden(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
+def outputs(out_dir: Path, manifest: Manifest | None = None) -> list[Path]:
+    """Every file at a path a run writes (a folder where a run writes a file counts, as in the way),
+    except hidden entries in ``tensorboard/`` and ``plots/`` that ``manifest`` does not list."""
     found: list[Path] = []
     for name in RUN_OUTPUTS:
         path = out_dir / name
         if name in RUN_FILES and path.is_dir() and not path.is_symlink():
             found.append(path)
+        elif name in RUN_FOLDERS:
+            found += [p for p in files_under(path) if not _hidden(p, path) or (manifest and manifest.owns(p))]
         else:
             found += files_under(path)
     return found
@@ -147,40 +178,46 @@ def _legacy_owned(out_dir: Path, path: Path) -> bool:
     return parts[0] == "plots" and len(parts) == 2 and path.suffix == ".png"
 
 
-def _prepare(out_dir: Path, *, resuming: bool, overwrite: bool) -> list[str]:
-    C.remove_stale_temps(out_dir, also=(*RUN_FILES, MANIFEST_NAME))
+def _prepare(out_dir: Path, *, resume_from: Path | None, overwrite: bool) -> list[str]:
+    remove_stale_temps(out_dir)
     manifest = Manifest.read(out_dir)
-    found = outputs(out_dir)
+    found = outputs(out_dir, manifest)
     legacy = not manifest.found and any(_is_zoo_checkpoint(out_dir / n) for n in CHECKPOINTS
                                         if (out_dir / n).is_file())
     model_dir = out_dir / MODEL_DIR
-    not_saved = set(foreign_files(model_dir))  # model/ holds a model.save() or nothing
-
-    def owned(path: Path) -> bool:
-        if path == model_dir or model_dir in path.parents:
-            return path not in not_saved
-        return manifest.owns(path) or (legacy and _legacy_owned(out_dir, path))
-
-    theirs = [p for p in found if not owned(p)]
+    theirs = foreign_files(model_dir)  # model/ holds a model.save() (unchanged) or nothing
+    unlisted = ("not listed in .zoo-manifest.json as written by the zoo" if manifest.found else "this out_dir has "
+                "no manifest and no zoo checkpoint, so none of its files can be the zoo's" if not legacy else
+                "not a file a zoo run writes")
+    for p in found:
+        if p == model_dir or model_dir in p.parents:
+            continue
+        if manifest.owns(p):
+            if manifest.hashed(p) and manifest.edited(p):
+                theirs[p] = ("changed after the zoo wrote it: no longer what .zoo-manifest.json records, so it is "
+                             "yours now")
+        elif not (legacy and _legacy_owned(out_dir, p)):
+            theirs[p] = unlisted
     if theirs:
-        why = ("it has no manifest and no zoo checkpoint, so none of them can be the zoo's" if not manifest.found
-               and not legacy else f"they are not listed in {manifest.path.name} as files the zoo wrote")
         raise ForeignFileError(
-            f"out_dir {out_dir} holds files the zoo did not write where this run writes its own: "
-            f"{name_files(theirs, out_dir)} ({why}). The zoo never replaces or deletes them, overwrite=True "
-            "included: move them away, or pick another out_dir (--out-dir)")
+            f"out_dir {out_dir} holds files that are not the zoo's at the paths a run writes ({', '.join(RUN_FILES)}, "
+            f"{', '.join(n + '/' for n in (MODEL_DIR, *RUN_FOLDERS))}): {name_by_reason(theirs, out_dir)}. The zoo "
+            "never replaces, deletes or mixes its run with files it did not write, overwrite=True included: move "
+            "them away, or pick another out_dir (--out-dir)")
     if legacy:  # adopt the old run's files, so they stay recognisably the zoo's once a manifest exists
         for p in found:
             if model_dir not in p.parents:
                 manifest.add(p)
         manifest.save()
-    if resuming:
+    if resumes_this_run(out_dir, resume_from):
         return []
     held = [n for n in CHECKPOINTS if (out_dir / n).exists()] or \
         ([f"{MODEL_DIR}/"] if any(model_dir in p.parents for p in found) else [])
     if held and not overwrite:
-        raise ZooError(f"{out_dir} already holds a run ({', '.join(held)}); a new run would replace it. "
-                       "Continue it with resume='last' (zoo train --resume last), pick another out_dir "
+        elsewhere = (f" {resume_from} is not this out_dir's own checkpoint, so a run continued from it is a new "
+                     "run here." if resume_from is not None else "")
+        raise ZooError(f"{out_dir} already holds a run ({', '.join(held)}); a new run would replace it.{elsewhere} "
+                       "Continue that run with resume='last' (zoo train --resume last), pick another out_dir "
                        "(--out-dir), or replace it with overwrite=True (--overwrite)")
     return clear(out_dir, manifest, found)
 
@@ -202,8 +239,23 @@ def clear(out_dir: Path, manifest: Manifest, files: Iterable[Path]) -> list[str]
     return removed
 
 
-def record_outputs(out_dir: Path, paths: Iterable[Any]) -> None:
-    """List files this run wrote through someone else's code (the task's plots) in the manifest."""
-    inside = [Path(p) for p in paths if Path(p).is_file() and Path(out_dir).absolute() in Path(p).absolute().parents]
-    if inside:
-        record(out_dir, *inside)
+@contextmanager
+def recording(out_dir: Path, folder: str) -> Iterator[None]:
+    """List in the manifest, as this run's, the files that appear (or that the zoo wrote and that
+    change) in ``out_dir/folder`` during the block (the task's plots), even when the block raises:
+    a plot written before a Ctrl-C stays recognisably the zoo's. The run holds the lock, so no one
+    else writes there."""
+    where = Path(out_dir) / folder
+
+    def stamps() -> dict[Path, tuple[int, int]]:
+        return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in files_under(where) if p.is_file()}
+
+    before = stamps()
+    try:
+        yield
+    finally:
+        owned = Manifest.read(out_dir)
+        written = [p for p, stamp in stamps().items()
+                   if p not in before or (stamp != before[p] and owned.owns(p))]
+        if written:
+            record(out_dir, *written)

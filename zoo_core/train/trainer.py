@@ -90,7 +90,8 @@ class Trainer(CheckpointMixin):
         ``train`` given as a dataset root holding ``train/`` and ``val/`` (what ``zoo data synth``
         writes) validates on its ``val/`` split when ``val`` is None; ``val=False`` trains without
         validation. ``resume``: ``"last"`` (or True) continues from ``out_dir/last.pt``, a path from that
-        checkpoint; without it, an ``out_dir`` that already holds a run is refused unless ``overwrite``.
+        checkpoint; without it, an ``out_dir`` that already holds a run is refused unless ``overwrite``, and
+        so it is when the path is not this ``out_dir``'s own ``last.pt``/``best.pt`` (a new run here).
         """
         if val is None and isinstance(train, (str, Path)):
             present = split_dirs(train)
@@ -110,7 +111,9 @@ class Trainer(CheckpointMixin):
         try:
             claimed = run_dir.claim(self.out_dir, env)
             ckpt = self._read_resume(resume)
-            run_dir.prepare(self.out_dir, env, resuming=ckpt is not None, overwrite=cfg.overwrite)
+            # only a resume from this out_dir's own last.pt/best.pt continues the run here; any other is a new run
+            run_dir.prepare(self.out_dir, env, resume_from=C.resume_path(resume, self.last_path),
+                            overwrite=cfg.overwrite)
             with numerics(cfg.deterministic), perf.matmul_precision(cfg.matmul_precision):
                 seed_everything(cfg.seed)
                 return self._fit(model, train, val, ckpt)
@@ -391,9 +394,9 @@ class Trainer(CheckpointMixin):
         if not env.is_main:
             return result
         if cfg.plots and self.val_loader is not None and self.metrics:
-            result.plots = list(self.task.plots(model, base_dataset(self.val_loader), self.metrics,
-                                                self.out_dir / "plots"))
-            run_dir.record_outputs(self.out_dir, result.plots)  # the task wrote them: list them as the run's
+            with run_dir.recording(self.out_dir, "plots"):  # listed as the run's, even if plotting stops midway
+                result.plots = list(self.task.plots(model, base_dataset(self.val_loader), self.metrics,
+                                                    self.out_dir / "plots"))
         model.config["training"] = {"epochs": self.state.epoch, "steps": self.state.step,
                                     "monitor": self.monitor, "best": self.checkpointer.best_value,
                                     "out_dir": str(self.out_dir)}

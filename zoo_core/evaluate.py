@@ -143,11 +143,12 @@ def _distributed() -> bool:
 def evaluate(model: "ZooModel", data: Any, *, batch_size: int = 32, device: str | torch.device | None = None,
              out_dir: str | Path | None = None, plots: bool = True, split: str = "val",
              num_workers: int | None = None, precision: str = "32", channels_last: bool = False,
-             limit_batches: int | None = None, progress: bool | None = None) -> Report:
+             limit_batches: int | None = None, progress: bool | None = None, overwrite: bool = False) -> Report:
     """Evaluate ``model`` on ``data`` (a path the task reads, a Dataset, or a DataLoader).
 
     Returns a :class:`Report`; writes the task's plots into ``out_dir`` (default
-    ``zoo_eval/<model name>``) when ``plots``; sets ``model.last_metrics`` (saved with the model).
+    ``zoo_eval/<model name>``) when ``plots``, replacing only plots the zoo wrote there before (or any
+    file, with ``overwrite``); sets ``model.last_metrics`` (saved with the model).
     The model is moved to ``device`` (default: where it is) and its train/eval mode restored.
     """
     from .train import distributed as D
@@ -179,9 +180,13 @@ def evaluate(model: "ZooModel", data: Any, *, batch_size: int = 32, device: str 
     values = dict(check_finite_metrics(metrics.compute(), "evaluation"))
     report = report_from(values, stats, batch_size=loader.batch_size or batch_size)
     if plots and env.is_main:
+        from .run_files import publishing
+
         folder = Path(out_dir) if out_dir is not None else Path("zoo_eval") / _safe_name(model)
-        folder.mkdir(parents=True, exist_ok=True)
-        report.plots = list(task.plots(model, dataset, values, folder))
+        with publishing(folder, overwrite=overwrite, what="evaluation's plots",
+                        elsewhere="pass another out_dir (zoo eval --out)") as tmp:
+            written = list(task.plots(model, dataset, values, tmp))
+        report.plots = [folder / Path(p).relative_to(tmp) if Path(p).is_relative_to(tmp) else Path(p) for p in written]
     model.last_metrics = report.scalars()
     return report
 

@@ -34,7 +34,8 @@ import torch
 from torch import nn
 
 from .errors import IncompatibleError, UnknownNameError, ZooError, warn
-from .fileio import check_file_target, staged
+from .fileio import check_file_target
+from .run_files import check_replaceable, publishing
 from .specs import EXPORT_FORMATS
 
 FORMATS = EXPORT_FORMATS
@@ -84,7 +85,7 @@ def normalize_format(fmt: str) -> str:
 
 def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Tensor | None = None,
            opset: int | None = None, dynamic_batch: bool | None = None, atol: float | None = None,
-           exporter: str | None = None) -> ExportResult:
+           exporter: str | None = None, overwrite: bool = False) -> ExportResult:
     """Export ``model`` (a ZooModel or a plain module) to ``path`` and verify it against eager.
 
     ``sample``: the input to trace and compare with (default: uniform noise at the model's
@@ -92,10 +93,14 @@ def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Ten
     ``B+1`` (default: the model's hint, else True). ``exporter``: ``"dynamo"``/``"torchscript"`` for
     ONNX, ``"trace"``/``"script"`` for TorchScript (default: automatic). Raises
     :class:`~zoo_core.errors.IncompatibleError` for a format the model cannot support, and
-    :class:`ExportError` when the export fails or differs from eager beyond the tolerance.
+    :class:`ExportError` when the export fails or differs from eager beyond the tolerance. An existing
+    file at ``path`` is replaced only when the zoo exported it (listed in that folder's manifest,
+    unchanged since) or with ``overwrite=True``; the written files are listed there.
     """
     fmt = normalize_format(format)
     check_file_target(Path(path), "export path")  # a folder there, or a file where its folder goes: before any work
+    check_replaceable(Path(path).parent, [Path(Path(path).name)], overwrite=overwrite, what="export",
+                      elsewhere=EXPORT_ELSEWHERE)  # and again for every file written, before any is moved
     hints: dict[str, Any] = dict(getattr(model, "export_options", {}) or {})
     check_supported(model, fmt)
     net = getattr(model, "net", model)
@@ -114,7 +119,7 @@ def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Ten
         with torch.no_grad():
             inputs = [sample] + ([sample[:1], _grow(sample)] if dynamic else [])
             expected = [_leaves(net(x)) for x in inputs]
-        with _staging(path) as tmp:
+        with _staging(path, overwrite) as tmp:
             if fmt == "onnx":
                 exporter, opset, run = _export_onnx(net, sample, tmp, opset, dynamic,
                                                     exporter or hints.get("onnx_exporter"), len(expected[0][1]))
@@ -349,8 +354,11 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
+EXPORT_ELSEWHERE = "export to another path"
+
+
 @contextlib.contextmanager
-def _staging(path: Path):
+def _staging(path: Path, overwrite: bool):
     """Yield a temp file path; on success move it (and any external-data files) to ``path``'s folder."""
-    with staged(path.parent, merge=True, what="export", elsewhere="export to another folder", target=path) as tmp:
+    with publishing(path.parent, overwrite=overwrite, what="export", elsewhere=EXPORT_ELSEWHERE) as tmp:
         yield tmp / path.name

@@ -20,6 +20,7 @@ write**, and two runs never share an ``out_dir`` silently.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import ZooError, warn
 from .fileio import host_name, pid_alive, write_error
@@ -354,3 +355,41 @@ class DirLock:
             pass
         finally:
             os.close(fd)
+
+
+def check_replaceable(folder: Path, names: list[Path], *, overwrite: bool, what: str, elsewhere: str) -> Manifest:
+    """``folder``'s manifest, after refusing (:class:`ForeignFileError`) to replace any file among ``names``
+    (relative paths) that the zoo did not write there or that changed since; ``overwrite`` skips the check."""
+    manifest = Manifest.read(folder)
+    if overwrite:
+        return manifest
+    theirs = {folder / r: ("changed since the zoo wrote it" if manifest.edited(r) else "not written by the zoo")
+              for r in names if (folder / r).exists() and (not manifest.owns(r) or manifest.edited(r))}
+    if theirs:
+        raise ForeignFileError(f"{folder} already holds {name_by_reason(theirs, folder)}, where this {what} would "
+                               f"write: the zoo never replaces a file it did not write. Move it away, {elsewhere}, "
+                               "or pass overwrite=True (--overwrite) to replace it")
+    return manifest
+
+
+@contextlib.contextmanager
+def publishing(folder: str | Path, *, overwrite: bool = False, what: str = "output",
+               elsewhere: str = "write to another folder") -> Iterator[Path]:
+    """A temp folder for the body to write into; its files then move into ``folder`` and are listed in its
+    manifest as the zoo's (an export, an evaluation's plots).
+
+    A file already in ``folder`` under one of those names is replaced only when the zoo wrote it and it
+    is unchanged since (or with ``overwrite``, the caller's explicit consent); otherwise nothing moves and
+    a :class:`ForeignFileError` names it. Each file moves atomically (not the set); on any error the
+    temp folder is deleted and ``folder`` is left as it was.
+    """
+    from .fileio import staged
+
+    folder = Path(folder)
+    with staged(folder, merge=True, what=what, elsewhere=elsewhere) as tmp:
+        yield tmp
+        produced = sorted(p.relative_to(tmp) for p in files_under(tmp) if p.is_file())
+        manifest = check_replaceable(folder, produced, overwrite=overwrite, what=what, elsewhere=elsewhere)
+        for r in produced:
+            manifest.add(r, size=(tmp / r).stat().st_size, sha256=sha256_file(tmp / r), incoming=True)
+        manifest.save()

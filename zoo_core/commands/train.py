@@ -52,6 +52,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="32", choices=["32", "bf16-mixed", "16-mixed"])
     p.add_argument("--out", type=Path, help="folder for the plots (default zoo_eval/<model>)")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace files in --out the zoo did not write (by "
+                                                            "default only its own earlier plots are replaced)")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 
@@ -197,7 +199,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
     report = zoo.evaluate(model, args.data, batch_size=args.batch_size, device=args.device, out_dir=args.out,
                           plots=not args.no_plots, split=args.split, num_workers=args.num_workers,
-                          precision=args.precision)
+                          precision=args.precision, overwrite=args.overwrite)
     if args.json:
         print(json.dumps({"metrics": report.scalars(), "images_per_s": report.images_per_s,
                           "latency_ms": report.latency_ms, "plots": [str(p) for p in report.plots]}))

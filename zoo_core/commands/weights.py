@@ -39,6 +39,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opset", type=int, help="ONNX opset (default: the highest supported)")
     p.add_argument("--static-batch", action="store_true", help="fixed batch axis instead of a dynamic one")
     p.add_argument("--atol", type=float, help="tolerance on |exported - eager| (default: 1e-4 relative)")
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT the zoo did not write (by default only "
+                                                            "a previous zoo export there is replaced)")
     p.set_defaults(func=cmd_export)
 
 
@@ -125,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.image_size:
         model.set_image_size(args.image_size)
     result = model.export(args.format, args.out, opset=args.opset, atol=args.atol,
-                          dynamic_batch=False if args.static_batch else None)
+                          dynamic_batch=False if args.static_batch else None, overwrite=args.overwrite)
     print(result)
     print(f"max abs difference: {result.max_abs_diff:.3g}")
     return 0

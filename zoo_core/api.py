@@ -7,12 +7,12 @@ from a name to the plugin builder that makes the network.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .errors import IncompatibleError, OptionError, UnknownNameError, ZooError, warn
 from .registry import PluginInfo, get_registry
+from .spec_info import BackboneInfo, HeadInfo, ModelInfo, component_info, model_info
 from .specs import ModelSpec, TaskSpec
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def list_heads(task: str | None = None) -> list[str]:
 
 def list_tasks() -> list[str]:
     """Canonical names of every registered task, sorted."""
-    return [s.name for s in get_registry().specs("task")]
+    return sorted(s.name for s in get_registry().specs("task"))
 
 
 def list_plugins() -> list[PluginInfo]:
@@ -46,47 +46,31 @@ def list_plugins() -> list[PluginInfo]:
     return sorted(get_registry().plugins.values(), key=lambda p: p.name)
 
 
-@dataclass
-class ModelInfo:
-    """What the catalog knows about a name: every provider, the default one, tasks, weights."""
+def info(name: str, task: str | None = None, *, kind: str | None = None) -> ModelInfo | HeadInfo | BackboneInfo:
+    """Describe a name from the catalog (no model code runs): what ``zoo info NAME`` prints is ``str()`` of it.
 
-    name: str
-    default: str
-    providers: list[str]
-    tasks: list[str]
-    input_size: tuple[int, int, int] | None
-    weights: dict[str, list[str]] = field(default_factory=dict)
-    export_formats: dict[str, list[str]] = field(default_factory=dict)
-    descriptions: dict[str, str] = field(default_factory=dict)
-
-    def __str__(self) -> str:
-        lines = [f"{self.name}", f"  tasks:     {', '.join(self.tasks)}",
-                 f"  providers: {', '.join(self.providers)} (default: {self.default}; override with "
-                 "a qualified name or ZOO_PROVIDER_PRIORITY)",
-                 f"  input:     {self.input_size or 'any'}"]
-        for qn in self.providers:
-            w = self.weights.get(qn) or []
-            lines.append(f"  {qn}: weights {', '.join(w[:8]) + (' ...' if len(w) > 8 else '') or 'none known'}"
-                         f"; export {', '.join(self.export_formats.get(qn) or []) or '-'}")
-            if self.descriptions.get(qn):
-                lines.append(f"    {self.descriptions[qn]}")
-        return "\n".join(lines)
-
-
-def info(name: str, task: str | None = None) -> ModelInfo:
-    """Describe a model name: tasks, every provider (best first), input size, known weights."""
+    A model name gives a :class:`ModelInfo` (tasks, every provider best first, input size, known
+    weights); a head name a :class:`HeadInfo` (its task, requirements on the backbone's maps and what
+    they mean); a backbone name a :class:`BackboneInfo`. A name that is several kinds (``resnet18`` is a
+    model and a backbone) is taken as a model unless ``kind=`` (``"model"``, ``"head"``,
+    ``"backbone"``) says otherwise; ``task`` picks among a model's or head's tasks.
+    """
     reg = get_registry()
-    best = reg.resolve("model", name, task=task)
-    specs = [best] if ":" in name else reg.providers("model", best.name)
-    specs = [s for s in specs if isinstance(s, ModelSpec)]
-    return ModelInfo(
-        name=best.name, default=best.qualified_name, providers=[s.qualified_name for s in specs],
-        tasks=sorted({t for s in specs for t in s.tasks}),
-        input_size=getattr(best, "input_size", None),
-        weights={s.qualified_name: list(s.weights) for s in specs},
-        export_formats={s.qualified_name: list(s.export_formats) for s in specs},
-        descriptions={s.qualified_name: s.description for s in specs},
-    )
+    if kind is not None and kind not in ("model", "head", "backbone"):
+        raise ValueError(f"info(kind={kind!r}): use 'model', 'head' or 'backbone'")
+    if kind == "model":
+        return model_info(reg, name, task)
+    if kind is not None:
+        return component_info(reg, kind, name, task)
+    try:
+        return model_info(reg, name, task)
+    except UnknownNameError as not_a_model:
+        for other in ("head", "backbone"):
+            try:
+                return component_info(reg, other, name, task)
+            except UnknownNameError:
+                continue
+        raise not_a_model from None
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,7 +93,20 @@ def get_task(name: str) -> "Task":
 
 
 def split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[ModelSpec, str | None]:
-    """Resolve ``name`` or ``name.tag`` (timm style) to a spec and an optional weights tag."""
+    """Resolve ``name`` or ``name.tag`` (timm style) to a spec and an optional weights tag.
+
+    A short name a third party's plugin shares with another plugin warns which provider it took
+    (:func:`zoo_core.providers.announce_choice`); a qualified name or ``provider=`` is the user's choice.
+    """
+    from .providers import announce_choice
+
+    spec, tag = _split_tag(reg, name, task, provider)
+    if ":" not in name and provider is None:
+        announce_choice(reg, spec, task=reg.canonical_task(task) if task else None)
+    return spec, tag
+
+
+def _split_tag(reg, name: str, task: str | None, provider: str | None) -> tuple[ModelSpec, str | None]:
     try:
         spec = reg.resolve("model", name, task=task, provider=provider)
         return spec, None

@@ -3,7 +3,8 @@
 A backbone is an ``nn.Module`` whose ``forward(x)`` returns a list of feature maps, shallowest
 first, and whose ``feature_info`` (:class:`FeatureInfo`, like timm's) states the channels and the
 stride (reduction) of each. A head declares what it needs as :class:`HeadRequirements`;
-:func:`why_incompatible` says why a backbone cannot feed it. Declarations are checked, not trusted:
+:func:`fit` says whether (and why not) a backbone can feed it; both live in the torch-free
+:mod:`zoo_core.features` and are importable from here. Declarations are checked, not trusted:
 :func:`check_feature_info` runs a dummy forward and compares.
 
 :class:`SimpleFeaturePyramid` (ViTDet's "simple feature pyramid") turns one map at stride ``s``
@@ -14,59 +15,16 @@ Faster R-CNN can sit on a plain ViT. Nothing here knows a model library.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .errors import PluginError
+# the pairing rules live in the torch-free .features (zoo info reads them); re-exported here
+from .features import (PYRAMID_SCALES, FeatureInfo, Fit, HeadRequirements, fit, pyramid_why_not,  # noqa: F401
+                       usable_levels, why_incompatible)
 from .model import Preprocess, PretrainedWeights
-
-
-@dataclass(frozen=True)
-class FeatureInfo:
-    """Channels and stride of every output map, shallowest first: ``levels = ((C, stride), ...)``.
-
-    ``channels()``/``reduction()`` return the lists (or one entry with an index), as timm's
-    ``feature_info`` does.
-    """
-
-    levels: tuple[tuple[int, int], ...]
-
-    def __post_init__(self) -> None:
-        levels = tuple((int(c), int(r)) for c, r in self.levels)
-        if not levels:
-            raise ValueError("FeatureInfo needs at least one level")
-        if any(c < 1 or r < 1 for c, r in levels):
-            raise ValueError(f"FeatureInfo levels must have positive channels and strides, got {levels}")
-        object.__setattr__(self, "levels", levels)
-
-    @classmethod
-    def of(cls, channels: Sequence[int], reductions: Sequence[int]) -> "FeatureInfo":
-        """Build from parallel lists of channels and strides."""
-        if len(channels) != len(reductions):
-            raise ValueError(f"{len(channels)} channels but {len(reductions)} reductions")
-        return cls(tuple(zip(channels, reductions)))
-
-    def channels(self, idx: int | None = None) -> list[int] | int:
-        """Channels of every level (or of level ``idx``)."""
-        out = [c for c, _ in self.levels]
-        return out if idx is None else out[idx]
-
-    def reduction(self, idx: int | None = None) -> list[int] | int:
-        """Stride of every level relative to the input (or of level ``idx``)."""
-        out = [r for _, r in self.levels]
-        return out if idx is None else out[idx]
-
-    def __len__(self) -> int:
-        return len(self.levels)
-
-    def __str__(self) -> str:
-        return ", ".join(f"{c}ch@/{r}" for c, r in self.levels)
-
-    def to_dict(self) -> dict[str, list[int]]:
-        return {"channels": self.channels(), "reduction": self.reduction()}  # type: ignore[dict-item]
 
 
 class Backbone(nn.Module):
@@ -155,62 +113,6 @@ def _fits(size: int, stride: int, got: int) -> bool:
     return got in {size // stride, math.ceil(size / stride)}
 
 
-# ---- what heads need ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class HeadRequirements:
-    """What a head needs from the backbone's maps (a ``HeadSpec.requires`` dict holds these fields).
-
-    ``min_levels``: how many maps at least (with ``min_stride`` <= stride <= ``max_stride`` when
-    those are set); ``strides``: strides that must all be present; ``single_level_ok``: whether one
-    map is enough (False: the head needs a pyramid; a single map whose stride the
-    :class:`SimpleFeaturePyramid` can expand gets one in front).
-    """
-
-    min_levels: int = 1
-    strides: tuple[int, ...] = ()
-    min_stride: int | None = None
-    max_stride: int | None = None
-    single_level_ok: bool = True
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "HeadRequirements":
-        data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise PluginError(f"unknown head requirement(s) {sorted(unknown)}; allowed: "
-                              f"{sorted(cls.__dataclass_fields__)}")
-        if "strides" in data:
-            data["strides"] = tuple(int(s) for s in data["strides"])
-        return cls(**data)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def usable_levels(info: FeatureInfo, req: HeadRequirements) -> list[int]:
-    """Indices of the maps whose stride lies in the head's ``[min_stride, max_stride]`` range."""
-    return [i for i, r in enumerate(info.reduction())  # type: ignore[arg-type]
-            if (req.min_stride is None or r >= req.min_stride) and (req.max_stride is None or r <= req.max_stride)]
-
-
-def why_incompatible(info: FeatureInfo, req: HeadRequirements) -> str | None:
-    """None when ``info`` meets ``req``; otherwise the reason, in words a user can act on."""
-    strides = info.reduction()
-    usable = usable_levels(info, req)
-    rng = ""
-    if req.min_stride is not None or req.max_stride is not None:
-        rng = f" with stride in [{req.min_stride or 1}, {req.max_stride or 'any'}]"
-    if len(usable) < req.min_levels:
-        return (f"the head needs at least {req.min_levels} feature map(s){rng}; the backbone gives "
-                f"{len(usable)} (strides {strides})")
-    if not req.single_level_ok and len(usable) < 2:
-        return f"the head needs a feature pyramid (2+ maps{rng}); the backbone gives strides {strides}"
-    missing = [s for s in req.strides if s not in strides]
-    if missing:
-        return f"the head needs maps at strides {list(req.strides)}; the backbone lacks {missing} (it has {strides})"
-    return None
-
-
 # ---- the simple feature pyramid -------------------------------------------------------------------
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels of a ``(B, C, H, W)`` map."""
@@ -226,7 +128,7 @@ class SimpleFeaturePyramid(Backbone):
     strides 4, 8, 16, 32); each level is projected to ``out_channels`` by a 1x1 conv + LayerNorm.
     """
 
-    SCALES = (4.0, 2.0, 1.0, 0.5)
+    SCALES = PYRAMID_SCALES
 
     def __init__(self, trunk: Backbone, out_channels: int = 256) -> None:
         super().__init__()
@@ -256,15 +158,8 @@ class SimpleFeaturePyramid(Backbone):
             self.stages.append(nn.Sequential(*layers))
         self.feature_info = FeatureInfo(tuple((out_channels, int(stride / s)) for s in self.SCALES))
 
-    @staticmethod
-    def why_not(info: FeatureInfo) -> str | None:
-        """Why this adapter cannot expand ``info`` (None when it can)."""
-        if len(info) != 1:
-            return f"the simple feature pyramid takes one map; the backbone gives {len(info)}"
-        if info.reduction(0) % 4 or info.channels(0) < 4:  # type: ignore[operator]
-            return (f"the simple feature pyramid needs a map whose stride is divisible by 4 (a ViT with "
-                    f"patch 16); the backbone's single map has stride {info.reduction(0)}")
-        return None
+    #: why this adapter cannot expand a FeatureInfo (None when it can)
+    why_not = staticmethod(pyramid_why_not)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         (feat,) = self.trunk(x)

@@ -20,7 +20,8 @@ from .specs import BackboneSpec, HeadSpec
 if TYPE_CHECKING:
     from torch import nn
 
-    from .backbone import Backbone, FeatureInfo, HeadRequirements
+    from .backbone import Backbone
+    from .features import FeatureInfo, Fit, HeadRequirements
     from .model import ZooModel
 
 
@@ -167,7 +168,7 @@ def build_backbone(spec: BackboneSpec, *, pretrained: str | None = None,
 
 def requirements(hspec: HeadSpec) -> "HeadRequirements":
     """A head spec's ``requires`` dict as :class:`HeadRequirements` (a bad dict names the head)."""
-    from .backbone import HeadRequirements
+    from .features import HeadRequirements
 
     try:
         return HeadRequirements.from_dict(hspec.requires)
@@ -176,24 +177,12 @@ def requirements(hspec: HeadSpec) -> "HeadRequirements":
 
 
 def pairing(info: "FeatureInfo", hspec: HeadSpec) -> tuple[str | None, bool]:
-    """``(reason or None, needs_adapter)`` for feeding a head from maps described by ``info``."""
-    from .backbone import SimpleFeaturePyramid, why_incompatible
+    """``(reason or None, needs_adapter)`` for feeding a head from maps described by ``info``
+    (:func:`zoo_core.features.fit`, the one rule ``zoo compat`` and ``zoo info`` print)."""
+    from .features import fit
 
-    req = requirements(hspec)
-    reason = why_incompatible(info, req)
-    if reason is None:
-        return None, False
-    adapt = SimpleFeaturePyramid.why_not(info)
-    if adapt is None:
-        from .backbone import FeatureInfo
-
-        c, s = info.levels[0]
-        pyramid = FeatureInfo(tuple((c, int(s / k)) for k in SimpleFeaturePyramid.SCALES))
-        if why_incompatible(pyramid, req) is None:
-            return None, True
-    elif len(info) == 1:
-        reason += f"; {adapt}"
-    return reason, False
+    verdict = fit(info, requirements(hspec))
+    return verdict.reason, verdict.adapter
 
 
 def fit_backbone(bb: "Backbone", bspec: BackboneSpec, hspec: HeadSpec, *, adapter_channels: int = 256
@@ -215,8 +204,17 @@ def compat(backbone: str, *, task: str | None = None, options: Mapping[str, Any]
 
     The backbone is built on the meta device (no memory, no weights; on the CPU when its constructor
     needs real tensors) to read its declared FeatureInfo; ``task`` restricts the heads to one task.
+    :func:`compat_fits` also says which fit only through a simple feature pyramid.
     """
+    return {head: verdict.reason for head, verdict in compat_fits(backbone, task=task, options=options).items()}
+
+
+def compat_fits(backbone: str, *, task: str | None = None, options: Mapping[str, Any] | None = None
+                ) -> "dict[str, Fit]":
+    """As :func:`compat`, with each head's :class:`~zoo_core.features.Fit` (reason, adapter or not)."""
     import torch
+
+    from .features import fit
 
     reg = get_registry()
     bspec = reg.resolve("backbone", backbone)
@@ -227,10 +225,10 @@ def compat(backbone: str, *, task: str | None = None, options: Mapping[str, Any]
     except (RuntimeError, NotImplementedError):  # some constructors read tensor values: build for real
         bb, _ = build_backbone(bspec, options=options, check=False)
     canon = reg.canonical_task(task) if task else None
-    out: dict[str, str | None] = {}
+    out: dict[str, Fit] = {}
     for hspec in reg.specs("head"):
         assert isinstance(hspec, HeadSpec)
         if canon and hspec.task != canon:
             continue
-        out[hspec.qualified_name] = pairing(bb.feature_info, hspec)[0]
+        out[hspec.qualified_name] = fit(bb.feature_info, requirements(hspec))
     return out

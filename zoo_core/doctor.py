@@ -4,8 +4,9 @@ It shows every distribution that declares a ``zoo.plugins`` entry point (metadat
 editable installs and stale ``*.egg-info`` folders do, is listed too), and for every plugin: its
 version, the zoo versions it declares (``zoo_requires``), the hooks it implements, what it
 registered, and its load error with the full traceback. Problems (failed plugins, unknown hooks or
-hook arguments, name collisions, an unsupported zoo version, hook functions missing ``@hookimpl``,
-duplicate metadata that disagrees) are summarised at the end with the fix, and make the exit
+hook arguments, name collisions, a short name a third party's plugin shares with another plugin
+unless ``ZOO_PROVIDER_PRIORITY`` settles it, an unsupported zoo version, hook functions missing
+``@hookimpl``, duplicate metadata that disagrees) are summarised at the end with the fix, and make the exit
 status 1. Discovery runs in a private registry and never in strict mode, so one broken plugin
 cannot hide the others.
 """
@@ -20,6 +21,7 @@ from typing import Any, Callable, TextIO
 
 from . import hookspecs
 from ._version import __version__
+from .providers import clashes
 from .registry import HOOK_KINDS, PluginInfo, Registry, discover
 
 ENV_VARS = ("ZOO_STRICT_PLUGINS", "ZOO_DISABLE_PLUGINS", "ZOO_LOAD_PLUGINS", "ZOO_PROVIDER_PRIORITY")
@@ -89,6 +91,11 @@ def diagnose() -> Diagnosis:
         if not key.startswith("plugin:"):  # plugin-name clashes are reported with the plugin
             diag.problems.append(f"{key.partition(':')[0]} {key.partition(':')[2]!r} is registered by "
                                  f"{' and '.join(map(repr, dists))}: uninstall one of them")
+    for clash in clashes(registry):  # a short name a third party shares: which one `zoo.load(short)` takes
+        if clash.user_decided:
+            diag.notes.append(f"short name clash, settled by ZOO_PROVIDER_PRIORITY: {clash}")
+        else:
+            diag.problems.append(f"short name clash: {clash}")
     return diag
 
 

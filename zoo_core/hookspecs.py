@@ -56,10 +56,13 @@ def register_models(register: Register) -> None:
     tags, default first), ``export_formats``, ``priority`` (which provider a short name picks),
     ``saved_options`` (the builder options a saved model's config may set when it is rebuilt; any
     other option in a saved config is refused), ``description``. The builder is called as
-    ``builder(spec, task=..., num_classes=..., pretrained=tag_or_None, **options)`` and returns a
-    :class:`zoo_core.model.BuiltModel` whose ``head`` names the classifier's state-dict prefixes and
-    ``backbone`` the pretrained feature extractor's (what ``freeze_backbone`` freezes). It must never
-    download anything: it describes pretrained weights and the zoo fetches them offline-first.
+    ``builder(spec, task=..., num_classes=..., pretrained=tag_or_None, **options)``, for every task in
+    ``tasks`` (the conformance suite checks each), and returns a :class:`zoo_core.model.BuiltModel`
+    whose ``num_classes`` the task accepts (``Task.validate_num_classes``), whose ``head`` names the
+    classifier's state-dict prefixes and ``backbone`` the pretrained feature extractor's (what
+    ``freeze_backbone`` freezes). It must never download anything: it describes pretrained weights and
+    the zoo fetches them offline-first. Whatever it raises reaches the user naming the builder, the
+    spec, the plugin and its distribution, with the original exception as the cause.
     """
 
 
@@ -78,10 +81,17 @@ def register_backbones(register: Register) -> None:
 def register_heads(register: Register) -> None:
     """Add task heads that can sit on any compatible backbone.
 
-    Call ``register(name, builder, task="detection", **fields)`` with the fields of
-    :class:`zoo_core.specs.HeadSpec`, including ``requires`` (a
-    :class:`zoo_core.backbone.HeadRequirements` as a dict). The builder is called as
-    ``builder(spec, backbone=Backbone, num_classes=int, **options)`` and returns a
-    :class:`zoo_core.model.BuiltModel` whose network holds that ``backbone`` module itself (not a
-    copy): the zoo finds it there and declares it the composed model's backbone.
+    Call ``register(name, builder, task="segmentation", **fields)`` with the fields of
+    :class:`zoo_core.specs.HeadSpec`: ``requires``, what the head needs of the backbone's maps (a dict
+    of :class:`zoo_core.features.HeadRequirements` keys: ``min_levels``, ``strides``, ``min_stride``,
+    ``max_stride``, ``single_level_ok``; ``zoo.build`` checks it, ``zoo info HEAD`` and ``zoo compat``
+    print it), ``kwargs``, ``priority``, ``saved_options``, ``description``. The builder is called as
+    ``builder(spec, backbone=Backbone, num_classes=int, **options)`` (no ``pretrained``: the backbone
+    comes with its weights). ``backbone(x)`` returns a list of maps, shallowest first, described by
+    ``backbone.feature_info``; ``backbone.preprocess`` is how its input is normalised. It returns a
+    :class:`zoo_core.model.BuiltModel` whose ``net`` holds that ``backbone`` module itself (not a copy:
+    the zoo finds it there by identity and declares it the composed model's backbone), whose ``head``
+    names the classifier's prefixes, with ``preprocess=backbone.preprocess``. A segmentation head's
+    network returns logits ``(B, num_classes, H, W)`` at the input size. The README's plugin guide
+    has a worked head.
     """

@@ -14,6 +14,9 @@ Short-name resolution (``resnet50`` provided by several plugins) is deterministi
 4. then the spec with the higher ``priority`` field (built-ins: torchvision 30, smp 20, timm 10;
    third-party default 0);
 5. then the plugin name, alphabetically.
+
+When a third party's plugin shares a short name with another plugin, ``zoo plugins doctor`` reports the
+clash and ``zoo.load`` warns which provider it took (:mod:`zoo_core.providers`).
 """
 
 from __future__ import annotations
@@ -26,21 +29,19 @@ import os
 import traceback
 import types
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, UnknownNameError, warn
+from .providers import OWN_DISTRIBUTION, best_first, provider_priority, set_provider_priority  # noqa: F401
 from .spec_checks import check_requires as _check_requires
 from .spec_checks import checked_fields, contained, describe_failure, watching_ctrl_c
 from .specs import SPEC_TYPES, ModelSpec, Spec, TaskSpec
 
 HOOK_KINDS = {"register_tasks": "task", "register_models": "model",
               "register_backbones": "backbone", "register_heads": "head"}
-
-_user_priority: list[str] | None = None
-
 
 @dataclass
 class PluginInfo:
@@ -58,19 +59,6 @@ class PluginInfo:
     @property
     def ok(self) -> bool:
         return self.error is None
-
-
-def set_provider_priority(plugins: Sequence[str] | None) -> None:
-    """Prefer these plugins, in order, when a short name has several providers (None: reset)."""
-    global _user_priority
-    _user_priority = list(plugins) if plugins is not None else None
-
-
-def provider_priority() -> list[str]:
-    """The user's provider order: :func:`set_provider_priority`, else ``ZOO_PROVIDER_PRIORITY``."""
-    if _user_priority is not None:
-        return list(_user_priority)
-    return [p.strip() for p in os.environ.get("ZOO_PROVIDER_PRIORITY", "").split(",") if p.strip()]
 
 
 def _env_list(var: str) -> set[str] | None:
@@ -235,9 +223,7 @@ class Registry:
         found = list(self._short[kind].get(name, []))
         if task is not None:
             found = [s for s in found if _supports(s, task)]
-        order = provider_priority()
-        return sorted(found, key=lambda s: (order.index(s.plugin) if s.plugin in order else len(order),
-                                            -getattr(s, "priority", 0), s.plugin))
+        return best_first(found)
 
     def resolve(self, kind: str, name: str, *, task: str | None = None,
                 provider: str | None = None) -> Spec:
@@ -317,9 +303,8 @@ def _task_mismatch(spec: Spec, task: str) -> Exception:
                              f"(`zoo list --task {task}`) or another task")
 
 
-#: the distribution of the built-in plugins: they load first and keep their names (a stranger's plugin
-#: cannot take over ``torchvision:`` or the ``cls`` task by sorting earlier)
-OWN_DISTRIBUTION = "zoo"
+# OWN_DISTRIBUTION (from .providers): the built-in plugins load first and keep their names (a stranger's
+# plugin cannot take over ``torchvision:`` or the ``cls`` task by sorting earlier)
 
 
 def _is_own(ep: md.EntryPoint) -> bool:

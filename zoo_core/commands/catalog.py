@@ -7,9 +7,7 @@ import sys
 from typing import Any
 
 from .. import api
-from ..errors import UnknownNameError
 from ..registry import get_registry
-from ..specs import HeadSpec
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +18,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--providers", action="store_true", help="show every provider of each name")
     p.set_defaults(func=cmd_list)
 
-    p = sub.add_parser("info", help="describe a model: tasks, providers, input size, weights")
+    p = sub.add_parser("info", help="describe a model (tasks, providers, input size, weights), a head "
+                                    "(task, what it needs of a backbone) or a backbone")
     p.add_argument("name")
     p.add_argument("--task")
+    p.add_argument("--kind", choices=["model", "head", "backbone"],
+                   help="which kind of name (default: a model, else a head, else a backbone)")
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("compat", help="which heads a backbone can feed, and why not the others")
@@ -71,50 +72,18 @@ def _why_empty(reg: Any, args: argparse.Namespace) -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    try:
-        print(api.info(args.name, task=args.task))
-        return 0
-    except UnknownNameError as not_a_model:
-        part = component(args.name, args.task)
-        if part is None:
-            raise not_a_model from None
-        print(part)
-        return 0
+    print(api.info(args.name, task=args.task, kind=args.kind))  # a model, a head or a backbone
+    return 0
 
 
 def cmd_compat(args: argparse.Namespace) -> int:
-    from ..compose import compat  # builds the backbone (on the meta device) to read its feature maps
+    from ..compose import compat_fits  # builds the backbone (on the meta device) to read its feature maps
 
-    verdicts = compat(args.backbone, task=args.task)
+    verdicts = compat_fits(args.backbone, task=args.task)
     width = max([len(h) for h in verdicts] + [4])
-    for head, why_not in verdicts.items():
-        print(f"{head:<{width}}  {'fits' if why_not is None else 'no: ' + why_not}")
-    return 0 if any(v is None for v in verdicts.values()) else 1
-
-
-def component(name: str, task: str | None) -> str | None:
-    """``zoo info`` of a head or backbone name (not a whole model), or None when it is neither."""
-    reg = get_registry()
-    for kind in ("head", "backbone"):
-        try:
-            spec = reg.resolve(kind, name, task=task if kind == "head" else None)
-        except UnknownNameError:
-            continue
-        lines = [f"{spec.name}: a {kind}, not a whole model ({spec.qualified_name}, plugin {spec.distribution})"]
-        if spec.description:
-            lines.append(f"  {spec.description}")
-        if isinstance(spec, HeadSpec):
-            needs = ", ".join(f"{k}={v}" for k, v in spec.requires.items()) or "any feature maps"
-            lines += [f"  task:  {spec.task}", f"  needs: {needs}",
-                      f"  build: zoo.build({spec.task!r}, backbone='timm:resnet18', head={spec.name!r}, "
-                      "num_classes=N); `zoo compat BACKBONE` checks a backbone against it"]
-        else:
-            weights = ", ".join(getattr(spec, "weights", ())[:8]) or "none known"
-            lines += [f"  weights: {weights}",
-                      f"  build:   zoo.build(TASK, backbone={spec.qualified_name!r}, head=HEAD, num_classes=N); "
-                      f"`zoo compat {spec.qualified_name}` lists the heads it fits"]
-        return "\n".join(lines)
-    return None
+    for head, verdict in verdicts.items():
+        print(f"{head:<{width}}  {verdict}")
+    return 0 if any(v.ok for v in verdicts.values()) else 1
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -126,7 +95,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     width = max([len(p.name) for p in plugins] + [6])
     print(f"{'plugin':<{width}}  {'distribution':<24} {'version':<10} status")
     for p in plugins:
-        counts = ", ".join(f"{n} {k}s" for k, n in sorted(p.registered.items())) or "nothing registered"
+        counts = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(p.registered.items())) \
+            or "nothing registered"
         status = f"ERROR {' '.join(p.error.split())}" if p.error else f"ok ({counts})"  # one line per row
         print(f"{p.name:<{width}}  {(p.distribution or '-'):<24} {(p.version or '-'):<10} {status}")
     reg = get_registry()

@@ -2,13 +2,13 @@
 
 :func:`check_model_spec` runs every check that applies to a model spec and returns a
 :class:`~zoo_core.testing.report.SpecReport` (:mod:`.suite` dispatches any spec here or to
-:mod:`.component_checks`). A model spec is checked for: its builder imports;
-it builds a :class:`~zoo_core.model.BuiltModel` whose head and backbone prefixes exist (and do not
-overlap); the task's contract holds on a tiny synthetic batch from :meth:`Task.example_samples`
+:mod:`.component_checks`). A model spec is checked for every task it declares (each check's result names the task): its builder
+imports; it builds a :class:`~zoo_core.model.BuiltModel` whose head and backbone prefixes exist (and do
+not overlap) and whose class count the task accepts (``Task.validate_num_classes``); the task's contract holds on a tiny synthetic batch from :meth:`Task.example_samples`
 (collate, forward_eval, metrics, typed predictions); one training step changes the weights; with
 ``freeze_backbone`` it trains the head and not the declared backbone
 (:mod:`.backbone_checks`); save/load is exact; ``num_classes``
-replacement re-initialises only the head; declared export formats export and verify.
+replacement (to another count the task accepts) re-initialises only the head; declared export formats export and verify.
 Backbones, heads and tasks get the checks of :mod:`zoo_core.testing.component_checks`.
 """
 
@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import math
 import tempfile
-import time
-import traceback
-import warnings
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ..registry import get_registry
-from ..specs import ModelSpec, Spec
+from ..specs import ModelSpec
 from .report import CheckResult, SpecReport
+from .runner import _Fail, _Runner, _Skip, new_report  # noqa: F401  (component_checks imports them from here)
 
 #: the checks a model spec gets, in the order they run, each with the checks it needs
 MODEL_CHECKS: dict[str, tuple[str, ...]] = {
@@ -32,89 +30,15 @@ MODEL_CHECKS: dict[str, tuple[str, ...]] = {
     "freeze": ("train_step",), "save_load": ("build",), "num_classes": ("save_load",), "export": ("build",)}
 
 
-class _Skip(Exception):
-    """Raised inside a check to record it as skipped (with the reason as the message)."""
-
-    def __init__(self, reason: str, fix: str = "") -> None:
-        super().__init__(reason)
-        self.fix = fix
-
-
-class _Fail(Exception):
-    """Raised inside a check to record a failure with its fix."""
-
-    def __init__(self, detail: str, fix: str) -> None:
-        super().__init__(detail)
-        self.fix = fix
-
-
-class _Runner:
-    """Runs checks in order; a check whose prerequisite did not pass is skipped, not run."""
-
-    def __init__(self, report: SpecReport, only: Sequence[str] | None,
-                 needs: dict[str, tuple[str, ...]] | None = None) -> None:
-        self.report, self.needs = report, needs or {}
-        self.only = None if not only else _closure(set(only), self.needs)
-
-    def run(self, name: str, fn: Callable[[], str | None], fix: str) -> bool:
-        """Record ``fn()``'s outcome as check ``name`` (any exception is a failure with ``fix``)."""
-        if self.only is not None and name not in self.only:
-            return False
-        blocked = [n for n in self.needs.get(name, ()) if (r := self.report.result(n)) is None or r.status != "pass"]
-        if blocked:
-            self.report.results.append(CheckResult(name, "skip", f"needs {', '.join(blocked)}"))
-            return False
-        start = time.perf_counter()
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                detail = fn() or ""
-        except _Skip as skip:
-            result = CheckResult(name, "skip", str(skip), skip.fix)
-        except _Fail as fail:
-            result = CheckResult(name, "fail", str(fail), fail.fix or fix)
-        except Exception as exc:  # the plugin's code raised: report it with where it happened
-            result = CheckResult(name, "fail", f"{type(exc).__name__}: {exc}{_plugin_frame(exc)}", fix)
-        else:
-            result = CheckResult(name, "pass", detail)
-        result.seconds = time.perf_counter() - start
-        self.report.results.append(result)
-        return result.status == "pass"
-
-
-def _closure(names: set[str], needs: dict[str, tuple[str, ...]]) -> set[str]:
-    """``names`` plus every check they need, transitively."""
-    todo, out = list(names), set()
-    while todo:
-        n = todo.pop()
-        if n not in out:
-            out.add(n)
-            todo += needs.get(n, ())
-    return out
-
-
-def _plugin_frame(exc: BaseException) -> str:
-    """`` (at file:line in func)`` for the innermost frame outside torch and the zoo kernel."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__)
-              if "/torch/" not in f.filename and "/zoo_core/" not in f.filename]
-    if not frames:
-        return ""
-    f = frames[-1]
-    return f" (at {f.filename}:{f.lineno} in {f.name})"
-
-
-def new_report(spec: Spec) -> SpecReport:
-    return SpecReport(spec.kind, spec.qualified_name, spec.plugin, spec.distribution)
-
-
 # ---- model specs --------------------------------------------------------------------------------
 class _ModelCheck:
     """State shared by the checks of one model spec (the built model, the batch, a temp dir)."""
 
-    def __init__(self, spec: ModelSpec, task: str, workdir: Path, only: Sequence[str] | None) -> None:
+    def __init__(self, spec: ModelSpec, task: str, workdir: Path, only: Sequence[str] | None,
+                 report: SpecReport | None = None) -> None:
         self.spec, self.task_name, self.workdir = spec, task, workdir
-        self.report = new_report(spec)
-        self.runner = _Runner(self.report, only, MODEL_CHECKS)
+        self.report = report if report is not None else new_report(spec)
+        self.runner = _Runner(self.report, only, MODEL_CHECKS, task=task)
         self.model: Any = None
         self.samples: list[Any] | None = None
         self.saved: Path | None = None
@@ -130,10 +54,7 @@ class _ModelCheck:
         s, r = self.spec, self.runner
         r.run("builder", self.builder, f"make builder {s.builder!r} name an importable 'module:function'; "
               f"try `python -c \"import {s.builder.partition(':')[0]}\"`")
-        r.run("build", self.build, f"make {s.builder} return zoo_core.model.BuiltModel(net=..., "
-              "preprocess=Preprocess(...), num_classes=N, head=('<classifier prefix>',), "
-              "backbone=('<feature extractor prefix>',)) for task "
-              f"{self.task_name!r} with pretrained=None, without downloading anything")
+        r.run("build", self.build, self.build_fix())
         r.run("contract", self.contract, f"make the network's outputs what task {self.task_name!r} "
               "consumes (see its forward_eval, Metrics.update and predict)")
         r.run("train_step", self.train_step, f"return a finite scalar under 'loss' from task "
@@ -146,6 +67,13 @@ class _ModelCheck:
         r.run("export", self.export, "declare only export formats the network supports "
               "(ModelSpec.export_formats / BuiltModel.export_formats)")
         return self.report
+
+    def build_fix(self) -> str:
+        s = self.spec
+        return (f"make {s.builder} return zoo_core.model.BuiltModel(net=..., preprocess=Preprocess(...), "
+                "num_classes=N, head=('<classifier prefix>',), backbone=('<feature extractor prefix>',)) when "
+                f"called as {s.builder.partition(':')[2]}(spec, task={self.task_name!r}, num_classes=None, "
+                "pretrained=None), without downloading anything")
 
     def builder(self) -> str:
         fn = self.spec.load_builder()
@@ -186,6 +114,11 @@ class _ModelCheck:
             raise _Fail("the network has no parameters or buffers", "return the real network as net=")
         if model.num_classes < 1:
             raise _Fail(f"num_classes is {model.num_classes}", "set BuiltModel.num_classes >= 1")
+        try:
+            self.task.validate_num_classes(model.num_classes)
+        except Exception as exc:
+            raise _Fail(f"the model has {model.num_classes} classes, which task {self.task_name!r} refuses: {exc}",
+                        f"build the number of outputs task {self.task_name!r} needs when num_classes=None") from exc
         bad = [p for p in model.head_prefixes if not any(k.startswith(p) for k in keys)]
         if bad:
             raise _Fail(f"BuiltModel.head prefixes {bad} match no state-dict key (keys start with "
@@ -317,7 +250,10 @@ class _ModelCheck:
         from ..api import load
 
         old = self.model.num_classes
-        new = 3 if old != 3 else 5
+        new = accepted_class_count(self.task, avoid=old)
+        if new is None:
+            raise _Skip(f"task {self.task_name!r} accepts no class count but {old} (its validate_num_classes), "
+                        "so there is no head to replace")
         model = load(self.saved, num_classes=new)
         if model.num_classes != new:
             raise _Fail(f"load(..., num_classes={new}) gave a model with {model.num_classes} classes", "")
@@ -384,19 +320,39 @@ def _first_difference(a: Any, b: Any, where: str = "output") -> str:
     return "" if a == b else where
 
 
+def accepted_class_count(task: Any, *, avoid: int | None = None,
+                         prefer: Iterable[int] = (3, 5, 2, 4, 1, 7)) -> int | None:
+    """The first class count in ``prefer`` (other than ``avoid``) the task's ``validate_num_classes`` accepts."""
+    for n in prefer:
+        if n == avoid:
+            continue
+        try:
+            task.validate_num_classes(n)
+        except Exception:
+            continue
+        return n
+    return None
+
+
 def check_model_spec(spec: ModelSpec, *, task: str | None = None, checks: Sequence[str] | None = None,
                      workdir: Path | None = None, max_params: int | None = None) -> SpecReport:
-    """Run :data:`MODEL_CHECKS` (or the subset ``checks``) on a model spec for one of its tasks.
+    """Run :data:`MODEL_CHECKS` (or the subset ``checks``) on a model spec for every task it declares
+    (or only ``task``): one report whose results name their task, so a builder that fails for its second
+    task fails the spec, naming that task.
 
     ``max_params``: skip the model (saying so) when it has more parameters than this.
     """
-    task_name = get_registry().canonical_task(task) if task else (spec.tasks[0] if spec.tasks else "")
-    if not task_name:
-        report = new_report(spec)
+    tasks = [get_registry().canonical_task(task)] if task else list(dict.fromkeys(spec.tasks))
+    report = new_report(spec)
+    if not tasks:
         report.results.append(CheckResult("build", "fail", "the spec declares no task",
                                           "register the model with tasks=('<task>',)"))
         return report
-    with tempfile.TemporaryDirectory(prefix="zoo-conformance-") as tmp:
-        run = _ModelCheck(spec, task_name, Path(workdir or tmp), checks)
-        run.max_params = max_params
-        return run.run()
+    for name in tasks:
+        with tempfile.TemporaryDirectory(prefix="zoo-conformance-") as tmp:
+            folder = Path(workdir) / name if workdir else Path(tmp)
+            folder.mkdir(parents=True, exist_ok=True)
+            run = _ModelCheck(spec, name, folder, checks, report)
+            run.max_params = max_params
+            run.run()
+    return report

@@ -5,7 +5,9 @@
 - a backbone: it builds a :class:`~zoo_core.backbone.Backbone` whose ``feature_info`` matches the
   real feature maps (:func:`~zoo_core.backbone.check_feature_info`) and gradients reach its weights;
 - a head: built on a compatible backbone with :func:`zoo_core.build`, the composed model passes
-  the same checks as a model spec.
+  the same checks as a model spec. The backbone: the one asked for (``pytest --zoo-backbone=NAME``),
+  else the smallest compatible backbone of the head's own plugin, else the first of
+  :data:`BUILTIN_BACKBONES` that fits; a head no backbone can feed fails (it is never skipped unseen).
 """
 
 from __future__ import annotations
@@ -18,12 +20,15 @@ from typing import Any, Sequence
 from ..registry import get_registry
 from ..specs import BackboneSpec, HeadSpec, Spec, TaskSpec
 from .backbone_checks import backbone_prefix_problem
-from .checks import _Fail, _ModelCheck, _Runner, _Skip, new_report
+from .checks import _Fail, _ModelCheck, _Runner, _Skip, accepted_class_count, new_report
 from .report import CheckResult, SpecReport
 
 TASK_CHECKS: dict[str, tuple[str, ...]] = {"builder": (), "task": ("builder",)}
 BACKBONE_CHECKS: dict[str, tuple[str, ...]] = {"builder": (), "build": ("builder",),
                                                "feature_info": ("build",), "gradients": ("feature_info",)}
+#: small built-in backbones a plugin's head is checked on when the plugin registers no backbone it accepts
+#: (tried in order: tiny timm test models, then torchvision's; only those whose plugin is loaded)
+BUILTIN_BACKBONES = ("timm:test_resnet", "timm:test_vit", "torchvision:mobilenet_v3_small", "torchvision:resnet18")
 
 
 def check_component(spec: Spec, *, checks: Sequence[str] | None = None,
@@ -136,59 +141,97 @@ def _check_backbone(spec: BackboneSpec, checks: Sequence[str] | None) -> SpecRep
 class _HeadCheck(_ModelCheck):
     """A head is checked as the model :func:`zoo_core.build` makes of it on ``backbone``."""
 
-    def __init__(self, spec: HeadSpec, backbone: str, workdir: Path, only: Sequence[str] | None) -> None:
+    def __init__(self, spec: HeadSpec, backbone: str, workdir: Path, only: Sequence[str] | None,
+                 why: str = "") -> None:
         super().__init__(spec, spec.task, workdir, only)  # type: ignore[arg-type]
-        self.backbone = backbone
+        self.backbone, self.why = backbone, why
+
+    def build_fix(self) -> str:
+        s = self.spec
+        return (f"make {s.builder} return zoo_core.model.BuiltModel(net=<a module holding the `backbone` it was "
+                "given itself>, num_classes=num_classes, head=('<classifier prefix>',), preprocess=...) when called "
+                f"as {s.builder.partition(':')[2]}(spec, backbone=<a zoo_core.backbone.Backbone>, num_classes=N) "
+                "(see the README's worked head)")
 
     def build(self) -> str:
         import torch
 
         from ..compose import build
 
+        n = accepted_class_count(self.task, prefer=(2, 3, 1, 4, 5))
+        if n is None:
+            raise _Fail(f"task {self.task_name!r} accepts none of the class counts 1-5", "fix the task's "
+                        "validate_num_classes")
         torch.manual_seed(0)
         self.model = build(self.spec.task, backbone=self.backbone, head=self.spec.qualified_name,  # type: ignore[attr-defined]
-                           num_classes=2)
+                           num_classes=n)
         problem = backbone_prefix_problem(self.model)
         if problem:
             raise _Fail(*problem)
-        return f"on backbone {self.backbone}: {type(self.model.net).__name__}"
+        return f"on backbone {self.backbone}{self.why}: {type(self.model.net).__name__}, {n} classes"
 
 
 def _check_head(spec: HeadSpec, checks: Sequence[str] | None, backbone: str | None) -> SpecReport:
+    why = ""
     if backbone is None:
-        backbone = _compatible_backbone(spec)
-    if backbone is None:
-        report = new_report(spec)
-        report.results.append(CheckResult("build", "skip", f"plugin {spec.plugin!r} registers no "
-                                          "backbone this head accepts", "name one: check_spec(..., "
-                                          "backbone='plugin:name') or pytest --zoo-backbone=NAME"))
-        return report
+        backbone, tried = _compatible_backbone(spec)
+        if backbone is None:  # never a silent skip: the head would go unchecked
+            report = new_report(spec)
+            report.results.append(CheckResult(
+                "build", "fail", f"no backbone to check this head on: plugin {spec.plugin!r} registers none it "
+                f"accepts, and of the built-in ones {'; '.join(tried) or 'none is loaded'}",
+                "name a backbone that fits: pytest --zoo-backbone=NAME (check_spec(..., backbone=NAME)); "
+                "`zoo compat NAME` says which heads a backbone fits", task=spec.task))
+            return report
+        if backbone.partition(":")[0] != spec.plugin:
+            why = (f" (built in: plugin {spec.plugin!r} registers no backbone this head accepts; "
+                   "--zoo-backbone=NAME picks another)")
     with tempfile.TemporaryDirectory(prefix="zoo-conformance-") as tmp:
-        return _HeadCheck(spec, backbone, Path(tmp), checks).run()
+        return _HeadCheck(spec, backbone, Path(tmp), checks, why).run()
 
 
-def _compatible_backbone(spec: HeadSpec) -> str | None:
-    """The smallest backbone of the head's own plugin whose declared FeatureInfo the head accepts.
+def _compatible_backbone(spec: HeadSpec) -> tuple[str | None, list[str]]:
+    """The backbone to check a head on, and why each built-in candidate was passed over.
 
+    The smallest backbone of the head's own plugin whose declared FeatureInfo the head accepts; else the
+    first of :data:`BUILTIN_BACKBONES` that fits (directly or through the simple feature pyramid).
     Candidates are built on the meta device (no memory, no weights) to read FeatureInfo and size.
     """
     import torch
 
     from ..compose import build_backbone, pairing
 
+    def fits(bspec: Any) -> tuple[int, str | None]:
+        with torch.device("meta"):
+            bb, _ = build_backbone(bspec, check=False)
+        return sum(p.numel() for p in bb.parameters()), pairing(bb.feature_info, spec)[0]
+
+    reg = get_registry()
     best: tuple[int, str] | None = None
-    for bspec in get_registry().specs("backbone"):
+    for bspec in reg.specs("backbone"):
         if bspec.plugin != spec.plugin:
             continue
         try:
-            with torch.device("meta"):
-                bb, _ = build_backbone(bspec, check=False)  # type: ignore[arg-type]
-            if pairing(bb.feature_info, spec)[0] is None:
-                size = sum(p.numel() for p in bb.parameters())
-                best = min(best or (size, bspec.qualified_name), (size, bspec.qualified_name))
+            size, reason = fits(bspec)
         except Exception:  # a broken backbone is reported by its own checks
             continue
-    return best[1] if best else None
+        if reason is None:
+            best = min(best or (size, bspec.qualified_name), (size, bspec.qualified_name))
+    if best is not None:
+        return best[1], []
+    tried = []
+    for name in BUILTIN_BACKBONES:
+        plugin = name.partition(":")[0]
+        if plugin not in reg.plugins or not reg.plugins[plugin].ok:
+            continue
+        try:
+            _, reason = fits(reg.resolve("backbone", name))
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if reason is None:
+            return name, tried
+        tried.append(f"{name}: {reason}")
+    return None, tried
 
 
 __all__ = ["check_component", "TASK_CHECKS", "BACKBONE_CHECKS"]

@@ -1,12 +1,15 @@
 """pytest plugin (``pytest11`` entry point ``zoo``): the conformance suite as one test per spec.
 
 ``pytest --zoo-plugin=myzoo`` adds a test for every task, model, backbone and head the installed
-plugin ``myzoo`` registers (:func:`zoo_core.testing.check_spec`); ``--zoo-sample=N`` checks N
-models/backbones/heads evenly spread over the sorted list (tasks are always checked);
-``--zoo-backbone=NAME`` is the backbone heads are built on; ``--zoo-max-params=N`` skips (and
-names) models above N parameters, so a sample of a large catalog stays runnable on a CPU. The option may be repeated. A failure
-names the plugin, the spec, each failed check and its fix; ``-rA`` also shows passed and skipped
-checks. Without ``--zoo-plugin`` this plugin adds nothing and imports nothing heavy.
+plugin ``myzoo`` registers (:func:`zoo_core.testing.check_spec`; a model is checked for every task it
+declares, and fails naming the task that broke). ``--zoo-sample=N`` checks N models/backbones/heads
+evenly spread over the sorted list (tasks are always checked); ``--zoo-backbone=NAME`` is the
+backbone heads are built on (default: the plugin's own smallest compatible one, else a small built-in
+one); ``--zoo-max-params=N`` skips (and names) models above N parameters, so a sample of a large
+catalog stays runnable on a CPU. ``--zoo-plugin`` may be repeated. A failure names the plugin, the
+spec, each failed check and its fix; ``-rA`` also shows passed and skipped checks. Nothing that
+hides a whole spec is skipped unless asked for (``--zoo-max-params``, ``-k``, ``--deselect``): a head
+no backbone can feed fails. Without ``--zoo-plugin`` this plugin adds nothing and imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -28,15 +31,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "(repeatable)")
     group.addoption("--zoo-sample", type=int, default=None, metavar="N",
                     help="check only N models/backbones/heads per plugin, evenly spread (tasks: all)")
-    group.addoption("--zoo-max-params", type=int, default=200_000_000, metavar="N",
-                    help="skip models with more parameters than N (counted without memory; default 200M)")
+    group.addoption("--zoo-max-params", type=int, default=None, metavar="N",
+                    help="skip models with more parameters than N (counted without memory; default: no limit)")
     group.addoption("--zoo-backbone", default=None, metavar="NAME",
-                    help="backbone to build heads on (default: the first compatible one of the plugin)")
+                    help="backbone to build heads on (default: the plugin's smallest compatible backbone, "
+                         "else a small built-in one such as timm:test_resnet)")
 
 
 @pytest.hookimpl(tryfirst=True)  # before -k/-m deselection, so those filter the generated tests
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    names: list[str] = config.getoption("zoo_plugin") or []
+    names: list[str] = list(dict.fromkeys(config.getoption("zoo_plugin") or []))  # ini addopts + command line
     if not names:
         return
     from zoo_core.errors import ZooError
@@ -88,12 +92,12 @@ class ConformanceItem(pytest.Item):
                                 max_params=self.config.getoption("zoo_max_params"))
         self.add_report_section("call", "zoo conformance", str(report))
         report.raise_for_failures()
-        built = report.result("build")
-        if built is not None and built.status == "skip":  # e.g. above --zoo-max-params
-            pytest.skip(f"{report.origin}: {built.detail}")
+        builds = [r for r in report.results if r.check == "build"]
+        if builds and all(r.status == "skip" for r in builds):  # above --zoo-max-params: skipped as asked
+            pytest.skip(f"{report.origin}: {builds[0].detail}")
         for r in report.skipped:
             if r.fix:  # a check that could not run for a reason the author can fix
-                warnings.warn(ConformanceSkipWarning(f"{report.origin}: {r.check} skipped: {r.detail} "
+                warnings.warn(ConformanceSkipWarning(f"{report.origin}: {r.label} skipped: {r.detail} "
                                                      f"(fix: {r.fix})"), stacklevel=1)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:

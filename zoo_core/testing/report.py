@@ -23,9 +23,16 @@ class CheckResult:
     detail: str = ""
     fix: str = ""
     seconds: float = 0.0
+    #: the task a model's check ran for (a model is checked for every task it declares; "" otherwise)
+    task: str = ""
+
+    @property
+    def label(self) -> str:
+        """``build`` or, for a task's run, ``build, task 'counting'``."""
+        return f"{self.check}, task {self.task!r}" if self.task else self.check
 
     def __str__(self) -> str:
-        text = f"[{self.status}] {self.check}" + (f" ({self.seconds:.1f}s)" if self.seconds >= 0.1 else "")
+        text = f"[{self.status}] {self.label}" + (f" ({self.seconds:.1f}s)" if self.seconds >= 0.1 else "")
         if self.detail:
             text += f": {self.detail}"
         if self.fix and self.status != "pass":
@@ -56,9 +63,14 @@ class SpecReport:
     def skipped(self) -> list[CheckResult]:
         return [r for r in self.results if r.status == "skip"]
 
-    def result(self, check: str) -> CheckResult | None:
-        """The result of the check called ``check`` (None when it was not run)."""
-        return next((r for r in self.results if r.check == check), None)
+    @property
+    def tasks(self) -> list[str]:
+        """The tasks the checks ran for, in order (a model: every task it declares)."""
+        return list(dict.fromkeys(r.task for r in self.results if r.task))
+
+    def result(self, check: str, task: str | None = None) -> CheckResult | None:
+        """The result of the check called ``check`` (for ``task``; default: the first task's), or None."""
+        return next((r for r in self.results if r.check == check and (task is None or r.task == task)), None)
 
     @property
     def origin(self) -> str:
@@ -82,7 +94,7 @@ class ConformanceError(PluginError, AssertionError):
         self.report = report
         lines = [f"{report.origin} does not conform:"]
         for r in report.failures:
-            lines.append(f"  {r.check}: {r.detail}")
+            lines.append(f"  {r.label}: {r.detail}")
             if r.fix:
                 lines.append(f"    fix: {r.fix}")
         super().__init__("\n".join(lines))

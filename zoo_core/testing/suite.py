@@ -21,10 +21,11 @@ def check_spec(spec: str | Spec, *, task: str | None = None, checks: Sequence[st
                registry: Registry | None = None) -> SpecReport:
     """Check one spec (a :class:`Spec` or a qualified name such as ``"myzoo:tiny_cnn"``).
 
-    ``task``: which of a model's tasks to check (default: its first); ``checks``: a subset of the
-    check names (their prerequisites run too); ``backbone``: what a head is built on (default: the
-    smallest compatible backbone of the head's own plugin); ``max_params``: skip models larger than
-    this (counted on the meta device).
+    ``task``: which of a model's tasks to check (default: every task it declares, each result naming
+    its task); ``checks``: a subset of the check names (their prerequisites run too); ``backbone``: what
+    a head is built on (default: the smallest compatible backbone of the head's own plugin, else the
+    first fitting one of :data:`~zoo_core.testing.component_checks.BUILTIN_BACKBONES`; a head none can
+    feed fails); ``max_params``: skip models larger than this (counted on the meta device).
     Returns a :class:`SpecReport`; call ``report.raise_for_failures()`` to turn failures into a
     :class:`ConformanceError` that names the plugin, the spec, each failed check and its fix.
     """

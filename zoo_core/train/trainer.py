@@ -49,11 +49,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class FitResult:
-    """What ``fit`` returns: the last validation's metrics, best value, files written."""
+    """What ``fit`` returns: the last validation's metrics, best value, files written.
+
+    Epochs are counted from 1, as the progress bar, ``metrics.csv``'s ``epoch`` column and the summary
+    table count them: ``best_epoch`` is the number of the epoch whose validation gave ``best_value``
+    (None without validation); ``epochs`` is how many epochs have run.
+    """
 
     metrics: dict[str, float] = field(default_factory=dict)
     monitor: str = ""
     best_value: float | None = None
+    #: 1-based: the epoch whose validation gave ``best_value`` (metrics.csv's ``epoch`` of that row)
     best_epoch: int | None = None
     epochs: int = 0
     steps: int = 0
@@ -387,7 +393,9 @@ class Trainer(CheckpointMixin):
         model.last_metrics = scalar_metrics(self.metrics)
         model.eval()
         result = FitResult(metrics=scalar_metrics(self.metrics), monitor=self.monitor,
-                           best_value=self.checkpointer.best_value, best_epoch=self.checkpointer.best_epoch,
+                           best_value=self.checkpointer.best_value,  # best_epoch: 1-based, as metrics.csv
+                           best_epoch=(None if self.checkpointer.best_epoch is None
+                                       else self.checkpointer.best_epoch + 1),
                            epochs=self.state.epoch, steps=self.state.step, stopped_early=bool(self.stop_reason),
                            out_dir=self.out_dir, last_checkpoint=self.last_path,
                            best_checkpoint=self.best_path if self.best_path.exists() else None)

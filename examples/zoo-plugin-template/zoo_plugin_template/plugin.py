@@ -22,3 +22,12 @@ def register_models(register):
         register(name, "zoo_plugin_template.models:build_tinycnn", tasks=("classification",),
                  kwargs={"widths": widths}, input_size=(3, 32, 32), export_formats=("onnx",),
                  description=description)
+
+
+@hookimpl
+def register_heads(register):
+    # requires: the head needs one map at stride 4 to 16 (keys: min_levels, strides, min_stride, max_stride,
+    # single_level_ok); saved_options: the builder options a saved model's config may set when rebuilt
+    register("liteseg", "zoo_plugin_template.heads:build_liteseg", task="segmentation",
+             requires={"min_levels": 1, "min_stride": 4, "max_stride": 16}, saved_options=("channels",),
+             description="a light segmentation head on the backbone's deepest map at stride 4-16")

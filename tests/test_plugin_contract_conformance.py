@@ -222,6 +222,7 @@ def test_the_cli_shows_a_builders_value_error_naming_builder_plugin_and_distribu
                           "'zoo-acme'))"), err
 
 
+@pytest.mark.slow  # two pytest subprocesses
 def test_pytest_checks_a_plugin_named_twice_once_and_skips_no_model_by_size_unless_asked(tmp_path):
     """``addopts = "--zoo-plugin=X"`` plus ``pytest --zoo-plugin=X`` (what the guide's template and its text
     together give) must not run every check twice; ``--zoo-max-params`` has no default limit."""

@@ -153,8 +153,8 @@ def test_compat_lists_both_heads_for_a_vit():
 def test_zoo_info_describes_a_head_and_zoo_compat_prints_the_verdicts(capsys):
     assert main(["info", "faster_rcnn"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("faster_rcnn: a head, not a whole model (torchvision:faster_rcnn")
-    assert "task:  detection" in out and "min_levels=2" in out and "head='faster_rcnn'" in out
+    assert out.startswith("faster_rcnn: a detection head, not a whole model") and "torchvision:faster_rcnn" in out
+    assert "task:          detection" in out and "min_levels=2" in out and "head='faster_rcnn'" in out
     assert main(["compat", "timm:vit_tiny_patch16_224", "--task", "seg"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert sorted(line.split()[0] for line in lines) == ["smp:unet", "torchvision:deeplabv3"]

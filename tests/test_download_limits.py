@@ -158,3 +158,31 @@ def test_a_trickling_server_is_abandoned_by_its_rate_long_before_the_deadline(se
     monkeypatch.setenv("ZOO_DOWNLOAD_TIMEOUT", "1")
     with pytest.raises(WeightsError, match="did not finish within ZOO_DOWNLOAD_TIMEOUT=1 s"):
         download(url, dest, weights(url), progress=False)
+
+
+def test_a_page_that_is_not_weights_is_not_cached_even_with_a_length(tmp_path, monkeypatch):
+    """A proxy or captive portal answers 200 with an HTML page and a Content-Length: not a weights file."""
+    import http.server as hs
+
+    class Portal(hs.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = b"<html><body>Please log in to the network</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = hs.ThreadingHTTPServer(("127.0.0.1", 0), Portal)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_port}/w.safetensors"
+        dest = tmp_path / "cache" / "w.safetensors"
+        with pytest.raises(WeightsError, match=r"was not cached: .*The server sent no hash"):
+            download(url, dest, weights(url), progress=False)
+        assert list(dest.parent.iterdir()) == []
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -341,11 +341,12 @@ def download(url: str, dest: Path, weights: PretrainedWeights, *, progress: bool
         if total is not None and received != total:
             raise WeightsError(f"download of {url} is truncated: got {received} of {total} bytes. The "
                                "partial file was deleted; try again")
-        if total is None and not (published or weights.sha256 or weights.hash_prefix):
-            why = incomplete(tmp)  # nothing else can tell a cut-off body from a whole one
-            if why is not None:
-                raise WeightsError(f"download of {url} was not cached: {why}. The server sent no Content-Length "
-                                   f"and no hash. The partial file was deleted; try again. {hint}")
+        if not (published or weights.sha256 or weights.hash_prefix):
+            why = incomplete(tmp)  # without a hash only the file's own structure tells a weights file (whole)
+            if why is not None:  # from a cut-off body, or from a proxy's HTML page served with a length
+                sent = "no hash" if total is not None else "no Content-Length and no hash"
+                raise WeightsError(f"download of {url} was not cached: {why}. The server sent {sent}. The partial "
+                                   f"file was deleted; try again. {hint}")
         actual = h.hexdigest()
         if published and not weights.sha256 and actual != published:
             raise WeightsError(f"download of {url} is corrupt or truncated: sha256 {actual}, but the server "

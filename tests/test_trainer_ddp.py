@@ -9,6 +9,7 @@ epochs of SGD (lr 0.05); the merged validation metrics count the same 12 samples
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,8 +24,16 @@ TOLERANCE = 1e-5
 def _run(cmd: list[str], out: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1", "ZOO_HOME": str(tmp_path / "home")}
-    proc = subprocess.run(cmd + [str(HERE / "trainer_toy.py"), "ddp", str(out)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    for attempt in range(2):
+        proc = subprocess.run(cmd + [str(HERE / "trainer_toy.py"), "ddp", str(out)], env=env, capture_output=True,
+                              text=True, timeout=300)
+        # gloo/TCPStore on a loaded 2-core machine sometimes aborts a rank while the group forms (C++
+        # "terminate called without an active exception", no Python traceback; seen at the commit before
+        # this test's code changed too): that one startup failure is retried once, in a clean folder
+        if proc.returncode == 0 or attempt or "terminate called without an active exception" not in proc.stderr \
+                or f"File \"{HERE.parent}" in proc.stderr:  # a Python error of ours is never retried
+            break
+        shutil.rmtree(out, ignore_errors=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
 
 

@@ -132,6 +132,10 @@ class Task(abc.ABC):
     default_metric: ClassVar[str] = ""
     #: higher is better for ``default_metric``
     default_metric_mode: ClassVar[str] = "max"
+    #: the keyword options :meth:`predict` reads (``model.predict(x, topk=3)``), each with a one-line
+    #: meaning; what ``zoo serve`` passes through from a request (and its page offers), refusing any
+    #: other name. ``None``: not declared, so a server passes every option on unchecked.
+    predict_options: ClassVar[Mapping[str, str] | None] = None
 
     @abc.abstractmethod
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",

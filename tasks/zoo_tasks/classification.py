@@ -69,6 +69,7 @@ class ClassificationTask(OptionsMixin, Task):
     default_metric = "accuracy"
     default_metric_mode = "max"
     option_defaults = DEFAULT_OPTIONS
+    predict_options = {"topk": "how many classes to list, best first (a whole number >= 1)"}
 
     def validate_num_classes(self, num_classes: int) -> None:
         if num_classes < 2:
@@ -144,7 +145,7 @@ class ClassificationTask(OptionsMixin, Task):
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
                 ) -> list[Classification]:
         """Top-1 and top-k (``topk=``) for PIL images or ``(C, H, W)`` tensors in [0, 1]."""
-        k = min(int(options.get("topk", self.options(model)["topk"])), model.num_classes)
+        k = min(self.whole_value("topk", options.get("topk", self.options(model)["topk"])), model.num_classes)
         transform = eval_transform(model.preprocess)
         device, dtype = _model_device(model)
         if all(isinstance(im, Tensor) for im in images) and len({tuple(im.shape) for im in images}) == 1:

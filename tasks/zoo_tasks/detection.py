@@ -61,6 +61,7 @@ class DetectionTask(OptionsMixin, Task):
     unit_interval_options = (*OptionsMixin.unit_interval_options, "score_threshold")
     default_metric_mode = "max"
     option_defaults = DEFAULT_OPTIONS
+    predict_options = {"score_threshold": "drop detections scoring below this (a number in [0, 1])"}
 
     # ---- data -----------------------------------------------------------------------------------
     def demo(self) -> DemoRecipe:

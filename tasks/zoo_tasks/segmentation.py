@@ -74,6 +74,7 @@ class SegmentationTask(OptionsMixin, Task):
     default_metric_mode = "max"
 
     option_defaults = DEFAULT_OPTIONS
+    predict_options = {"image_size": "the size the image is resized to for the network (pixels, or [height, width])"}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -173,7 +174,9 @@ class SegmentationTask(OptionsMixin, Task):
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
                 ) -> list[SegmentationMask]:
         """Per-pixel classes at each input image's own size, with the winning class's probability."""
-        transform = joint_transform(model.preprocess, options.get("image_size"), train=False)
+        size = options.get("image_size")
+        transform = joint_transform(model.preprocess, None if size is None else self.size_value("image_size", size),
+                                    train=False)
         device, dtype = _model_device(model)
         sizes, batch = [], []
         for img in images:

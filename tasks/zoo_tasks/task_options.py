@@ -48,3 +48,22 @@ class OptionsMixin:
             raise OptionError(f"task option {key}={value!r}: must be a number in [0, 1] (a probability or "
                               f"fraction); default {self.option_defaults[key]!r}")
         return float(value)
+
+    @staticmethod
+    def whole_value(key: str, value: Any) -> int:
+        """``value`` of option ``key`` as an int >= 1; anything else (0, -2, 2.5, "abc", True) is an OptionError."""
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+            raise OptionError(f"option {key}={value!r}: must be a whole number >= 1")
+        return int(value)
+
+    @classmethod
+    def size_value(cls, key: str, value: Any) -> tuple[int, int]:
+        """``value`` of option ``key`` (``n`` or ``[height, width]``, each a whole number >= 1) as ``(h, w)``."""
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            return (cls.whole_value(key, value[0]), cls.whole_value(key, value[1]))
+        try:
+            side = cls.whole_value(key, value)
+        except OptionError:
+            raise OptionError(f"option {key}={value!r}: must be a size in pixels, n or [height, width], "
+                              "whole numbers >= 1") from None
+        return (side, side)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import timm
 import torch
 from torch import nn
 
+import zoo_core as zoo
+
 from zoo_core.data.digits import CLASS_NAMES, make_digits
-from zoo_core.errors import IncompatibleError, WeightsError
+from zoo_core.errors import IncompatibleError
 from zoo_core.model import Preprocess, ZooModel
 from zoo_core.quantize import choose_method
 
@@ -96,10 +100,32 @@ def test_bad_requests_are_refused_with_the_fix():
         _wrap(Branchy()).quantize("int8", calibration_data=torch.rand(2, 3, 32, 32), timing_iters=1)
 
 
-def test_int8_model_save_says_how_to_ship_it(tmp_path):
-    res = _wrap(_convnet()).quantize("int8", calibration_data=torch.randn(8, 3, 32, 32), timing_iters=1)
-    with pytest.raises(WeightsError, match="export it with model.export\\('torchscript'"):
-        res.model.save(tmp_path / "q")
-    out = res.model.export("torchscript", tmp_path / "q.pt")
-    print(f"int8 torchscript export: {out}")
+def test_int8_models_save_and_load_with_identical_outputs_and_the_metric_change(tmp_path):
+    # before: model.save() of any int8 model raised WeightsError ("export it with torchscript")
+    root = make_digits(tmp_path / "digits", image_size=32, limit=40)
+    torch.manual_seed(0)
+    float_model = zoo.load("torchvision:resnet18", task="cls", class_names=CLASS_NAMES, image_size=32).eval()
+    static = float_model.quantize("int8", method="static", calibration_data=root, eval_data=root,
+                                  calibration_batches=2, timing_iters=1)
+    out = static.model.save(tmp_path / "static")
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantized"]["method"] == "static" and config["quantized"]["backend"] == static.backend
+    assert config["quantized"]["metrics_before"]["accuracy"] == static.metrics_before["accuracy"]
+    assert config["quantized"]["metrics_after"]["accuracy"] == static.metrics_after["accuracy"]
+    card = (out / "README.md").read_text()
+    assert (f"- accuracy: {static.metrics_before['accuracy']:.4f} -> {static.metrics_after['accuracy']:.4f}"
+            in card)
+    assert (out / "model.safetensors").stat().st_size < 0.4 * static.size_before  # int8 on disk, not float
+    again = zoo.load(out)
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        assert torch.equal(static.model(x), again(x))
+    assert again.config["quantized"]["method"] == "static" and again.last_metrics == static.metrics_after
+
+    vit = zoo.load("timm:vit_tiny_patch16_224", task="cls", num_classes=10, img_size=32, patch_size=8, depth=2)
+    dynamic = vit.quantize("int8", timing_iters=1).model
+    reloaded = zoo.load(dynamic.save(tmp_path / "dynamic"))
+    with torch.no_grad():
+        assert torch.equal(dynamic(x), reloaded(x))
+    out = reloaded.export("torchscript", tmp_path / "q.pt")  # and it still ships as TorchScript
     assert out.max_abs_diff <= out.tolerance

@@ -116,6 +116,8 @@ def test_options_pass_through_and_bad_ones_are_named(client, models):
         assert r.status_code == 400, (option, value, r.text)
         assert r.json()["error"] == "bad_option" and named in r.json()["detail"], r.json()
     assert client.post("/predict", data={"model": "cls"}, files=upload(img)).status_code == 200
+    huge = client.post("/predict", data={"model": "seg", "image_size": "[100000, 100000]"}, files=upload(img))
+    assert huge.status_code == 413 and "image_size" in huge.json()["detail"]  # no 10^10-pixel resize on request
 
 
 def bad_requests(png: bytes) -> list[tuple[dict, int, str, str]]:

@@ -16,6 +16,7 @@ from torch import nn
 
 if TYPE_CHECKING:
     from .export import ExportResult
+    from .prune import PruneResult
     from .quantize import QuantizeResult
     from .task import Prediction, Task
     from .weights import LoadReport
@@ -296,6 +297,17 @@ class ZooModel(nn.Module):
         from .quantize import quantize
 
         return quantize(self, mode, calibration_data=calibration_data, eval_data=eval_data, **kwargs)
+
+    def prune(self, amount: float = 0.3, method: str = "l1-structured", *, calibration_data: Any = None,
+              eval_data: Any = None, **kwargs: Any) -> "PruneResult":
+        """A pruned copy (``"l1-structured"`` channels, or ``"unstructured"`` weights), with parameters,
+        MACs, size, CPU latency and metric changes reported.
+
+        See :func:`zoo_core.prune.prune`; this model is left unchanged.
+        """
+        from .prune import prune
+
+        return prune(self, amount, method, calibration_data=calibration_data, eval_data=eval_data, **kwargs)
 
     def set_image_size(self, size: int | Sequence[int]) -> None:
         """Change the input size used by predict / evaluate / export (the Trainer's ``image_size``)."""

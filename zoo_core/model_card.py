@@ -45,6 +45,7 @@ def model_card(config: dict[str, Any]) -> str:
             lines += ["", f"Per-class and structured results ({', '.join(nested)}) are in config.json."]
     else:
         lines.append("Not evaluated yet (run `zoo.evaluate(model, data)` before saving).")
+    lines += compression_lines(config)
     lines += ["", "## Training", ""]
     if config.get("training"):
         lines += ["```json", json.dumps(config["training"], indent=2, sort_keys=True, default=str), "```"]
@@ -64,6 +65,39 @@ def model_card(config: dict[str, Any]) -> str:
               f"- model.safetensors sha256: {config['sha256']}",
               "- versions: " + ", ".join(f"{k} {v}" for k, v in sorted(vers.items()))]
     return "\n".join(lines) + "\n"
+
+
+def compression_lines(config: dict[str, Any]) -> list[str]:
+    """The card's "Compression" section: each pruning step and the int8 recipe, with the metric before and
+    after each (what ``model.prune`` / ``model.quantize`` measured on their ``eval_data``)."""
+    pruned, quantized = config.get("pruned") or {}, config.get("quantized") or {}
+    if not pruned and not quantized:
+        return []
+    lines = ["", "## Compression", ""]
+    for step in pruned.get("history") or []:
+        params, macs = step.get("params") or [0, 0], step.get("macs_per_image") or [0, 0]
+        nonzero = step.get("nonzero_params") or params
+        lines.append(f"- pruned ({step.get('method')}, amount {step.get('amount')}): parameters {params[0]:,} -> "
+                     f"{params[1]:,}, non-zero {nonzero[0]:,} -> {nonzero[1]:,}, MACs per image {macs[0]:,} -> "
+                     f"{macs[1]:,}")
+        lines += _metric_change_rows(step)
+    if pruned.get("structure", {}).get("shapes"):
+        lines.append(f"- the pruned architecture is recorded in config.json (`pruned.structure`: "
+                     f"{len(pruned['structure']['shapes'])} tensors reshaped); `zoo.load` rebuilds it")
+    if quantized:
+        lines.append(f"- int8 ({quantized.get('method')} quantisation, {quantized.get('backend')} backend): "
+                     "loads on CPU; `zoo.load` quantizes the architecture again and loads the saved int8 tensors")
+        lines += _metric_change_rows(quantized)
+    return lines
+
+
+def _metric_change_rows(step: dict[str, Any]) -> list[str]:
+    before, after = step.get("metrics_before") or {}, step.get("metrics_after") or {}
+    keys = [k for k in before if k in after and k != "num_samples"]
+    if not keys:
+        return ["  - metrics not measured (pass eval_data= to measure the change)"]
+    return [f"  - {k}: {_fmt_value(before[k])} -> {_fmt_value(after[k])} ({after[k] - before[k]:+.4f})"
+            for k in keys if isinstance(before[k], (int, float)) and isinstance(after[k], (int, float))]
 
 
 def _fmt_value(v: Any) -> str:

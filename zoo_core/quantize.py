@@ -3,32 +3,34 @@
 Two methods, chosen by where a model's weights are (``method="auto"``):
 
 - ``"dynamic"``: ``nn.Linear`` weights stored as int8, activations quantised on the fly. Right for
-  linear-heavy models (ViT, MLP heads); needs no calibration data.
+  linear-heavy models (ViT, MLP heads) and for detectors (their box head); needs no calibration data.
 - ``"static"``: FX graph-mode post-training quantisation: observers are inserted, the model runs
   on ``calibration_data`` (a few batches of representative images) to fix activation ranges, then
   convolutions and linears become int8 kernels (fbgemm/x86 on Intel/AMD, qnnpack on ARM). Right
-  for convnets. A model FX cannot trace fails with a message suggesting ``method="dynamic"``.
+  for convnets. A model FX cannot trace fails with a message suggesting ``method="dynamic"``; a
+  detector (its outputs are per-image sets of boxes) is refused before tracing, saying why.
 
 The result reports the serialized state size before/after, the CPU latency of one calibration
 batch (median of a few fixed iterations; reported, not a benchmark), how far int8 outputs are from
-float ones, and, given ``eval_data``, the metric change measured with :func:`zoo_core.evaluate`.
-The original model is never modified: a quantised copy is returned (CPU only).
+float ones (a detector's boxes are matched by IoU, and the count difference is reported), and, given
+``eval_data``, the metric change measured with :func:`zoo_core.evaluate`, which is also kept in the
+int8 model's ``config["quantized"]`` (so ``model.save`` writes it to config.json and the model card).
+The original model is never modified: a quantised copy is returned (CPU only). ``model.save`` stores
+it as int8 tensors + a JSON layout (:mod:`zoo_core.compressed_io`) and ``zoo.load`` rebuilds it exactly.
 """
 
 from __future__ import annotations
 
 import copy
-import io
-import statistics
-import time
 import warnings
 from dataclasses import dataclass, field
-from itertools import islice
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 from torch import nn
 
+from .compression import (compare_outputs, cpu_latency_ms, input_batches, is_set_output, metric_change,
+                          metric_lines, metrics_on, probe_input, set_summary, state_bytes, wrap_like)
 from .errors import IncompatibleError, ZooError
 
 if TYPE_CHECKING:
@@ -39,7 +41,12 @@ METHODS = ("auto", "dynamic", "static")
 
 @dataclass
 class QuantizeResult:
-    """The int8 model and what changed. Sizes in bytes, latencies in milliseconds."""
+    """The int8 model and what changed. Sizes in bytes, latencies in milliseconds.
+
+    ``output_max_abs_diff`` / ``output_rel_error`` compare int8 outputs with float ones on the probe
+    batch; for a detector they cover the boxes and scores matched by IoU, and ``sets`` holds the
+    counts and the matching (:class:`zoo_core.compression.OutputDiff`).
+    """
 
     model: "ZooModel"
     method: str
@@ -52,6 +59,7 @@ class QuantizeResult:
     output_rel_error: float
     metrics_before: dict[str, float] = field(default_factory=dict)
     metrics_after: dict[str, float] = field(default_factory=dict)
+    sets: dict[str, float] = field(default_factory=dict)
 
     @property
     def size_ratio(self) -> float:
@@ -61,16 +69,16 @@ class QuantizeResult:
     @property
     def metric_change(self) -> dict[str, float]:
         """``after - before`` for every numeric metric measured on ``eval_data``."""
-        return {k: self.metrics_after[k] - v for k, v in self.metrics_before.items() if k in self.metrics_after}
+        return metric_change(self.metrics_before, self.metrics_after)
 
     def __str__(self) -> str:
         lines = [f"int8 ({self.method}, {self.backend}): size {self.size_before / 1e6:.2f} MB -> "
                  f"{self.size_after / 1e6:.2f} MB ({self.size_ratio:.0%}); CPU latency "
                  f"{self.latency_before_ms:.1f} ms -> {self.latency_after_ms:.1f} ms per batch; outputs vs "
                  f"float: max |diff| {self.output_max_abs_diff:.3g}, relative error {self.output_rel_error:.3g}"]
-        for key, delta in self.metric_change.items():
-            lines.append(f"  {key}: {self.metrics_before[key]:.4f} -> {self.metrics_after[key]:.4f} ({delta:+.4f})")
-        return "\n".join(lines)
+        if self.sets:
+            lines.append("  " + set_summary(self.sets, "float", "int8"))
+        return "\n".join(lines + metric_lines(self.metrics_before, self.metrics_after))
 
 
 def quantize(model: "ZooModel", mode: str = "int8", *, calibration_data: Any = None, eval_data: Any = None,
@@ -83,45 +91,60 @@ def quantize(model: "ZooModel", mode: str = "int8", *, calibration_data: Any = N
     path the model's task reads; at most ``calibration_batches`` batches are used. Required for
     ``"static"``; for ``"dynamic"`` it is only used to measure latency and output error (random
     inputs at the model's size otherwise). ``eval_data``: anything :func:`zoo_core.evaluate`
-    accepts; the float and int8 models are both evaluated on it.
+    accepts; the float and int8 models are both evaluated on it. ``"auto"`` picks ``"dynamic"`` for a
+    model whose outputs are sets of boxes (a detector) or whose weights are mostly in Linear layers.
     """
-    from .export import default_sample
-
     if mode != "int8":
         raise ValueError(f"quantisation mode {mode!r} is not supported; use 'int8'")
     if method not in METHODS:
         raise ValueError(f"quantisation method {method!r} is unknown; use one of {', '.join(METHODS)}")
-    method = choose_method(model.net) if method == "auto" else method
+    if model.config.get("quantized"):
+        raise ValueError(f"{model.label} is already int8 ({model.config['quantized'].get('method')}); quantize "
+                         "the float model instead")
     backend = backend or _default_backend()
-    batches = list(_calibration_batches(calibration_data, model, calibration_batches))
+    batches = input_batches(calibration_data, model, calibration_batches)
+    probe = probe_input(batches, model)
+    float_net = copy.deepcopy(model.net).cpu().eval()
+    with torch.no_grad():
+        ref = float_net(probe)
+    sets = is_set_output(ref)
+    method = ("dynamic" if sets else choose_method(float_net)) if method == "auto" else method
+    if method == "static" and sets:
+        raise IncompatibleError(
+            f"static int8 quantisation is refused for {model.label}: its forward returns per-image sets of boxes, "
+            "made by data-dependent steps (image resizing, anchors, box decoding, NMS, a different number of "
+            "boxes per image) that torch.fx cannot trace into one static graph, and int8 convolutions would need "
+            "their activations quantised and dequantised around each of those steps. Use method='dynamic' "
+            "(its Linear layers, the box head, become int8), or export to ONNX and quantise it there")
     if method == "static" and not batches:
         raise ValueError("static int8 quantisation needs calibration_data= (a few batches of representative, "
                          "preprocessed images, or a dataset path); or use method='dynamic'")
-    probe = batches[0] if batches else default_sample(model, batch=2).cpu()
-    float_net = copy.deepcopy(model.net).cpu().eval()
+    qnet = quantize_net(float_net, method, backend, batches)
+    qmodel = int8_model(model, qnet, {"dtype": "int8", "method": method, "backend": backend})
+    with torch.no_grad():
+        diff = compare_outputs(ref, qnet(probe))
+    result = QuantizeResult(qmodel, method, backend, state_bytes(float_net), state_bytes(qnet),
+                            cpu_latency_ms(float_net, probe, timing_iters), cpu_latency_ms(qnet, probe, timing_iters),
+                            diff.max_abs_diff, diff.rel_error, sets=diff.sets)
+    if eval_data is not None:
+        float_model = wrap_like(model, float_net, model.config)
+        result.metrics_before = metrics_on(float_model, eval_data, eval_kwargs)
+        result.metrics_after = metrics_on(qmodel, eval_data, eval_kwargs)
+        qmodel.last_metrics = dict(result.metrics_after)
+        qmodel.config["quantized"].update(metrics_before=dict(result.metrics_before),
+                                          metrics_after=dict(result.metrics_after))
+    return result
+
+
+def quantize_net(float_net: nn.Module, method: str, backend: str, batches: list[torch.Tensor]) -> nn.Module:
+    """An int8 copy of ``float_net`` (eval mode, CPU) by ``method`` on ``backend`` (the quantized engine is
+    set to it: packed int8 kernels depend on it). ``batches`` calibrate ``"static"``."""
+    torch.backends.quantized.engine = backend
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao.quantization announces its own deprecation
         if method == "dynamic":
-            qnet = torch.ao.quantization.quantize_dynamic(copy.deepcopy(float_net), {nn.Linear}, dtype=torch.qint8)
-        else:
-            qnet = _static_fx(float_net, batches, backend)
-    qmodel = _wrap_like(model, qnet, method, backend)
-    with torch.no_grad():
-        ref, got = _flat(float_net(probe)), _flat(qnet(probe))
-    diff = float((got - ref).abs().max())
-    rel = float((got - ref).norm() / ref.norm().clamp_min(1e-12))
-    result = QuantizeResult(qmodel, method, backend, state_bytes(float_net), state_bytes(qnet),
-                            cpu_latency_ms(float_net, probe, timing_iters), cpu_latency_ms(qnet, probe, timing_iters),
-                            diff, rel)
-    if eval_data is not None:
-        from .evaluate import evaluate
-
-        kwargs = {"plots": False, "progress": False, **(eval_kwargs or {})}
-        float_model = _wrap_like(model, float_net, "float", backend)
-        result.metrics_before = _scalars(evaluate(float_model, eval_data, device="cpu", **kwargs))
-        result.metrics_after = _scalars(evaluate(qmodel, eval_data, device="cpu", **kwargs))
-        qmodel.last_metrics = dict(result.metrics_after)
-    return result
+            return torch.ao.quantization.quantize_dynamic(copy.deepcopy(float_net), {nn.Linear}, dtype=torch.qint8)
+        return _static_fx(float_net, batches, backend)
 
 
 def choose_method(net: nn.Module) -> str:
@@ -129,26 +152,6 @@ def choose_method(net: nn.Module) -> str:
     linear = sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.Linear))
     conv = sum(m.weight.numel() for m in net.modules() if isinstance(m, nn.modules.conv._ConvNd))
     return "dynamic" if linear > conv else "static"
-
-
-def state_bytes(net: nn.Module) -> int:
-    """Bytes of ``torch.save(net.state_dict())``: what a deployed file would weigh."""
-    buf = io.BytesIO()
-    torch.save(net.state_dict(), buf)
-    return buf.tell()
-
-
-def cpu_latency_ms(net: nn.Module, x: torch.Tensor, iters: int = 5, warmup: int = 1) -> float:
-    """Median wall time of ``net(x)`` over ``iters`` runs after ``warmup`` (milliseconds)."""
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + iters):
-            start = time.perf_counter()
-            net(x)
-            if i >= warmup:
-                times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
-
 
 def _static_fx(net: nn.Module, batches: list[torch.Tensor], backend: str) -> nn.Module:
     from torch.ao.quantization import get_default_qconfig_mapping
@@ -175,63 +178,11 @@ def _default_backend() -> str:
     raise ZooError(f"this torch build has no int8 CPU backend (supported engines: {engines})")
 
 
-def _calibration_batches(data: Any, model: "ZooModel", limit: int) -> Iterable[torch.Tensor]:
-    """Input tensors from the forms ``calibration_data`` may take (see :func:`quantize`)."""
-    if data is None:
-        return []
-    if isinstance(data, torch.Tensor):
-        batches = [_inputs(b) for b in data.split(8)][:limit]
-    else:
-        if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__") or \
-                isinstance(data, torch.utils.data.Dataset):
-            from .train.data import read_data
-
-            task = model.task_impl
-            ds = read_data(data, task, model, split="train", train=False)
-            data = ds if isinstance(ds, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(
-                ds, batch_size=8, shuffle=False, collate_fn=task.collate)
-        batches = [_inputs(item) for item in islice(data, limit)]
-    channels = model.preprocess.in_chans
-    wrong = next((tuple(b.shape) for b in batches if b.shape[1] != channels), None)
-    if wrong is not None:
-        raise ValueError(f"calibration data has batches of shape {wrong}, but the model takes {channels}-channel "
-                         f"images (preprocess.in_chans): pass (B, {channels}, H, W) tensors or an image folder")
-    return batches
-
-
-def _inputs(item: Any) -> torch.Tensor:
-    x = getattr(item, "inputs", item)  # a Batch, or a plain tensor / pair / list of images
-    if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):
-        x = x[0] if x[0].dim() == 4 else torch.stack(list(x))
-    if not isinstance(x, torch.Tensor) or x.dim() != 4:
-        raise TypeError(f"calibration data must yield (B, C, H, W) image tensors; got {type(x).__name__}"
-                        f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")
-    return x.cpu().float()
-
-
-def _flat(out: Any) -> torch.Tensor:
-    from torch.utils._pytree import tree_leaves
-
-    leaves = [t.dequantize() if t.is_quantized else t for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-    return torch.cat([t.detach().float().reshape(-1) for t in leaves])
-
-
-def _scalars(report: Any) -> dict[str, float]:
-    return {k: float(v) for k, v in dict(report).items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-def _wrap_like(model: "ZooModel", net: nn.Module, method: str, backend: str) -> "ZooModel":
-    from .model import ZooModel
-
-    config = dict(model.config)
-    if method != "float":
-        config["quantized"] = {"dtype": "int8", "method": method, "backend": backend}
-    out = ZooModel(net, task=model.task, class_names=model.class_names, preprocess=model.preprocess,
-                   config=config, head=model.head_prefixes, backbone=model.backbone_prefixes,
-                   export_formats=("torchscript",) if method != "float" else model.export_formats,
-                   provenance=dict(model.provenance))
+def int8_model(model: "ZooModel", qnet: nn.Module, recipe: Mapping[str, Any]) -> "ZooModel":
+    """The :class:`~zoo_core.model.ZooModel` around int8 ``qnet``: ``model``'s, with ``config["quantized"]``
+    = ``recipe`` (saved with it) and TorchScript as its export format."""
+    out = wrap_like(model, qnet, {**model.config, "quantized": dict(recipe)}, export_formats=("torchscript",))
     out.export_options = {**model.export_options, "reasons": {
         "onnx": "int8 models are exported to ONNX with onnxruntime's own quantiser, not from torch",
         "torch_export": "torch.ao int8 modules are not supported by torch.export; use torchscript"}}
-    return out.eval()
+    return out

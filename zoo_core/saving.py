@@ -193,10 +193,6 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     from .model_card import model_card
     from .run_files import MANIFEST_NAME, Manifest, sha256_bytes
 
-    if model.config.get("quantized"):
-        raise WeightsError("an int8 model cannot be saved with model.save() (safetensors holds plain tensors, "
-                           "not packed int8 kernels); export it with model.export('torchscript', path), or "
-                           "save the float model and quantize after loading")
     path = Path(path)
     check_folder_target(path, "model.save() folder")  # before any work: a file where the folder goes
     ensure_folder(path.parent, what="the folder for model.save()")
@@ -204,9 +200,16 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     if path.is_dir() and not path.is_symlink():
         remove_stale_temps(path)  # ... or the temp file of a killed save in place
     check_save_target(path)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
+    metadata = {"format": "pt"}
+    if model.config.get("quantized"):  # packed int8 kernels: their integers, scales and a JSON layout
+        from .compressed_io import encode_int8_state
+
+        state, layout = encode_int8_state(model.net)
+        metadata.update(layout)
+    else:
+        state = {k: v.detach().contiguous().cpu() for k, v in model.net.state_dict().items()}
     state = _dedupe_shared(state)
-    blob = save(state, metadata={"format": "pt"})
+    blob = save(state, metadata=metadata)
     provenance = {k: v for k, v in model.provenance.items() if _jsonable(v)}
     provenance["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     config: dict[str, Any] = {
@@ -313,6 +316,12 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
         raise _WE(f"{weights} does not match the sha256 recorded in {path / CONFIG_NAME}; it is "
                   "corrupt or was replaced. Save the model again")
     rehead = num_classes is not None and num_classes != config["num_classes"]
+    # a pruned or int8 model: built as its builder makes it, reshaped / requantized, then loaded (compressed_io)
+    reshaped = bool(config.get("quantized") or config.get("pruned"))
+    relabel = class_names is not None and len(class_names) != config["num_classes"]
+    if config.get("quantized") and (rehead or relabel):
+        raise WeightsError(f"{path} holds an int8 model, which cannot take a new head: load the float model "
+                           "with num_classes=..., fine-tune it, then quantize")
     names = class_names if class_names is not None else (None if rehead else config["class_names"])
     n = num_classes if num_classes is not None else (None if class_names is not None else config["num_classes"])
     from .errors import PluginError, UnknownNameError
@@ -323,8 +332,8 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
             from .compose import build_composed
 
             model = build_composed(config["task"], backbone=config["backbone"], head=config["head"],
-                                   num_classes=n, class_names=names, weights_path=weights, strict=strict,
-                                   options=config.get("options"), source=source)
+                                   num_classes=n, class_names=names, weights_path=None if reshaped else weights,
+                                   strict=strict, options=config.get("options"), source=source)
         else:
             from .saved_options import check_saved_options
 
@@ -333,9 +342,13 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
                 f"zoo.load({spec.qualified_name!r}, task={config['task']!r}, num_classes="
                 f"{config.get('num_classes')!r}, <option>=..., weights={str(path)!r})"))
             model = build_model(spec, config["task"], num_classes=n, class_names=names, tag=None,
-                                weights_path=weights, strict=strict, options=options)
+                                weights_path=None if reshaped else weights, strict=strict, options=options)
     except (UnknownNameError, PluginError) as exc:
         raise _missing_provider(path, config, exc) from exc
+    if reshaped:
+        from .compressed_io import load_reshaped
+
+        model = load_reshaped(model, config, weights, strict=strict, source=source)
     check_task(model, task)
     model.preprocess = Preprocess.from_dict(config["preprocess"])  # input handling survives a new head
     if config.get("training"):

@@ -3,4 +3,4 @@
 Modules here import torch only inside the functions that run a command, so ``zoo list`` stays fast.
 """
 
-MODULES = ("catalog", "data", "train", "demo", "weights", "bench", "serve")
+MODULES = ("catalog", "data", "train", "demo", "weights", "bench", "serve", "prune")

@@ -150,7 +150,7 @@ def create_app(models: Any, *, max_batch: int = DEFAULT_MAX_BATCH, max_wait_ms: 
             worker = pick_worker(workers, name)
             task = worker.model.task_impl
             options = check_options(options, getattr(task, "predict_options", None), model=worker.name,
-                                    task=worker.model.task)
+                                    task=worker.model.task, max_pixels=limits.max_pixels)
             images = await run_in_threadpool(load_images, items, limits)
             job = Job(images, [item.source for item in items], options)
             results = await asyncio.wrap_future(worker.submit(job))

@@ -157,12 +157,19 @@ def parse_value(text: str) -> Any:
 
 
 def check_options(options: Mapping[str, Any], declared: Mapping[str, str] | None, *, model: str,
-                  task: str) -> dict[str, Any]:
+                  task: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, Any]:
     """``options`` when the task declares every name (``Task.predict_options``); a 400 naming the others.
 
-    The values are checked by the task itself when it predicts (an ``OptionError`` becomes a 400).
+    The values are checked by the task itself when it predicts (an ``OptionError`` becomes a 400); an
+    ``image_size`` larger than ``max_pixels`` (a client asking the server to allocate a huge resize) is
+    a 413 here.
     """
     options = dict(options)
+    size = options.get("image_size")
+    sides = size if isinstance(size, (list, tuple)) and len(size) == 2 else (size, size)
+    if all(isinstance(s, int) and not isinstance(s, bool) for s in sides) and sides[0] * sides[1] > max_pixels:
+        raise RequestError(413, "too_large", f"image_size={size!r} asks for {sides[0] * sides[1]} pixels a "
+                                             f"resize, more than this server's limit of {max_pixels}")
     if declared is not None:
         unknown = sorted(set(options) - set(declared))
         if unknown:

@@ -208,6 +208,9 @@ def model_from_checkpoint(path: str | Path) -> "ZooModel":
             f"weights={str(path)!r})"))
         model = build_model(spec, reg.canonical_task(task), num_classes=None, class_names=names, tag=None,
                             weights_path=None, options=options)
+    from ..compressed_io import restore_structure
+
+    restore_structure(model, config, source=source)  # a pruned model: cut to the architecture it records
     load_into(model.net, ckpt["model"], source=f"checkpoint {path}", strict=True)
     model.preprocess = Preprocess.from_dict(ckpt["preprocess"])
     model.provenance["weights"] = str(path)

@@ -140,8 +140,10 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
          seed: int | None = None, **options: Any) -> "ZooModel":
     """Build a task model by name (or load a directory written by ``model.save``).
 
-    ``name``: ``"resnet50"``, ``"timm:resnet50"``, ``"resnet50.a1_in1k"`` (a weights tag) or a saved
-    directory. ``task``: ``"cls"``/``"classification"`` etc. (default: the model's first task).
+    ``name``: ``"resnet50"``, ``"timm:resnet50"``, ``"resnet50.a1_in1k"`` (a weights tag), a saved
+    directory, a training run's folder (``"runs/x"``: its ``model/``, else ``best.pt``, else ``last.pt``)
+    or a checkpoint file (``"runs/x/best.pt"``, which loads with its own head; :mod:`zoo_core.model_files`).
+    ``task``: ``"cls"``/``"classification"`` etc. (default: the model's first task).
     ``weights``: None (random init, the default: nothing is ever downloaded silently),
     ``"default"`` or a tag (the provider's pretrained weights, fetched offline-first), or a path to
     a ``.safetensors``/``.pt`` file or a saved directory. ``num_classes``/``class_names`` replace
@@ -163,20 +165,32 @@ def load(name: str | Path, task: str | None = None, *, num_classes: int | None =
 def _load(name: str | Path, task: str | None, *, num_classes: int | None, class_names: Sequence[str] | None,
           weights: str | Path | None, provider: str | None, strict: bool, task_options: Mapping[str, Any] | None,
           options: dict[str, Any]) -> "ZooModel":
-    from .saving import is_saved_model, load_model
+    from .model_files import is_checkpoint_file, load_checkpoint_model, model_on_disk, not_a_model_error
+    from .saving import load_model
 
-    if isinstance(name, Path) or is_saved_model(name):
+    found = model_on_disk(name)  # a saved folder, a run folder (model/, best.pt, last.pt) or a checkpoint
+    if found is not None or isinstance(name, Path):
+        if found is None:
+            raise not_a_model_error(Path(name)) if Path(name).exists() else \
+                FileNotFoundError(f"zoo.load: {name} does not exist")
         ignored = {**options, **({"weights": weights} if weights is not None else {}),
                    **({"provider": provider} if provider is not None else {})}
         if ignored:  # a saved model rebuilds from its own config.json: these would silently do nothing
             raise OptionError(f"zoo.load({str(name)!r}) loads a saved model, which rebuilds with the options and "
                               f"weights it was saved with; {sorted(ignored)} cannot apply. Load it by name "
                               "to build with other options, or pass num_classes=/class_names= to re-head it")
-        model = load_model(Path(name), task=task, num_classes=num_classes, class_names=class_names,
-                           strict=strict)
+        if is_checkpoint_file(found):
+            model = load_checkpoint_model(found, task=task, num_classes=num_classes, class_names=class_names)
+        else:
+            model = load_model(found, task=task, num_classes=num_classes, class_names=class_names, strict=strict)
         return set_task_options(model, task_options)
     reg = get_registry()
-    spec, tag = split_tag(reg, str(name), task, provider)
+    try:
+        spec, tag = split_tag(reg, str(name), task, provider)
+    except UnknownNameError:
+        if Path(name).exists():  # ./unet/ that is no model: say what it is not, not "unknown model"
+            raise not_a_model_error(Path(name)) from None
+        raise
     if weights is not None and tag is not None:
         raise ValueError(f"{name!r} names weights tag {tag!r} and weights={weights!r} was also given; pick one")
     task_name = reg.canonical_task(task) if task else spec.tasks[0]

@@ -156,6 +156,8 @@ class OutputCounter:
         self.counts: list[Tensor] = []
         self.where: list[tuple[int, list[str]]] = []
         self._batch: tuple[int, list[str], int] = (0, [], 0)
+        #: images of the batches :meth:`check_batch` found clean (their counts are no longer kept)
+        self.clean_images = 0
 
     def begin_batch(self, index: int, sources: Sequence[str], size: int) -> None:
         """Which batch the next forwards belong to (its index, each image's source, its size)."""
@@ -177,6 +179,18 @@ class OutputCounter:
         finally:
             for handle in handles:
                 handle.remove()
+
+    def check_batch(self, doing: str) -> None:
+        """:meth:`check` for a stream (``model.predict_iter``): raise if the outputs counted since the last
+        call hold NaN/Inf, else fold them into :attr:`clean_images`, so a long stream keeps no record per
+        batch. One host read per call; the error counts every image of the stream so far."""
+        if not self.counts:
+            return
+        if int(torch.stack([c.sum().to(self.counts[0].device) for c in self.counts]).sum().item()):
+            self.check(doing)
+        self.clean_images += sum(len(c) - 1 for c in {index: c for c, (index, _) in zip(self.counts, self.where)}
+                                 .values())
+        self.counts, self.where = [], []
 
     def check(self, doing: str, *, distributed: bool = False, device: torch.device | None = None) -> None:
         """Raise :class:`NonFiniteOutputError` if any output value was NaN/Inf.
@@ -202,7 +216,7 @@ class OutputCounter:
             rows[index] = [a + b for a, b in zip(row, counts)] if len(row) == len(counts) else row
             sources_of.setdefault(index, sources)
         images = sum(sum(1 for v in row[:-1] if v) for row in rows.values())
-        seen = sum(len(row) - 1 for row in rows.values())
+        seen = sum(len(row) - 1 for row in rows.values()) + self.clean_images
         first = next((k for k, row in rows.items() if any(row)), None)
         if first is None:
             where = "on another rank"

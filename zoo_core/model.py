@@ -229,42 +229,53 @@ class ZooModel(nn.Module):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)
 
-    @torch.inference_mode()
-    def predict(self, inputs: Any, *, batch_size: int = 16, **options: Any) -> list["Prediction"]:
-        """Typed predictions for a path, PIL image, ``(C,H,W)``/``(B,C,H,W)`` tensor, or a list of them.
+    def predict(self, inputs: Any, *, batch_size: int = 16, bgr: bool = False, **options: Any) -> list["Prediction"]:
+        """Typed predictions (one per image, in order) for images, files, folders, globs, URLs or videos.
+
+        ``inputs``: a path (an image file; a folder, read recursively in sorted order; a glob such as
+        ``"photos/**/*.jpg"``; a video file, one prediction per frame, through PyAV: ``pip install av``),
+        an ``http(s)`` URL (refused when ``ZOO_OFFLINE=1``), a PIL image, a ``(C,H,W)``/``(B,C,H,W)``
+        tensor, a numpy array (``(H,W)``, ``(H,W,C)`` or ``(B,H,W,C)``, channels last as PIL and OpenCV
+        give them, read as RGB: pass ``bgr=True`` for OpenCV's BGR arrays), or a list (or generator) of
+        these; see :mod:`zoo_core.predict_sources`. A video's predictions have sources ``clip.mp4#frame=N``.
 
         Tensors are images in [0, 1] (not yet normalised): float tensors are used as they are (a warning
         when their values look like 0-255), integer tensors (uint8, or any integer dtype with values in
         0..255) are divided by 255, a 1-channel image given to a 3-channel model is repeated to 3
         channels (as PIL's ``convert("RGB")`` does); other dtypes, channel counts, NaN/Inf values and
         HWC layouts raise :class:`~zoo_core.errors.InputError` naming the input
-        (:func:`~zoo_core.data.images.as_image_list`). The model's device is used. A model (or its net)
-        in training mode is put in eval mode for the call and every module's previous mode is restored
-        afterwards; a model already in eval mode is used as it is, so a submodule you deliberately set
-        to train (dropout for Monte-Carlo sampling) stays so, and no module walk is paid.
+        (:func:`~zoo_core.data.images.image_tensor`). The model's device is used. A model (or its net)
+        in training mode is put in eval mode for each batch and every module's previous mode is
+        restored afterwards; a model already in eval mode is used as it is, so a submodule you
+        deliberately set to train (dropout for Monte-Carlo sampling) stays so, and no module walk is paid.
+
+        ``options`` are the task's (``Task.predict_options``: ``topk=`` for classification;
+        ``conf=``, ``iou=``, ``max_det=``, ``classes=`` for detection...); a name the task does not
+        declare is an :class:`~zoo_core.errors.OptionError` listing the ones it does.
 
         NaN/Inf weights or outputs raise :class:`~zoo_core.errors.NonFiniteOutputError` instead of
         returning predictions built on them (:mod:`zoo_core.finite`; the weight check is cached until a
-        weight changes, the output count is read once per call).
-        """
-        from .data.images import as_image_list
-        from .finite import OutputCounter, check_weights
+        weight changes, the outputs are counted on the device and read once per batch).
 
-        images, sources = as_image_list(inputs, channels=self.preprocess.in_chans)
-        check_weights(self, "predict")
-        counter = OutputCounter()
-        switch = self.training or self.net.training
-        task = self.task_impl
-        with restored_modes(self) if switch else contextlib.nullcontext(), \
-                counter.watch(self.net, *task.output_probes(self)):
-            if switch:
-                self.eval()
-            out: list[Prediction] = []
-            for i in range(0, len(images), batch_size):
-                counter.begin_batch(i // batch_size, sources[i:i + batch_size], len(images[i:i + batch_size]))
-                out += task.predict(self, images[i:i + batch_size], sources[i:i + batch_size], **options)
-        counter.check("predict")
-        return out
+        This returns a list, so every prediction is held at once: for a long video or a large folder
+        use :meth:`predict_iter`, which reads, predicts and yields one batch at a time.
+        """
+        return list(self.predict_iter(inputs, batch_size=batch_size, bgr=bgr, **options))
+
+    def predict_iter(self, inputs: Any, *, batch_size: int = 16, bgr: bool = False,
+                     **options: Any) -> Iterator["Prediction"]:
+        """:meth:`predict` as a stream: ``batch_size`` images are read, predicted and yielded before the
+        next are read, so a folder of any size or a long video never sits in memory.
+
+        >>> for pred in model.predict_iter("clip.mp4", batch_size=8):   # one per frame, as they come
+        ...     print(pred.source, pred.name)
+
+        Option names, ``batch_size`` and the weights are checked when it is called; inputs are read
+        (and a missing file named) as the iteration reaches them (:func:`zoo_core.predict_stream.stream`).
+        """
+        from .predict_stream import stream
+
+        return (p.prediction for p in stream(self, inputs, batch_size=batch_size, bgr=bgr, options=options))
 
     def save(self, path: str | Path) -> Path:
         """Write ``model.safetensors`` + ``config.json`` (+ a README.md model card) into a directory."""

@@ -29,6 +29,7 @@ from zoo_core.task import Batch, Classification, Metrics, Task
 
 from .cls_metrics import ClassificationMetrics
 from .device_decode import EncodedBatch, EncodedFolderDataset, EncodedImage, use_device_decode
+from .predict_filters import FILTER_OPTIONS, ranked_classes
 from .task_options import OptionsMixin
 from .transforms import eval_transform, train_transform
 
@@ -69,7 +70,9 @@ class ClassificationTask(OptionsMixin, Task):
     default_metric = "accuracy"
     default_metric_mode = "max"
     option_defaults = DEFAULT_OPTIONS
-    predict_options = {"topk": "how many classes to list, best first (a whole number >= 1)"}
+    predict_options = {"topk": "how many classes to list, best first (a whole number >= 1)",
+                       "conf": "list only classes scoring at least this (a number in [0, 1])",
+                       "classes": FILTER_OPTIONS["classes"]}
 
     def validate_num_classes(self, num_classes: int) -> None:
         if num_classes < 2:
@@ -144,7 +147,8 @@ class ClassificationTask(OptionsMixin, Task):
     # ---- inference ------------------------------------------------------------------------------
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
                 ) -> list[Classification]:
-        """Top-1 and top-k (``topk=``) for PIL images or ``(C, H, W)`` tensors in [0, 1]."""
+        """Top-1 and top-k (``topk=``) for PIL images or ``(C, H, W)`` tensors in [0, 1]; ``classes=`` ranks only
+        those classes, ``conf=`` lists only those scoring at least it (:mod:`.predict_filters`)."""
         k = min(self.whole_value("topk", options.get("topk", self.options(model)["topk"])), model.num_classes)
         transform = eval_transform(model.preprocess)
         device, dtype = _model_device(model)
@@ -155,13 +159,8 @@ class ClassificationTask(OptionsMixin, Task):
         else:
             x = torch.stack([transform(img).as_subclass(Tensor) for img in images]).to(device=device, dtype=dtype)
         probs = _logits(model(x)).float().softmax(dim=-1).cpu()
-        scores, labels = probs.topk(k, dim=-1)
-        names = model.class_names
-        out = []
-        for src, s_row, l_row in zip(sources, scores.tolist(), labels.tolist()):
-            topk = [(int(lab), names[lab], float(sc)) for lab, sc in zip(l_row, s_row)]
-            out.append(Classification(source=src, label=topk[0][0], name=topk[0][1], score=topk[0][2], topk=topk))
-        return out
+        return [Classification(source=src, label=best[0], name=best[1], score=best[2], topk=topk)  # conf=, classes=
+                for src, (best, topk) in zip(sources, ranked_classes(model.class_names, probs, k, options))]
 
     def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],
               out_dir: Path) -> list[Path]:

@@ -26,6 +26,7 @@ from zoo_core.task import Batch, Detections, Metrics, Task
 from .det_data import CocoDetection, category_names, eval_transform, read_coco, resolve_source, train_transform
 from .classification import _placeholder_names
 from .det_metrics import DetectionMetrics
+from .predict_filters import FILTER_OPTIONS, DetectionFilter
 from .task_options import OptionsMixin
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ class DetectionTask(OptionsMixin, Task):
     unit_interval_options = (*OptionsMixin.unit_interval_options, "score_threshold")
     default_metric_mode = "max"
     option_defaults = DEFAULT_OPTIONS
-    predict_options = {"score_threshold": "drop detections scoring below this (a number in [0, 1])"}
+    predict_options = {"score_threshold": "drop detections scoring below this (a number in [0, 1])",
+                       **FILTER_OPTIONS}
 
     # ---- data -----------------------------------------------------------------------------------
     def demo(self) -> DemoRecipe:
@@ -143,19 +145,20 @@ class DetectionTask(OptionsMixin, Task):
     # ---- inference ------------------------------------------------------------------------------
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
                 ) -> list[Detections]:
-        """Boxes in each input image's pixels; ``score_threshold=`` drops weaker detections."""
+        """Boxes in each input image's pixels; ``score_threshold=`` (or ``conf=``) drops weaker detections,
+        ``iou=``, ``max_det=`` and ``classes=`` filter further (:mod:`.predict_filters`)."""
         thresh = self.unit_value("score_threshold", options.get("score_threshold",
                                                                 self.options(model)["score_threshold"]))
+        keep = DetectionFilter.from_options(model, options, thresh)  # conf=, iou=, max_det=, classes=
         device = _device(model)
         tensors = [(img if isinstance(img, Tensor) else pil_to_tensor(img)).to(device) for img in images]
         _sync_size(model)
         outputs = model(tensors)
         result = []
         for src, out in zip(sources, outputs):
-            keep = out["scores"] >= thresh
-            labels = out["labels"][keep].cpu()
-            result.append(Detections(source=src, boxes=out["boxes"][keep].cpu(), scores=out["scores"][keep].cpu(),
-                                     labels=labels, names=[model.class_names[int(i)] for i in labels]))
+            boxes, scores, labels = (t.cpu() for t in keep.apply(out["boxes"], out["scores"], out["labels"]))
+            result.append(Detections(source=src, boxes=boxes, scores=scores, labels=labels,
+                                     names=[model.class_names[int(i)] for i in labels]))
         return result
 
     def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],

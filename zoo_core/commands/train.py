@@ -9,7 +9,9 @@ command functions, so ``zoo list`` stays fast.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,12 +59,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("predict", help="predict images with a model")
+    p = sub.add_parser("predict", help="predict images, folders, globs, URLs or videos with a model",
+                       description="Predict every image of each SOURCE, a batch at a time (results are printed as "
+                                   "they come; nothing holds all the images). --save writes annotated copies.")
     p.add_argument("model", help="model name, saved model directory, run directory or checkpoint .pt")
-    p.add_argument("images", nargs="+", help="image files or folders of images")
+    p.add_argument("images", nargs="+", metavar="SOURCE",
+                   help="image files, folders (read recursively), glob patterns (quote them: 'data/**/*.jpg'), "
+                        "http(s) image URLs, or video files (one result per frame; needs PyAV: pip install av)")
     _model_flags(p)
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--json", action="store_true", help="one JSON object per image (JSON Lines) on stdout: boxes as "
+                                                       "[x1, y1, x2, y2], masks as COCO RLE per class")
+    p.add_argument("--save", type=Path, metavar="DIR", help="write each image with its prediction drawn into DIR "
+                                                            "(boxes, mask overlay or top-k)")
+    p.add_argument("--overwrite", action="store_true", help="replace files in --save the zoo did not write")
+    p.add_argument("--conf", type=float, help="keep results scoring at least this (0..1)")
+    p.add_argument("--iou", type=float, help="detection: non-maximum suppression IoU (0..1)")
+    p.add_argument("--max-det", type=int, help="detection: at most this many boxes per image")
+    p.add_argument("--classes", help="keep only these classes: names or ids, comma-separated (cat,dog or 0,2)")
+    p.add_argument("--topk", type=int, help="classification: how many classes to list")
     p.set_defaults(func=cmd_predict)
 
 
@@ -89,43 +104,21 @@ def parse_options(items: list[str]) -> dict[str, Any]:
 def open_model(spec: str, *, task: str | None = None, num_classes: int | None = None,
                weights: str | None = None, options: dict[str, Any] | None = None,
                task_options: dict[str, Any] | None = None, seed: int | None = None) -> Any:
-    """A model from a name, a saved directory, a run directory or a checkpoint file.
+    """A model from a name, a saved directory, a run directory or a checkpoint file: :func:`zoo_core.load`
+    (:mod:`zoo_core.model_files` says what each path means), with flag names in its errors.
 
-    A run directory gives its final ``model/``, or, when the run stopped before writing it, its
-    ``best.pt`` (else ``last.pt``). An existing path that is none of these is an error saying so,
-    never "unknown model". ``seed``: the initialisation of a new head (or a model built by name) is
-    repeatable (``zoo train --seed``).
+    ``seed``: the initialisation of a new head (or a model built by name) is repeatable (``zoo train --seed``).
     """
     import zoo_core as zoo
-    from ..saving import is_saved_model
-    from ..train.checkpoint import model_from_checkpoint
+    from ..model_files import model_on_disk
 
-    path = Path(spec)
-    if path.is_dir() and not is_saved_model(path):
-        found = [p for p in (path / "model", path / "best.pt", path / "last.pt")
-                 if is_saved_model(p) or p.is_file()]
-        path = found[0] if found else path  # nothing: maybe a folder sharing a model's name (./unet/)
-    if (is_saved_model(path) or path.is_file()) and (weights or options):
+    found = model_on_disk(spec)
+    if found is not None and (weights or options):
         given = [f"--weights {weights}"] * bool(weights) + [f"--option {k}=..." for k in options or {}]
-        raise ValueError(f"{', '.join(given)} cannot apply to {path}: a saved model or checkpoint rebuilds with the "
+        raise ValueError(f"{', '.join(given)} cannot apply to {found}: a saved model or checkpoint rebuilds with the "
                          "options and weights it holds. Pass a model name to build with them")
-    if is_saved_model(path):
-        return zoo.load(path, task=task, num_classes=num_classes, task_options=task_options, seed=seed)
-    if path.is_file() and path.suffix in (".pt", ".pth", ".ckpt"):
-        from ..api import set_task_options
-
-        return set_task_options(model_from_checkpoint(path), task_options)
-    if path.is_file():
-        raise ValueError(f"{path} is a file but not a saved model directory or a .pt/.pth/.ckpt training "
-                         "checkpoint; for a weights file pass a model name with --weights FILE")
-    try:
-        return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
-                        seed=seed, **(options or {}))
-    except zoo.errors.UnknownNameError:
-        if not path.is_dir():
-            raise
-        raise FileNotFoundError(f"{path} is a folder but neither a saved model (config.json + weights) nor a run "
-                                "folder (model/, best.pt or last.pt): pass one of those, or a model name") from None
+    return zoo.load(spec, task=task, num_classes=num_classes, weights=weights, task_options=task_options,
+                    seed=seed, **(options or {}))
 
 
 def checkpoint_class_names(out_dir: str, resume: Any) -> list[str] | None:
@@ -208,28 +201,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def predict_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The predict keyword options the flags set (unset flags are left to the task's defaults)."""
+    given = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det, "topk": args.topk,
+             "classes": [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
-    from ..data.images import is_image_file
+    from ..predict_outputs import AnnotatedFolder, annotate, json_line
+    from ..predict_stream import stream
 
     model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
     if args.device:
         model.to(args.device)
-    files: list[str] = []
-    for item in args.images:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*") if f.is_file() and is_image_file(f))
-            if not found:
-                raise FileNotFoundError(f"{p} holds no image files")
-            files += found
-        elif p.exists():
-            files.append(str(p))
-        else:
-            raise FileNotFoundError(f"image {p} does not exist")
-    for pred in model.predict(files, batch_size=args.batch_size):
-        fields = describe(pred)
-        print(json.dumps(fields) if args.json else
-              f"{fields.pop('source')}: " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+    folder = AnnotatedFolder(args.save, overwrite=args.overwrite) if args.save is not None else None
+    with folder if folder is not None else contextlib.nullcontext():
+        for result in stream(model, args.images, batch_size=args.batch_size, options=predict_options(args)):
+            pred = result.prediction
+            if args.json:
+                print(json_line(pred, model.class_names, result.item), flush=True)
+            else:
+                fields = describe(pred)
+                print(f"{fields.pop('source')}: " + ", ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
+            if folder is not None:
+                folder.add(result.item.save_name, annotate(result.image, pred, model.class_names))
+    if folder is not None:
+        print(f"{folder.written} annotated image(s) in {folder.folder}", file=sys.stderr)
     return 0
 
 

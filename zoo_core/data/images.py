@@ -73,11 +73,13 @@ def as_image_list(inputs: Any, *, channels: int = 3) -> tuple[list[Any], list[st
 
     Accepts a path, a PIL image, a (C,H,W) or (B,C,H,W) tensor, or a list/tuple mixing them. Tensors
     are checked and converted by :func:`image_tensor` for a model taking ``channels`` channels; files
-    and PIL images become RGB, or grey (mode ``L``) for a 1-channel model.
+    and PIL images become RGB, or grey (mode ``L``) for a 1-channel model. (``model.predict`` reads
+    more kinds of input, lazily: :mod:`zoo_core.predict_sources`.)
     """
     items: Iterable[Any]
     batch_note: str | None = None
-    if isinstance(inputs, torch.Tensor) and inputs.dim() == 4:
+    batched = isinstance(inputs, torch.Tensor) and inputs.dim() == 4
+    if batched:
         tensor, batch_note = image_tensor(inputs, "the input batch", channels)  # checked once, not per image
         items = list(tensor.unbind(0))
     elif isinstance(inputs, (list, tuple)):
@@ -89,33 +91,44 @@ def as_image_list(inputs: Any, *, channels: int = 3) -> tuple[list[Any], list[st
         if isinstance(item, (str, Path)):
             images.append(load_image(item))
             sources.append(str(item))
-        elif isinstance(item, Image.Image):
-            images.append(to_rgb(ImageOps.exif_transpose(item)))
-            sources.append(f"<image {i}>")
-        elif isinstance(item, torch.Tensor):
-            if batch_note is None:
-                if item.dim() != 3:
-                    hint = (": a (H, W) grayscale image needs its channel dimension, x[None]" if item.dim() == 2
-                            else ": pass a (B, C, H, W) batch on its own, not inside a list" if item.dim() == 4
-                            else "")
-                    raise InputError(f"input {i}: expected a (C, H, W) image tensor, got shape {tuple(item.shape)} "
-                                     f"(dtype {item.dtype}){hint}")
-                item, note = image_tensor(item, f"input {i}", channels)
-                if note:
-                    notes.append(note)
-            images.append(item)
-            sources.append(f"<tensor {i}>")
-        else:
+            continue
+        if not isinstance(item, (Image.Image, torch.Tensor)):
             raise TypeError(f"input {i}: expected a path, PIL image or tensor, got {type(item).__name__}")
+        image, note = (item, None) if batched else prepare_image(item, f"input {i}", channels)
+        images.append(image)
+        sources.append(f"<image {i}>" if isinstance(item, Image.Image) else f"<tensor {i}>")
+        notes += [note] if note else []
     if not images:
         raise InputError("predict() got no inputs")
-    if channels == 1:
-        images = [im.convert("L") if isinstance(im, Image.Image) else im for im in images]
-    notes += [batch_note] if batch_note else []
+    images = [as_channels(im, channels) for im in images]
+    warn_range_notes(notes + ([batch_note] if batch_note else []))
+    return images, sources
+
+
+def prepare_image(item: Image.Image | torch.Tensor, what: str, channels: int) -> tuple[Any, str | None]:
+    """A user's PIL image (RGB, EXIF orientation applied) or ``(C, H, W)`` tensor (checked by
+    :func:`image_tensor`) in the form a task's ``predict`` takes, and the tensor's range note if any."""
+    if isinstance(item, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(item)), None
+    if item.dim() != 3:
+        hint = (": a (H, W) grayscale image needs its channel dimension, x[None]" if item.dim() == 2
+                else ": pass a (B, C, H, W) batch on its own, not inside a list" if item.dim() == 4
+                else "")
+        raise InputError(f"{what}: expected a (C, H, W) image tensor, got shape {tuple(item.shape)} "
+                         f"(dtype {item.dtype}){hint}")
+    return image_tensor(item, what, channels)
+
+
+def as_channels(image: Any, channels: int) -> Any:
+    """A PIL image as grey (mode ``L``) for a 1-channel model; anything else unchanged."""
+    return image.convert("L") if channels == 1 and isinstance(image, Image.Image) else image
+
+
+def warn_range_notes(notes: list[str]) -> None:
+    """One warning for the tensors of a call (or batch) whose values do not look like [0, 1] images."""
     if notes:
         warn("predict() expects images in [0, 1] (it normalises them itself): " + "; ".join(notes[:5]) +
              (f" and {len(notes) - 5} more" if len(notes) > 5 else ""))
-    return images, sources
 
 
 #: floating images outside this range by more than this much get a warning (resampling overshoots a little)

@@ -1,8 +1,14 @@
 """COCO detection data: find, validate and read a COCO json with its images.
 
-Sources: a directory holding ``annotations.json`` (images in ``images/`` beside it or next to it),
-a root with ``train/`` and ``val/`` such directories, a ``.json`` path, or an explicit
-``(images_dir, json_path)`` pair. The json is read with pycocotools.
+Sources: a directory holding ``annotations.json`` (or ``instances.json``, Roboflow's
+``_annotations.coco.json``, Label Studio's ``result.json``, ``annotations/instances*.json`` as COCO
+and CVAT write it), a root with ``train/`` and ``val/`` such directories, a ``.json`` path, or an
+explicit ``(images_dir, json_path)`` pair. The json is read with pycocotools. Each ``file_name`` is
+looked up in the images folder (``images/`` beside the json, ``<root>/images`` or ``<root>/train2017``
+for ``annotations/instances_train2017.json``), then the json's folder, then the dataset root: the
+first that holds it wins, so ``images/0001.jpg`` next to Label Studio's ``result.json`` is found. An
+image in none of them is named with every place looked (an error when no image is found at all).
+Other formats (YOLO, Pascal VOC) are read into the same :class:`CocoIndex` by :mod:`.formats`.
 
 Labels: COCO category ids (any integers) become contiguous labels 0..K-1 in ascending id order
 (or in the order of ``class_names`` when given); the class names are the categories' names. A
@@ -36,6 +42,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from zoo_core.data.folders import DETECTION_FILES
+from zoo_core.data.layouts import SPLITS, coco_files
 from zoo_core.data.images import load_image, pil_to_tensor
 from zoo_core.data.robust import SkipTracker, load_or_skip
 from zoo_core.errors import DataError, warn
@@ -58,6 +65,7 @@ class ImageRecord:
     areas: list[float] = field(default_factory=list)
     crowd: list[bool] = field(default_factory=list)
     size_from_header: bool = False  # width/height read from the file (the json has none), not the json
+    looked: tuple[Path, ...] = ()  # the places an image found in none of them was looked for
 
     @property
     def n_train_boxes(self) -> int:
@@ -66,7 +74,12 @@ class ImageRecord:
 
 @dataclass
 class CocoIndex:
-    """A validated COCO file: its images (with cleaned boxes), class names and category ids."""
+    """A validated COCO file: its images (with cleaned boxes), class names and category ids.
+
+    Every detection format is read into this (``json_path`` is then the file or folder the annotations
+    came from: a YOLO ``data.yaml``/``labels/``, a VOC ``Annotations/``), so one dataset class, one
+    set of transforms and COCOeval serve them all.
+    """
 
     json_path: Path
     images_dir: Path
@@ -93,24 +106,43 @@ def resolve_source(source: Any, split: str) -> tuple[Path, Path]:
         return path, _images_beside(path)
     if path.is_dir():
         for folder in (path, path / split):
-            for name in ANNOTATION_NAMES:
-                if (folder / name).is_file():
-                    return folder / name, _images_beside(folder / name)
-        raise DataError(f"{path}: no COCO annotation file ({' / '.join(ANNOTATION_NAMES)}) in it or in "
-                        f"{path / split}; pass a directory holding annotations.json, or (images_dir, json)", path)
+            found = coco_files(folder)
+            if found:
+                return found[0], _images_beside(found[0])
+        raise DataError(f"{path}: no COCO annotation file ({' / '.join(ANNOTATION_NAMES)}, "
+                        f"annotations/instances*.json) in it or in {path / split}, nor YOLO labels/ + images/ or VOC "
+                        "Annotations/ + JPEGImages/; pass a directory holding annotations.json, or (images_dir, json)",
+                        path)
     raise DataError(f"{path}: detection data not found (expected a directory with annotations.json, a "
                     ".json file, or an (images_dir, json) pair)", path)
 
 
 def _images_beside(json_path: Path) -> Path:
-    images = json_path.parent / "images"
-    return images if images.is_dir() else json_path.parent
+    """``images/`` beside the json; for ``annotations/instances_train2017.json`` (COCO, CVAT), ``../images``
+    or ``../train2017``; else the json's own folder."""
+    folders = [json_path.parent / "images"]
+    if json_path.parent.name == "annotations":
+        folders += [json_path.parent.parent / "images",
+                    json_path.parent.parent / json_path.stem.removeprefix("instances_")]
+    return next((f for f in folders if f.is_dir()), json_path.parent)
+
+
+def image_bases(json_path: Path, images_dir: Path, roots: Sequence[Path] = ()) -> list[Path]:
+    """Where a ``file_name`` is looked up, in order: the images folder, the json's folder, the dataset
+    root(s) (``roots``, and the folder above an ``annotations/`` or split folder holding the json)."""
+    above = [json_path.parent.parent] if json_path.parent.name.lower() in (
+        "annotations", *(n for names in SPLITS.values() for n in names)) else []
+    return list(dict.fromkeys(Path(p) for p in (images_dir, json_path.parent, *roots, *above)))
 
 
 # ---- reading and validating ---------------------------------------------------------------------
 def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] | None = None,
-              train: bool = True, filter_empty: bool = False) -> CocoIndex:
-    """Read and validate a COCO json (see the module docstring for what is dropped or refused)."""
+              train: bool = True, filter_empty: bool = False, roots: Sequence[Path] = (),
+              require_boxes: bool = True) -> CocoIndex:
+    """Read and validate a COCO json (see the module docstring for what is dropped or refused).
+
+    ``roots``: dataset root folders where a ``file_name`` is also looked for (:func:`image_bases`);
+    ``require_boxes=False`` (conversion, ``zoo data check``) accepts a file without usable boxes."""
     from pycocotools.coco import COCO
 
     raw = load_coco_json(json_path)
@@ -121,26 +153,38 @@ def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] |
     cats = sorted(coco.cats.values(), key=lambda c: c["id"])
     names, cat_ids = _label_order(cats, class_names, json_path)
     label_of = {cid: i for i, cid in enumerate(cat_ids)}
-    problems: dict[str, list[int]] = {"zero": [], "outside": [], "clamped": []}
+    problems: dict[str, list[Any]] = {"zero": [], "outside": [], "clamped": []}
+    bases = image_bases(json_path, images_dir, roots)
     records = []
     for img in sorted(coco.imgs.values(), key=lambda i: i["id"]):
-        rec = _record(img, images_dir, json_path)
+        rec = _record(img, bases, json_path)
         for ann in coco.imgToAnns.get(img["id"], []):
             _add_box(rec, ann, label_of[ann["category_id"]], problems)
         records.append(rec)
     _warn(json_path, problems)
+    return finish_index(json_path, images_dir, records, names, cat_ids, train=train, filter_empty=filter_empty,
+                        require_boxes=require_boxes)
+
+
+def finish_index(source: Path, images_dir: Path, records: list[ImageRecord], names: list[str], cat_ids: list[int],
+                 *, train: bool, filter_empty: bool, require_boxes: bool = True) -> CocoIndex:
+    """The checks every detection format's records pass (``source`` names the annotations in messages):
+    images found somewhere, a box to train on, a box to evaluate against (unless not ``require_boxes``)."""
+    _check_found(source, records)
+    if not require_boxes:
+        return CocoIndex(source, images_dir, records, names, cat_ids)
     if filter_empty:
         records = [r for r in records if r.n_train_boxes]
     if train and not any(r.n_train_boxes for r in records):
-        raise DataError(f"{json_path}: no image has a usable (non-crowd, valid) box after filtering; nothing "
-                        "to train on. Check the bbox values ([x, y, width, height] in pixels)", json_path)
+        raise DataError(f"{source}: no image has a usable (non-crowd, valid) box after filtering; nothing "
+                        "to train on. Check the bbox values ([x, y, width, height] in pixels)", source)
     if not train and records and not any(r.n_train_boxes for r in records):
-        raise DataError(f"{json_path}: no boxes in this evaluation split ({len(records)} image(s), no usable "
+        raise DataError(f"{source}: no boxes in this evaluation split ({len(records)} image(s), no usable "
                         "non-crowd box): mAP is undefined (COCOeval would report -1 for every number). Add "
-                        "annotations or choose another validation split", json_path)
+                        "annotations or choose another validation split", source)
     if not records:
-        raise DataError(f"{json_path}: no image left (filter_empty dropped every image)", json_path)
-    return CocoIndex(json_path, images_dir, records, names, cat_ids)
+        raise DataError(f"{source}: no image left (filter_empty dropped every image)", source)
+    return CocoIndex(source, images_dir, records, names, cat_ids)
 
 
 def load_coco_json(json_path: Path) -> dict[str, Any]:
@@ -176,11 +220,36 @@ def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, 
     return list(class_names), [by_name.get(n, -1 - i) for i, n in enumerate(class_names)]
 
 
-def _record(img: dict[str, Any], images_dir: Path, json_path: Path) -> ImageRecord:
-    path = images_dir / img["file_name"]
+def find_image(name: str, bases: Sequence[Path]) -> tuple[Path, tuple[Path, ...]]:
+    """``(path, ())`` for the first ``base / name`` that exists, else ``(bases[0] / name, every place looked)``."""
+    candidates = [Path(base) / name for base in bases]
+    found = next((c for c in candidates if c.is_file()), None)
+    return (found, ()) if found is not None else (candidates[0], tuple(dict.fromkeys(candidates)))
+
+
+def _check_found(source: Path, records: list[ImageRecord]) -> None:
+    """No image found anywhere: an error naming the places looked; some missing: a warning (each fails or is
+    skipped, named, when it is read)."""
+    missing = [r for r in records if r.looked]
+    if not missing:
+        return
+    places = ", ".join(str(p) for p in missing[0].looked)
+    if len(missing) == len(records):
+        raise DataError(f"{source}: none of its {len(records)} image(s) was found; the first was looked for at "
+                        f"{places}. Put the images there, or pass (images_dir, annotations) explicitly",
+                        missing[0].path)
+    warn(f"{source}: {len(missing)} of {len(records)} image(s) not found (the first, {missing[0].path.name}, was "
+         f"looked for at {places}); training skips them, evaluation stops at them")
+
+
+def _record(img: dict[str, Any], bases: Sequence[Path], json_path: Path) -> ImageRecord:
+    path, looked = find_image(img["file_name"], bases)
     width, height = img.get("width"), img.get("height")
     if width and height:
-        return ImageRecord(img["id"], path, int(width), int(height))
+        return ImageRecord(img["id"], path, int(width), int(height), looked=looked)
+    if looked:
+        raise DataError(f"{json_path}: image {img['id']} has no width/height and its file {img['file_name']!r} was "
+                        f"found in none of {', '.join(map(str, looked))}; add width/height or fix the file_name", path)
     try:
         width, height = _header_size(path)
     except (OSError, Image.DecompressionBombError) as exc:
@@ -204,31 +273,45 @@ def _header_size(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in _SWAPPING_ORIENTATIONS else (width, height)
 
 
-def _add_box(rec: ImageRecord, ann: dict[str, Any], label: int, problems: dict[str, list[int]]) -> None:
-    x, y, w, h = (float(v) for v in ann["bbox"])
+def _add_box(rec: ImageRecord, ann: dict[str, Any], label: int, problems: dict[str, list[Any]]) -> None:
+    add_box(rec, ann["bbox"], label, problems, ann["id"], area=ann.get("area"), crowd=bool(ann.get("iscrowd", 0)))
+
+
+def add_box(rec: ImageRecord, xywh: Sequence[float], label: int, problems: dict[str, list[Any]], where: Any, *,
+            area: float | None = None, crowd: bool = False) -> None:
+    """Add a ``[x, y, width, height]`` pixel box to ``rec``: a box of zero size or wholly outside the image is
+    dropped, one partly outside clamped, each noted in ``problems`` under ``where`` (an annotation id, a
+    ``file:line``) for :func:`warn_problems`. Every format goes through here, so all clean boxes alike."""
+    x, y, w, h = (float(v) for v in xywh)
     if w <= 0 or h <= 0:
-        problems["zero"].append(ann["id"])
+        problems["zero"].append(where)
         return
     x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, float(rec.width)), min(y + h, float(rec.height))
     if x1 <= x0 or y1 <= y0:
-        problems["outside"].append(ann["id"])
+        problems["outside"].append(where)
         return
     if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-        problems["clamped"].append(ann["id"])
+        problems["clamped"].append(where)
     rec.boxes.append([x0, y0, x1, y1])
     rec.labels.append(label)
-    rec.areas.append(float(ann.get("area") or (x1 - x0) * (y1 - y0)))
-    rec.crowd.append(bool(ann.get("iscrowd", 0)))
+    rec.areas.append(float(area or (x1 - x0) * (y1 - y0)))
+    rec.crowd.append(crowd)
 
 
-def _warn(json_path: Path, problems: dict[str, list[int]]) -> None:
+def _warn(json_path: Path, problems: dict[str, list[Any]]) -> None:
+    warn_problems(json_path, problems, "annotation ids")
+
+
+def warn_problems(source: Path, problems: dict[str, list[Any]], unit: str) -> None:
+    """One warning per kind of box :func:`add_box` dropped or clamped, naming up to 10 of them (``unit``:
+    what the names are, ``"annotation ids"``, ``"lines"``)."""
     what = {"zero": "dropped {n} box(es) with zero or negative width/height",
             "outside": "dropped {n} box(es) wholly outside their image",
             "clamped": "clamped {n} box(es) partly outside their image to the image"}
     for key, ids in problems.items():
         if ids:
             shown = ", ".join(map(str, ids[:10])) + (" ..." if len(ids) > 10 else "")
-            warn(f"{json_path}: {what[key].format(n=len(ids))} (annotation ids {shown})")
+            warn(f"{source}: {what[key].format(n=len(ids))} ({unit} {shown})")
 
 
 # ---- the dataset --------------------------------------------------------------------------------
@@ -263,6 +346,9 @@ class CocoDetection(torch.utils.data.Dataset):
 
     def _load(self, i: int) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
         rec = self.index.records[i]
+        if rec.looked:
+            raise DataError(f"{rec.path.name} (image {rec.image_id} of {self.index.json_path}): image file not "
+                            f"found at {', '.join(map(str, rec.looked))}", rec.path)
         img = load_image(rec.path)
         if img.size != (rec.width, rec.height):
             src = self.index.json_path
@@ -272,16 +358,23 @@ class CocoDetection(torch.utils.data.Dataset):
                           (f"width/height in {src}", f"fix width/height in {src} (and the boxes) or the image"))
             raise DataError(f"{rec.path}: expected {rec.width}x{rec.height} (from {where}) but the image (after its "
                             f"EXIF orientation) is {img.size[0]}x{img.size[1]}; {fix}", rec.path)
-        keep = [k for k, c in enumerate(rec.crowd) if not c]
-        boxes = torch.tensor([rec.boxes[k] for k in keep], dtype=torch.float32).reshape(-1, 4)
-        labels = torch.tensor([rec.labels[k] for k in keep], dtype=torch.int64)
-        image = tv_tensors.Image(pil_to_tensor(img))
-        bbs = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(rec.height, rec.width))
-        image, bbs = self.transform(image, bbs)
-        gt = torch.tensor(rec.boxes, dtype=torch.float32).reshape(-1, 4)
-        meta = {"image_id": rec.image_id, "source": str(rec.path), "orig_size": (rec.height, rec.width),
-                "gt_boxes": torch.cat([gt[:, :2], gt[:, 2:] - gt[:, :2]], 1),  # xywh, as COCO
-                "gt_labels": torch.tensor(rec.labels, dtype=torch.int64),
-                "gt_areas": torch.tensor(rec.areas, dtype=torch.float64),
-                "gt_crowd": torch.tensor(rec.crowd, dtype=torch.bool)}
-        return image.as_subclass(torch.Tensor), {"boxes": bbs.as_subclass(torch.Tensor), "labels": labels}, meta
+        return record_sample(pil_to_tensor(img), rec, self.transform)
+
+
+def record_sample(image: torch.Tensor, rec: ImageRecord, transform: v2.Transform
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, Any]]:
+    """A detection sample from an image ``(3, H, W)`` float in [0, 1] and its record: ``transform`` applied to
+    image and training boxes (crowd boxes left out), every box in ``meta`` for COCOeval."""
+    keep = [k for k, c in enumerate(rec.crowd) if not c]
+    boxes = torch.tensor([rec.boxes[k] for k in keep], dtype=torch.float32).reshape(-1, 4)
+    labels = torch.tensor([rec.labels[k] for k in keep], dtype=torch.int64)
+    image = tv_tensors.Image(image)
+    bbs = tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(rec.height, rec.width))
+    image, bbs = transform(image, bbs)
+    gt = torch.tensor(rec.boxes, dtype=torch.float32).reshape(-1, 4)
+    meta = {"image_id": rec.image_id, "source": str(rec.path), "orig_size": (rec.height, rec.width),
+            "gt_boxes": torch.cat([gt[:, :2], gt[:, 2:] - gt[:, :2]], 1),  # xywh, as COCO
+            "gt_labels": torch.tensor(rec.labels, dtype=torch.int64),
+            "gt_areas": torch.tensor(rec.areas, dtype=torch.float64),
+            "gt_crowd": torch.tensor(rec.crowd, dtype=torch.bool)}
+    return image.as_subclass(torch.Tensor), {"boxes": bbs.as_subclass(torch.Tensor), "labels": labels}, meta

@@ -26,7 +26,7 @@ values never changes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,33 +72,50 @@ def find_folders(source: Any, split: str) -> tuple[Path, Path]:
     return images, masks
 
 
+#: suffixes a mask's stem may carry beyond its image's (Cityscapes: ``<x>_gtFine_labelIds.png`` for
+#: ``<x>_leftImg8bit.png``), train ids preferred; and the one an image's stem may carry
+MASK_SUFFIXES = ("_gtFine_labelTrainIds", "_labelTrainIds", "_gtFine_labelIds", "_labelIds")
+IMAGE_SUFFIXES = ("_leftImg8bit",)
+
+
+def _key(stem: str, suffixes: Sequence[str]) -> str:
+    return next((stem[: -len(s)] for s in suffixes if stem.endswith(s)), stem)
+
+
 def pair_files(images_dir: Path, masks_dir: Path) -> list[tuple[Path, Path]]:
-    """``(image, mask)`` pairs matched by file stem; an image without a mask is a :class:`DataError`,
-    a mask without an image a warning naming it."""
+    """``(image, mask)`` pairs matched by file stem (Cityscapes' ``_leftImg8bit``/``_labelIds`` suffixes
+    aside: :data:`MASK_SUFFIXES`); an image without a mask is a :class:`DataError`, a mask without an
+    image a warning naming it."""
     images = sorted(p for p in images_dir.iterdir() if p.is_file() and is_image_file(p))
     if not images:
         raise DataError(f"{images_dir}: no image files", images_dir)
     masks: dict[str, Path] = {}
+    rank = {s: k for k, s in enumerate(MASK_SUFFIXES)}
     for p in sorted(masks_dir.iterdir()):
-        if p.is_file() and is_image_file(p) and (p.stem not in masks or p.suffix.lower() == ".png"):
-            masks[p.stem] = p
+        key = _key(p.stem, MASK_SUFFIXES)
+        if not (p.is_file() and is_image_file(p)):
+            continue
+        old = masks.get(key)
+        if old is None or (p.suffix.lower() == ".png" and (old.suffix.lower() != ".png" or rank.get(
+                p.stem[len(key):], 9) < rank.get(old.stem[len(key):], 9))):
+            masks[key] = p
     lossy = [p for p in masks.values() if p.suffix.lower() in LOSSY_EXTENSIONS]
     if lossy:  # before anything is read: every label near an edge of such a mask may have changed
         names = ", ".join(str(p) for p in lossy[:3]) + (f" and {len(lossy) - 3} more" if len(lossy) > 3 else "")
         raise DataError(f"{len(lossy)} mask(s) are JPEG files: {names}. JPEG is lossy: it changes class indices "
                         "around every edge. Save the masks as PNG (from the original label arrays, not from the "
                         "JPEGs)", lossy[0])
-    missing = [p for p in images if p.stem not in masks]
+    missing = [p for p in images if _key(p.stem, IMAGE_SUFFIXES) not in masks]
     if missing:
         names = ", ".join(str(p) for p in missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise DataError(f"{len(missing)} image(s) have no mask: {names}. Every image needs a mask with the same "
                         f"stem in {masks_dir} (e.g. {missing[0].stem}.png); add it or remove the image", missing[0])
-    stems = {p.stem for p in images}
-    orphans = [p.name for p in masks.values() if p.stem not in stems]
+    stems = {_key(p.stem, IMAGE_SUFFIXES) for p in images}
+    orphans = [p.name for key, p in masks.items() if key not in stems]
     if orphans:  # harmless for training, but usually a renamed or deleted image the user meant to keep
         shown = ", ".join(orphans[:5]) + (f" and {len(orphans) - 5} more" if len(orphans) > 5 else "")
         warn(f"{masks_dir}: {len(orphans)} mask(s) match no image in {images_dir} and are ignored: {shown}")
-    return [(p, masks[p.stem]) for p in images]
+    return [(p, masks[_key(p.stem, IMAGE_SUFFIXES)]) for p in images]
 
 
 def read_class_names(images_dir: Path) -> list[str] | None:
@@ -111,15 +128,23 @@ def read_class_names(images_dir: Path) -> list[str] | None:
 
 
 def read_mask(path: Path, *, image_size: tuple[int, int] | None, num_classes: int,
-              palette: Sequence[Sequence[int]] | None = None, image_path: Path | None = None) -> np.ndarray:
+              palette: Sequence[Sequence[int]] | None = None, image_path: Path | None = None,
+              value_map: Mapping[int, int] | None = None) -> np.ndarray:
     """A mask file as an ``(H, W)`` array of class indices, checked; :class:`DataError` names the file.
 
     The array is uint8 when every value fits (8-bit masks, and 16-bit ones with values <= 255), else
     int32 (16-bit masks of more than 255 classes keep their values exactly). ``image_size`` is the
     image's PIL ``(W, H)``; ``palette[i]`` is the RGB colour of class ``i`` for colour masks
-    (VOC-style colour PNGs saved as RGB). A lossy file (JPEG content, lossy WebP, JPEG-compressed
+    (VOC-style colour PNGs saved as RGB); ``value_map`` maps stored values to classes (Cityscapes'
+    label ids to train ids: :func:`mask_array`). A lossy file (JPEG content, lossy WebP, JPEG-compressed
     TIFF) is refused whatever its name.
     """
+    return mask_array(open_mask(path), path, image_size=image_size, num_classes=num_classes, palette=palette,
+                      image_path=image_path, value_map=value_map)
+
+
+def open_mask(path: Path) -> Image.Image:
+    """A mask file opened and decoded (EXIF orientation applied); a lossy or unreadable file is a :class:`DataError`."""
     try:
         with Image.open(path) as im:
             lossy = _lossy_format(im, path)
@@ -133,6 +158,16 @@ def read_mask(path: Path, *, image_size: tuple[int, int] | None, num_classes: in
             raise
         raise DataError(f"{path}: unreadable mask ({exc}); replace it with a single-channel PNG of class indices",
                         path) from exc
+    return im
+
+
+def mask_array(im: Image.Image, path: Path | str, *, image_size: tuple[int, int] | None, num_classes: int,
+               palette: Sequence[Sequence[int]] | None = None, image_path: Path | str | None = None,
+               value_map: Mapping[int, int] | None = None) -> np.ndarray:
+    """A decoded mask (``path`` names it in errors) as checked class indices (see :func:`read_mask`).
+
+    ``value_map``: stored value -> class index (or 255, ignore); a stored value it lacks is an error. A
+    value that is no class names the first pixel holding it (row, column)."""
     if image_size is not None and im.size != tuple(image_size):
         raise DataError(f"{path}: mask is {im.size[0]}x{im.size[1]} but its image {image_path or ''} is "
                         f"{image_size[0]}x{image_size[1]} (W x H); a mask must have its image's size. Regenerate it "
@@ -145,13 +180,34 @@ def read_mask(path: Path, *, image_size: tuple[int, int] | None, num_classes: in
         raise DataError(f"{path}: mask mode {im.mode!r} is not a class-index image; save it as a single-channel "
                         "(L or P) PNG of class indices", path)
     arr = arr.astype(np.int64)
+    if value_map is not None:
+        arr = _map_values(arr, value_map, path)
     bad = (arr != IGNORE_INDEX) & ((arr < 0) | (arr >= num_classes))
     if bad.any():
         values = sorted(int(v) for v in np.unique(arr[bad]))[:8]
+        row, col = (int(v) for v in np.argwhere(bad)[0])
         raise DataError(f"{path}: mask value(s) {values} are not classes of a {num_classes}-class model (valid: "
-                        f"0..{num_classes - 1}, and {IGNORE_INDEX} = ignore). Load the model with a larger "
-                        "num_classes=, or remap those values in the mask", path)
+                        f"0..{num_classes - 1}, and {IGNORE_INDEX} = ignore; the first at row {row}, column {col}). "
+                        "Load the model with a larger num_classes=, or remap those values in the mask "
+                        "(task option label_map={stored: class})", path)
     return arr.astype(np.uint8 if arr.size == 0 or arr.max() <= 255 else np.int32)
+
+
+def _map_values(arr: np.ndarray, value_map: Mapping[int, int], path: Path | str) -> np.ndarray:
+    """``arr``'s stored values through ``value_map`` (a lookup table); unmapped values are an error."""
+    size = max(int(arr.max(initial=0)), max(value_map)) + 1
+    table = np.full(size, -1, dtype=np.int64)
+    for src, dst in value_map.items():
+        table[int(src)] = int(dst)
+    out = table[np.clip(arr, 0, size - 1)]
+    bad = (out < 0) | (arr < 0)
+    if bad.any():
+        values = sorted(int(v) for v in np.unique(arr[bad]))[:8]
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise DataError(f"{path}: mask value(s) {values} are not in the label map (it maps {sorted(value_map)[:12]}"
+                        f"{' ...' if len(value_map) > 12 else ''}; the first at row {row}, column {col}); add them "
+                        "to the task option label_map (to a class, or 255 to ignore them)", path)
+    return out
 
 
 def _lossy_format(im: Image.Image, path: Path) -> str | None:
@@ -227,12 +283,14 @@ class MaskFolderDataset(torch.utils.data.Dataset):
     """``(image (3, H, W) normalised float, mask (H, W) int64, source path)`` samples."""
 
     def __init__(self, pairs: list[tuple[Path, Path]], transform: v2.Compose, *, num_classes: int,
-                 class_names: Sequence[str], train: bool, palette: Sequence[Sequence[int]] | None = None) -> None:
+                 class_names: Sequence[str], train: bool, palette: Sequence[Sequence[int]] | None = None,
+                 value_map: Mapping[int, int] | None = None) -> None:
         self.pairs = pairs
         self.transform = transform
         self.num_classes = num_classes
         self.class_names = list(class_names)
         self.palette = palette
+        self.value_map = value_map
         self.skips = SkipTracker(len(pairs), train=train)
 
     def __len__(self) -> int:
@@ -245,7 +303,13 @@ class MaskFolderDataset(torch.utils.data.Dataset):
         j, img = load_or_skip(index, len(self.pairs), self._load_image, self.skips)
         image_path, mask_path = self.pairs[j]
         arr = read_mask(mask_path, image_size=img.size, num_classes=self.num_classes, palette=self.palette,
-                        image_path=image_path)
-        image, mask = self.transform(tv_tensors.Image(v2.functional.pil_to_tensor(img)),
-                                     tv_tensors.Mask(torch.from_numpy(arr)[None]))
-        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)[0].long(), str(image_path)
+                        image_path=image_path, value_map=self.value_map)
+        return mask_sample(v2.functional.pil_to_tensor(img), arr, self.transform, str(image_path))
+
+
+def mask_sample(image: torch.Tensor, arr: np.ndarray, transform: v2.Compose, source: str
+                ) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """A segmentation sample: ``transform`` applied jointly to an image ``(C, H, W)`` (uint8, or float in
+    [0, 1]) and its checked mask array ``(H, W)``."""
+    out_image, mask = transform(tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(arr)[None]))
+    return out_image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)[0].long(), source

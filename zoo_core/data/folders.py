@@ -18,6 +18,7 @@ import torch
 
 from ..errors import DataError
 from .images import IMAGE_EXTENSIONS, is_image_file, load_image
+from .layouts import COCO_FILES, TASK_ALIASES, find_layouts, format_splits
 from .robust import SkipTracker, load_or_skip
 
 SPLIT_DIRS: dict[str, tuple[str, ...]] = {
@@ -28,12 +29,8 @@ SPLIT_DIRS: dict[str, tuple[str, ...]] = {
 
 LAYOUT = "root/<class_name>/<image>.jpg (one sub-folder per class)"
 
-#: the file layouts of the other built-in tasks' data, by name only (zoo_core imports no task): a COCO
-#: json (the detection reader looks for exactly these names) and segmentation's images/ + masks/ pair. Read as
-#: class folders they would give classes "images" (and "masks"), and a puzzling error or a useless model.
-DETECTION_FILES = ("annotations.json", "instances.json", "_annotations.coco.json")
-SEGMENTATION_DIRS = ("images", "masks")
-
+#: the COCO json names the detection reader looks for (one list: :mod:`.layouts` tells formats apart by them)
+DETECTION_FILES = COCO_FILES
 
 @dataclass
 class FolderIndex:
@@ -70,10 +67,18 @@ def split_dirs(root: str | Path) -> dict[str, Path]:
     return present if "train" in present or "val" in present else {}
 
 
+def dataset_splits(root: str | Path) -> dict[str, Path]:
+    """The splits of a dataset root: its ``train/``/``val/`` folders (:func:`split_dirs`), else the splits
+    its format defines inside it (YOLO ``images/val``, VOC ``ImageSets/Main/val.txt``, Cityscapes
+    ``leftImg8bit/val``, a ``data.yaml`` with ``val:``: :func:`.layouts.format_splits`). What the Trainer
+    validates on when no ``val`` is given: a root with a val split is read again with ``split="val"``."""
+    return split_dirs(root) or format_splits(root)
+
+
 def missing_split_error(root: str | Path, split: str, present: Mapping[str, Path]) -> DataError:
     """The error for a dataset root split into folders that lacks ``split`` (never read it as one split:
     its ``train/`` would become a class, or every image a training image)."""
-    have = ", ".join(f"{p.name}/" for p in present.values())
+    have = ", ".join(f"{p.name}/" if p.is_dir() else p.name for p in present.values())
     names = "/ or ".join(SPLIT_DIRS.get(split, (split,)))
     fix = ("pass the validation data itself (val=<folder>, zoo train --val DIR) or train without validation "
            "(val=False, zoo train --val none)" if split == "val" else f"pass the folder of the {split} split itself")
@@ -111,19 +116,15 @@ def _images_under(folder: Path) -> list[Path]:
 def other_task_layout(folder: Path) -> tuple[str, str, str] | None:
     """``(task, evidence, task alias)`` when ``folder`` or a split folder in it holds another task's data.
 
-    Only the file layout is looked at (see ``DETECTION_FILES``/``SEGMENTATION_DIRS``): a COCO json
-    means detection, ``images/`` beside ``masks/`` segmentation. ``evidence`` is relative to ``folder``.
+    Only the file layout is looked at (:func:`.layouts.find_layouts`): a COCO json, YOLO labels or VOC
+    xml mean detection, ``images/`` beside ``masks/`` (or VOC/Cityscapes masks) segmentation.
+    ``evidence`` is relative to ``folder``. Read as class folders they would give classes such as
+    "images" and "masks", and a puzzling error or a useless model.
     """
-    splits = {name for names in SPLIT_DIRS.values() for name in names}
-    candidates = [folder, *(p for p in sorted(folder.iterdir()) if p.is_dir() and p.name.lower() in splits)]
-    for base in candidates:
-        prefix = "" if base == folder else f"{base.name}/"
-        found = next((name for name in DETECTION_FILES if (base / name).is_file()), None)
-        if found is not None:
-            return "detection", f"{prefix}{found}", "det"
-        if all((base / name).is_dir() for name in SEGMENTATION_DIRS):
-            return "segmentation", f"{prefix}images/ + {prefix}masks/", "seg"
-    return None
+    other = next((lay for lay in find_layouts(folder) if lay.task != "classification"), None)
+    if other is None:
+        return None
+    return other.task, other.evidence, TASK_ALIASES.get(other.task, other.task)
 
 
 def _refuse_other_task_layout(folder: Path) -> None:

@@ -237,7 +237,10 @@ def test_resnet18_learns_digits_in_a_few_cpu_steps(digits: Path) -> None:
 def test_probability_options_out_of_range_are_named(options, message) -> None:
     from zoo_core.errors import OptionError
 
-    model = zoo.load("resnet18", task="cls", num_classes=3, task_options=options)
+    with pytest.raises(OptionError, match=message):  # where it enters (test_hooks_loss_metrics.py: every option)
+        zoo.load("resnet18", task="cls", num_classes=3, task_options=options)
+    model = zoo.load("resnet18", task="cls", num_classes=3)
+    model.config["task_options"] = dict(options)  # edited by hand: refused where it is read
     with pytest.raises(OptionError, match=message):
         model.task_impl.options(model)
     assert zoo.get_task("cls").options(zoo.load("resnet18", task="cls", num_classes=3))["hflip"] == 0.5

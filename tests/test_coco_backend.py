@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from zoo_core.errors import UnknownNameError
+from zoo_core.errors import OptionError, UnknownNameError
 from zoo_core.task import Batch
 from zoo_tasks.coco_eval import resolve_coco_backend, run_cocoeval, synthetic_coco
 from zoo_tasks.det_metrics import STAT_NAMES, DetectionMetrics, coco_metrics
@@ -113,8 +113,10 @@ def test_backend_setting_reaches_the_metrics_and_is_checked():
     assert resolve_coco_backend("auto") == "faster"  # installed in this environment
     assert DetectionTask().new_metrics(["a"]).backend == "auto"
     assert DetectionTask(coco_backend="pycocotools").new_metrics(["a"]).backend == "pycocotools"
+    with pytest.raises(OptionError, match="coco_backend='pycocotool'.*'pycocotools'"):  # refused where it enters
+        DetectionTask(coco_backend="pycocotool")
     with pytest.raises(UnknownNameError, match="pycocotools"):
-        DetectionTask(coco_backend="pycocotool").new_metrics(["a"])
+        resolve_coco_backend("pycocotool")
     metrics = DetectionTask(coco_backend="pycocotools").new_metrics(["a"])
     out = {"boxes": torch.tensor([[0.0, 0.0, 10.0, 10.0]]), "scores": torch.tensor([0.9]),
            "labels": torch.tensor([0])}

@@ -69,7 +69,8 @@ def test_listing_with_a_warm_cache_imports_neither_timm_nor_torch() -> None:
 
 def test_specs_are_registered_with_priority_tags_and_sizes() -> None:
     spec = get_registry().resolve("model", "timm:vit_small_patch16_384")
-    assert spec.priority == 10 and spec.tasks == ("classification",) and spec.input_size == (3, 384, 384)
+    assert spec.priority == 10 and spec.tasks == ("classification", "multilabel_classification")  # one network
+    assert spec.input_size == (3, 384, 384)
     assert spec.weights and spec.weights_info == "zoo_timm.classification:weights_info"
     assert zoo.info("vit_small_patch16_384").default == "timm:vit_small_patch16_384"
     assert "timm:resnet50" in zoo.info("resnet50").providers

@@ -37,7 +37,8 @@ def test_every_model_is_registered_for_classification() -> None:
     assert {"resnet50", "vit_b_16", "swin_t", "convnext_tiny", "efficientnet_b0", "mobilenet_v3_small",
             "regnet_y_400mf", "densenet121"} <= names
     spec = _spec("vit_h_14")
-    assert spec.priority == 30 and spec.tasks == ("classification",) and spec.input_size == (3, 518, 518)
+    assert spec.priority == 30 and spec.tasks == ("classification", "multilabel_classification")  # one network
+    assert spec.input_size == (3, 518, 518)
     assert spec.weights == ("IMAGENET1K_SWAG_E2E_V1", "IMAGENET1K_SWAG_LINEAR_V1")
     assert zoo.info("resnet50").default == "torchvision:resnet50"  # torchvision wins the short name over timm
 

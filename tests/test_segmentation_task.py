@@ -57,8 +57,8 @@ def _write_pair(root, stem, mask, image_size=None, mode="L"):
 
 def test_task_is_registered_with_miou(task):
     assert isinstance(task, SegmentationTask) and task.default_metric == "miou" and task.default_metric_mode == "max"
-    with pytest.raises(ValueError, match="num_classes >= 2"):
-        task.validate_num_classes(1)
+    with pytest.raises(ValueError, match="num_classes >= 1"):  # 1 is binary segmentation (test_binary_seg.py)
+        task.validate_num_classes(0)
     with pytest.raises(TypeError, match=r"unknown option\(s\) \['lossy'\]; known: .*'loss'"):
         SegmentationTask(lossy="ce")
     assert SegmentationTask(loss="focal").options(tiny_model())["loss"] == "focal"

@@ -214,14 +214,19 @@ def _load(name: str | Path, task: str | None, *, num_classes: int | None, class_
 
 
 def set_task_options(model: "ZooModel", task_options: Mapping[str, Any] | None) -> "ZooModel":
-    """Merge ``task_options`` into ``model.config["task_options"]``, refusing keys the task lacks."""
+    """Merge ``task_options`` into ``model.config["task_options"]``, refusing keys the task lacks and values
+    its ``check_options`` (when it has one) refuses, so a bad value fails here, not at the first step."""
     if not task_options:
         return model
-    known = getattr(model.task_impl, "option_defaults", None)
+    task = model.task_impl
+    known = getattr(task, "option_defaults", None)
     unknown = sorted(set(task_options) - set(known)) if known is not None else []
     if unknown:
         raise OptionError(f"task_options {unknown} are not options of the {model.task} task; "
                           f"known: {sorted(known)}")
+    check = getattr(task, "check_options", None)
+    if callable(check):
+        check(dict(task_options))
     model.config["task_options"] = {**dict(model.config.get("task_options") or {}), **dict(task_options)}
     return model
 

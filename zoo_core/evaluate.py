@@ -167,7 +167,7 @@ def evaluate(model: "ZooModel", data: Any, *, batch_size: int = 32, device: str 
                              pin_memory=env.device.type == "cuda")
     dataset = base_dataset(loader)
     names = list(getattr(dataset, "class_names", None) or model.class_names)
-    metrics = task.new_metrics(names)
+    metrics = task.metrics_for(model, names)
     total = len(loader) if limit_batches is None else min(len(loader), limit_batches)
     bar = make_progress(total, "evaluating", enabled=progress if env.is_main else False)
     try:

@@ -221,10 +221,31 @@ class ZooModel(nn.Module):
 
     @property
     def task_impl(self) -> "Task":
-        """The task object (from the registry) that knows how to train and evaluate this model."""
+        """The task object that knows how to train and evaluate this model: the registry's, unless one was
+        set on the model (``model.task_impl = MyTask()``: a subclass of its task written in your script,
+        no plugin needed; ``None`` goes back to the registry's). It lives in this Python session only:
+        ``model.save`` records the task's name, so a loaded model has the registry's task again."""
+        own = self.__dict__.get("_own_task")
+        if own is not None:
+            return own
         from .api import get_task
 
         return get_task(self.task)
+
+    @task_impl.setter
+    def task_impl(self, task: "Task | None") -> None:
+        from .registry import get_registry
+        from .task import Task
+
+        if task is not None:
+            if not isinstance(task, Task):
+                raise TypeError(f"model.task_impl must be a zoo_core.task.Task (an instance of a subclass of the "
+                                f"{self.task} task's class), got {type(task).__name__}")
+            name = get_registry().canonical_task(task.name) if task.name else ""
+            if name != self.task:
+                raise ValueError(f"{type(task).__name__}.name is {task.name!r}, but this model is a {self.task!r} "
+                                 f"model; subclass the {self.task} task's class (its name is inherited)")
+        self.__dict__["_own_task"] = task
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)

@@ -192,6 +192,7 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     from .fileio import ParentNotWritable, check_folder_target, ensure_folder, remove_stale_temps, staged
     from .model_card import model_card
     from .run_files import MANIFEST_NAME, Manifest, sha256_bytes
+    from .unsaved import saveable_config
 
     path = Path(path)
     check_folder_target(path, "model.save() folder")  # before any work: a file where the folder goes
@@ -214,7 +215,7 @@ def save_model(model: "ZooModel", path: Path) -> Path:
     provenance["saved"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     config: dict[str, Any] = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "zoo_version": __version__,
-        **model.config, "task": model.task, "num_classes": model.num_classes,
+        **saveable_config(model), "task": model.task, "num_classes": model.num_classes,  # code left out: unsaved
         "class_names": model.class_names, "preprocess": model.preprocess.to_dict(),
         "provenance": provenance, "metrics": _metrics(model.last_metrics),
         "export_formats": list(model.export_formats),
@@ -306,6 +307,7 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
     from .api import build_model, check_task
     from .model import Preprocess
     from .registry import get_registry
+    from .unsaved import warn_unsaved
     from .weights import WeightsError as _WE, sha256_file
 
     config = read_config(path)
@@ -353,6 +355,7 @@ def load_model(path: Path, *, task: str | None = None, num_classes: int | None =
     model.preprocess = Preprocess.from_dict(config["preprocess"])  # input handling survives a new head
     if config.get("training"):
         model.config["training"] = config["training"]
+    warn_unsaved(config, str(path))  # a custom loss/metrics/transform it was trained with, not saved
     if config.get("task_options"):  # the task options the model was saved with (a user's edits too)
         model.config["task_options"] = dict(config["task_options"])
     saved = dict(config.get("provenance", {}))

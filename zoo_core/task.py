@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 if TYPE_CHECKING:
+    from .data.check import DataCheck
     from .model import ZooModel
     from .demo import DemoRecipe
 
@@ -136,6 +137,10 @@ class Task(abc.ABC):
     #: meaning; what ``zoo serve`` passes through from a request (and its page offers), refusing any
     #: other name. ``None``: not declared, so a server passes every option on unchecked.
     predict_options: ClassVar[Mapping[str, str] | None] = None
+    #: task options that describe the data a run reads (its format, an id mapping), not the model: they
+    #: apply to the run that sets them and are never saved with the model (a model trained on YOLO
+    #: files must read COCO files tomorrow without being told to forget it)
+    data_options: ClassVar[tuple[str, ...]] = ()
 
     @abc.abstractmethod
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
@@ -147,6 +152,41 @@ class Task(abc.ABC):
         selects augmentations; the dataset exposes ``class_names``. Bad files raise
         :class:`zoo_core.errors.DataError` naming the file and the fix.
         """
+
+    #: the dataset formats :meth:`read_dataset` reads, by the names of :data:`zoo_core.data.layouts.FORMATS`
+    #: (``("coco", "yolo", "voc")``); what ``zoo data check``/``convert`` match a folder's format against
+    data_formats: ClassVar[tuple[str, ...]] = ()
+
+    def adapt_dataset(self, dataset: torch.utils.data.Dataset, *, model: "ZooModel", train: bool,
+                      image_size: int | tuple[int, int] | None = None,
+                      class_names: Sequence[str] | None = None) -> torch.utils.data.Dataset:
+        """A user's ``Dataset`` in the form this task's :meth:`collate` takes. Default: ``dataset`` unchanged.
+
+        The Trainer and the evaluator call this for a ``Dataset`` passed instead of a path (a
+        ``DataLoader`` is used as given). A task that knows the common forms of its data converts
+        them here, so ``Trainer().fit(model, torchvision.datasets.CIFAR10(...))`` works: it applies its
+        transforms (``train`` selects augmentation; ``image_size`` as in :meth:`read_dataset`) and
+        converts targets, naming classes by ``class_names``, else the dataset's ``class_names`` or
+        ``classes``, else ``model.class_names``. Samples already in the task's form pass unchanged;
+        a sample in no known form is a :class:`~zoo_core.errors.DataError` naming the dataset, the
+        index and the form expected. The returned dataset exposes ``class_names``.
+        """
+        return dataset
+
+    def check_data(self, source: Any, *, split: str | None = None,
+                   format: str | None = None) -> "DataCheck | None":
+        """``zoo data check``: read ``source`` (every split, or ``split``) without a model and describe it.
+
+        Optional. Returns a :class:`~zoo_core.data.check.DataCheck` whose splits list counts, classes,
+        sizes and every problem (bad files named with their line), or ``None`` when the task has no
+        check. ``format`` picks one of :attr:`data_formats` where a folder holds several.
+        """
+        return None
+
+    def convert_data(self, source: Any, out_dir: Path, *, src_format: str, dst_format: str) -> Path:
+        """``zoo data convert``: write ``source`` (in ``src_format``) to ``out_dir`` in ``dst_format``, every
+        split; return what a reader takes (a folder or an annotation file). Optional: the default refuses."""
+        raise NotImplementedError(f"the {self.name} task converts no dataset formats")
 
     @abc.abstractmethod
     def collate(self, samples: list[Any]) -> Batch:
@@ -163,6 +203,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def new_metrics(self, class_names: Sequence[str]) -> Metrics:
         """A fresh metrics accumulator."""
+
+    def metrics_for(self, model: "ZooModel", class_names: Sequence[str]) -> Metrics:
+        """The accumulator the Trainer's validation and the evaluator use for ``model``.
+
+        Default: :meth:`new_metrics`. A task overrides it to pick metrics by model (a binary
+        segmenter's) or to add the ones a user asked for in the model's task options.
+        """
+        return self.new_metrics(class_names)
 
     @abc.abstractmethod
     def predict(self, model: "ZooModel", images: list[Any], sources: list[str],
@@ -212,6 +260,11 @@ class Task(abc.ABC):
         the task out of both commands.
         """
         return None
+
+    def output_names(self, model: "ZooModel") -> list[str]:
+        """The name of each label value this task's predictions hold (value ``i`` is ``names[i]``): what
+        drawn results, ``zoo predict --json`` and ``zoo serve`` print. Default: the model's class names."""
+        return list(model.class_names)
 
     def validate_num_classes(self, num_classes: int) -> None:
         """Refuse impossible class counts early."""

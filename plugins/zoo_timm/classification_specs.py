@@ -15,6 +15,8 @@ from .catalog import load_catalog
 BUILDER = "zoo_timm.classification:build"
 WEIGHTS_INFO = "zoo_timm.classification:weights_info"
 PRIORITY = 10
+#: a classifier's network serves both tasks unchanged (logits (B, K)): the builder never reads the task name
+TASKS = ("classification", "multilabel_classification")
 #: the options a saved config (config.json, a checkpoint) may set when a model is rebuilt from it:
 #: shapes and regularisation, plain numbers and flags (never timm's checkpoint_path or pretrained_cfg*)
 SAVED_OPTIONS = ("img_size", "in_chans", "patch_size", "depth", "embed_dim", "num_heads", "mlp_ratio",
@@ -27,7 +29,7 @@ def register_models(register: Callable[..., Any]) -> None:
     """Register every model of the installed timm for classification."""
     for name, entry in load_catalog().items():
         size = entry.get("input_size")
-        register(name, BUILDER, tasks=("classification",), priority=PRIORITY,
+        register(name, BUILDER, tasks=TASKS, priority=PRIORITY,
                  input_size=tuple(size) if size else None, weights=tuple(entry.get("weights") or ()),
                  weights_info=WEIGHTS_INFO, export_formats=EXPORT_FORMATS, description=f"timm {name} classifier",
                  saved_options=SAVED_OPTIONS)

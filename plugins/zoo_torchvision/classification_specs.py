@@ -16,6 +16,8 @@ from zoo_core.specs import EXPORT_FORMATS
 BUILDER = "zoo_torchvision.classification:build"
 WEIGHTS_INFO = "zoo_torchvision.tv_weights:weights_info"
 PRIORITY = 30
+#: a classifier's network serves both tasks unchanged (logits (B, K)): the builder never reads the task name
+TASKS = ("classification", "multilabel_classification")
 #: the options a saved config (config.json, a checkpoint) may set when a classifier or trunk is rebuilt
 #: from it: plain numbers and flags of torchvision's constructors
 SAVED_OPTIONS = ("image_size", "dropout", "attention_dropout", "mlp_dropout", "dropout_aux", "drop_rate",
@@ -123,7 +125,7 @@ MODELS: tuple[tuple[str, str, int, str], ...] = (
 def register_models(register: Callable[..., Any]) -> None:
     """Register one spec per row of :data:`MODELS`, all built by :data:`BUILDER`."""
     for name, family, size, tags in MODELS:
-        register(name, BUILDER, tasks=("classification",), priority=PRIORITY, input_size=(3, size, size),
+        register(name, BUILDER, tasks=TASKS, priority=PRIORITY, input_size=(3, size, size),
                  weights=tuple(tags.split()), weights_info=WEIGHTS_INFO,
                  kwargs={"family": family, "head": HEADS[family]}, export_formats=EXPORT_FORMATS,
                  description=f"torchvision {name} ImageNet classifier ({family} family)",

@@ -11,6 +11,8 @@ Options (constructor defaults, overridden per model by ``model.config["task_opti
 ``decode`` (``"pil"``: PIL in DataLoader workers; ``"device"``: workers read bytes, the batch is
 decoded and augmented on the training device, nvjpeg on CUDA — :mod:`.device_decode`; ``"auto"``:
 device when CUDA is available). ``pil`` stays the default until the device path is measured on a GPU.
+Augmentation (``auto_augment``, ``color_jitter``, ``mixup``/``cutmix``, ``train_transform``/``eval_transform``):
+:mod:`.augment`; a custom ``loss`` and extra ``metrics``: :mod:`.hooks`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from zoo_core.data.folders import ImageFolderDataset, folder_class_names, scan_image_folder
@@ -27,17 +28,26 @@ from zoo_core.errors import DataError
 from zoo_core.demo import DemoRecipe
 from zoo_core.task import Batch, Classification, Metrics, Task
 
+from .augment import CLASSIFICATION_CHECKS, CLASSIFICATION_DEFAULTS, check_transform_conflict, resolve_decode
+from .augment import classification_transform
+from .cls_loss import classification_loss
 from .cls_metrics import ClassificationMetrics
 from .device_decode import EncodedBatch, EncodedFolderDataset, EncodedImage, use_device_decode
 from .predict_filters import FILTER_OPTIONS, ranked_classes
+from .hooks import HOOK_CHECKS, HOOK_DEFAULTS, LOSS_CHECK, HooksMixin
+from .option_checks import choice, fraction_range, whole
 from .task_options import OptionsMixin
-from .transforms import eval_transform, train_transform
+from .transforms import eval_transform
 
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
 
 DEFAULT_OPTIONS: dict[str, Any] = {"label_smoothing": 0.0, "hflip": 0.5, "scale": (0.5, 1.0), "topk": 5,
-                                   "decode": "pil"}
+                                   "decode": "pil", "loss": None, **HOOK_DEFAULTS, **CLASSIFICATION_DEFAULTS}
+#: per-key checks and cross-key rules of the options (:mod:`.task_options`); the multi-label task shares them
+OPTION_CHECKS = {"scale": fraction_range, "topk": whole(1), "decode": choice("pil", "device", "auto"),
+                 "loss": LOSS_CHECK, **HOOK_CHECKS, **CLASSIFICATION_CHECKS}
+OPTION_RULES = (check_transform_conflict, resolve_decode)
 
 
 def _placeholder_names(names: Sequence[str]) -> bool:
@@ -63,13 +73,15 @@ def _logits(output: Any) -> Tensor:
     raise TypeError(f"a classification network must return logits (B, num_classes), got {type(output).__name__}")
 
 
-class ClassificationTask(OptionsMixin, Task):
+class ClassificationTask(HooksMixin, OptionsMixin, Task):
     """The ``classification`` task (aliases ``cls``, ``classify``)."""
 
     name = "classification"
     default_metric = "accuracy"
     default_metric_mode = "max"
     option_defaults = DEFAULT_OPTIONS
+    option_checks = OPTION_CHECKS
+    option_rules = OPTION_RULES
     predict_options = {"topk": "how many classes to list, best first (a whole number >= 1)",
                        "conf": "list only classes scoring at least this (a number in [0, 1])",
                        "classes": FILTER_OPTIONS["classes"]}
@@ -102,11 +114,7 @@ class ClassificationTask(OptionsMixin, Task):
                             f"class_names=[...]; zoo train --num-classes {len(index.class_names)}) to give it a "
                             "matching head", index.root)
         opts = self.options(model)
-        if train:
-            transform = train_transform(model.preprocess, image_size, scale=tuple(opts["scale"]),
-                                        hflip=float(opts["hflip"]))
-        else:
-            transform = eval_transform(model.preprocess, image_size)
+        transform = classification_transform(model.preprocess, image_size, opts, train=train)  # .augment
         if use_device_decode(str(opts["decode"])):
             return EncodedFolderDataset(index, transform, train=train)
         return ImageFolderDataset(index, transform, train=train)
@@ -114,6 +122,31 @@ class ClassificationTask(OptionsMixin, Task):
     def source_class_names(self, source: Any, *, split: str) -> list[str]:
         """The class folder names of ``source``'s ``split``, sorted (what a fresh head is named after)."""
         return sorted(folder_class_names(source, split))
+
+    # ---- other data: a user's Dataset, zoo data check (zoo_tasks.formats) ----------------------------
+    data_formats = ("imagefolder",)
+
+    def adapt_dataset(self, dataset: torch.utils.data.Dataset, *, model: "ZooModel", train: bool,
+                      image_size: int | tuple[int, int] | None = None,
+                      class_names: Sequence[str] | None = None) -> torch.utils.data.Dataset:
+        """``(image, class index)`` datasets (torchvision's CIFAR10, ImageFolder...) with this task's
+        transforms; class names from ``class_names``, the dataset's ``classes``, or the model's."""
+        from .formats.adapt import AdaptedDataset, adapt, classification_sample, dataset_label, dataset_names
+
+        if isinstance(dataset, (ImageFolderDataset, AdaptedDataset)):
+            return dataset
+        names = dataset_names(dataset, class_names, model)
+        if len(names) != model.num_classes:
+            raise DataError(f"{dataset_label(dataset)} has {len(names)} classes but the model predicts "
+                            f"{model.num_classes}; load it with num_classes={len(names)} (or class_names=[...])")
+        transform = classification_transform(model.preprocess, image_size, self.options(model), train=train)
+        return adapt(dataset, classification_sample, names, transform, model.num_classes, dataset_label(dataset))
+
+    def check_data(self, source: Any, *, split: str | None = None, format: str | None = None) -> Any:
+        """``zoo data check`` of class folders (:mod:`.formats.check`)."""
+        from .formats.check import check_classification
+
+        return check_classification(source, split)
 
     def collate(self, samples: list[Any]) -> Batch:
         images, labels, sources = zip(*samples)
@@ -134,9 +167,8 @@ class ClassificationTask(OptionsMixin, Task):
 
     # ---- training and evaluation ----------------------------------------------------------------
     def loss(self, model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
-        logits = _logits(model(batch.inputs))
-        smoothing = float(self.options(model)["label_smoothing"])
-        return {"loss": F.cross_entropy(logits.float(), batch.targets, label_smoothing=smoothing)}
+        """Cross-entropy (``label_smoothing``), after mixup/cutmix when on; or the ``loss`` option's."""
+        return classification_loss(self.options(model), batch, lambda x: _logits(model(x)), model.num_classes)
 
     def forward_eval(self, model: "ZooModel", batch: Batch) -> Tensor:
         return _logits(model(batch.inputs))

@@ -11,10 +11,13 @@ Reported (see :meth:`ClassificationMetrics.compute`):
   sample in the evaluated set (0.0 would read as "always wrong");
 - ``confusion_matrix``: ``[[count]]``, rows = true class, columns = predicted class;
 - ``num_samples``.
+
+Multi-label classification: :class:`MultiLabelMetrics` (mAP, F1 at a threshold, exact match).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import torch
@@ -94,3 +97,75 @@ class ClassificationMetrics(Metrics):
         out["confusion_matrix"] = confusion.tolist()
         out["num_samples"] = self.num_samples
         return out
+
+
+class MultiLabelMetrics(Metrics):
+    """Multi-label metrics: every sample's label probabilities and targets kept, scored at the end.
+
+    Average precision needs the whole ranking, so scores are kept rather than running sums (``N x K``
+    floats); ``merge`` concatenates another rank's, which keeps DDP exact. Reported:
+
+    - ``map``: the mean over labels of average precision (the area under the step-wise precision-recall
+      curve, as scikit-learn's ``average_precision_score``), over the labels with at least one positive
+      sample (a label with none has no AP: None in ``per_label_ap``, left out of the mean);
+    - ``f1_macro`` / ``f1_micro``, ``precision_micro``, ``recall_micro``: at ``threshold`` on the sigmoid
+      (a label is predicted when its probability reaches it);
+    - ``exact_match``: the fraction of samples whose predicted label set is exactly right;
+    - ``per_label_ap``, ``per_label_f1``, ``num_samples``.
+    """
+
+    def __init__(self, class_names: Sequence[str], threshold: float = 0.5) -> None:
+        self.class_names = [str(c) for c in class_names]
+        if not self.class_names:
+            raise ValueError("MultiLabelMetrics needs at least one class name")
+        self.threshold = float(threshold)
+        self.scores: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+
+    def names(self) -> list[str]:
+        return ["map", "f1_macro", "f1_micro", "precision_micro", "recall_micro", "exact_match", "num_samples"]
+
+    def update(self, outputs: Any, batch: Batch) -> None:
+        """``outputs``: logits ``(B, K)``; ``batch.targets``: multi-hot ``(B, K)``."""
+        logits = outputs.detach().float().cpu()
+        targets = torch.as_tensor(batch.targets).detach().cpu()
+        k = len(self.class_names)
+        if logits.dim() != 2 or logits.shape[1] != k:
+            raise ValueError(f"multi-label metrics expect logits (B, {k}); got {tuple(logits.shape)}: the model's "
+                             f"head and the data's labels disagree (load the model with num_classes={k})")
+        if targets.shape != logits.shape or bool(((targets != 0) & (targets != 1)).any()):
+            raise DataError(f"multi-label targets must be 0/1 of shape (B, {k}), got shape {tuple(targets.shape)}")
+        self.scores.append(logits.sigmoid())
+        self.targets.append(targets.long())
+
+    def merge(self, other: Metrics) -> None:
+        if not isinstance(other, MultiLabelMetrics) or other.class_names != self.class_names:
+            raise ValueError("can only merge MultiLabelMetrics over the same class names")
+        self.scores += other.scores
+        self.targets += other.targets
+
+    def compute(self) -> dict[str, Any]:
+        from torchmetrics.functional.classification import (multilabel_average_precision, multilabel_exact_match,
+                                                            multilabel_f1_score, multilabel_precision,
+                                                            multilabel_recall)
+
+        if not self.scores:
+            raise DataError("no samples were evaluated: the evaluation set is empty")
+        scores, targets = torch.cat(self.scores), torch.cat(self.targets)
+        k, t = len(self.class_names), self.threshold
+        has_pos = (targets.sum(0) > 0).tolist()
+        with warnings.catch_warnings():  # a label without positives has no AP: None below, not torchmetrics' 0
+            warnings.simplefilter("ignore", UserWarning)
+            ap = multilabel_average_precision(scores, targets, num_labels=k, average="none").tolist()
+        per_ap = {n: (float(v) if pos else None) for n, v, pos in zip(self.class_names, ap, has_pos)}
+        known = [v for v in per_ap.values() if v is not None]
+        f1 = multilabel_f1_score(scores, targets, num_labels=k, threshold=t, average="none").tolist()
+        kw = {"num_labels": k, "threshold": t}
+        return {"map": sum(known) / len(known) if known else 0.0,
+                "f1_macro": float(multilabel_f1_score(scores, targets, average="macro", **kw)),
+                "f1_micro": float(multilabel_f1_score(scores, targets, average="micro", **kw)),
+                "precision_micro": float(multilabel_precision(scores, targets, average="micro", **kw)),
+                "recall_micro": float(multilabel_recall(scores, targets, average="micro", **kw)),
+                "exact_match": float(multilabel_exact_match(scores, targets, **kw)),
+                "num_samples": int(scores.shape[0]), "per_label_ap": per_ap,
+                "per_label_f1": dict(zip(self.class_names, (float(v) for v in f1)))}

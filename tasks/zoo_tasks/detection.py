@@ -23,17 +23,26 @@ from zoo_core.errors import DataError
 from zoo_core.demo import DemoRecipe
 from zoo_core.task import Batch, Detections, Metrics, Task
 
-from .det_data import CocoDetection, category_names, eval_transform, read_coco, resolve_source, train_transform
+from .augment import check_transform_conflict
+from .det_augment import DETECTION_CHECKS, DETECTION_DEFAULTS, augment_detection
+from .det_data import CocoDetection, eval_transform, train_transform
+from .formats.detection import detection_class_names, read_detection
+from .formats.options import DETECTION_FORMAT_CHECKS, DETECTION_FORMAT_DEFAULTS
 from .classification import _placeholder_names
 from .det_metrics import DetectionMetrics
 from .predict_filters import FILTER_OPTIONS, DetectionFilter
+from .hooks import HOOK_CHECKS, HOOK_DEFAULTS, LOSS_CHECK, HooksMixin, custom_loss
+from .option_checks import choice
 from .task_options import OptionsMixin
 
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
 
 DEFAULT_OPTIONS: dict[str, Any] = {"hflip": 0.5, "filter_empty": False, "score_threshold": 0.0,
-                                   "coco_backend": "auto"}
+                                   "coco_backend": "auto", "loss": None, **HOOK_DEFAULTS, **DETECTION_DEFAULTS,
+                                   **DETECTION_FORMAT_DEFAULTS}
+OPTION_CHECKS = {"coco_backend": choice("auto", "faster", "pycocotools"), "loss": LOSS_CHECK, **HOOK_CHECKS,
+                 **DETECTION_CHECKS, **DETECTION_FORMAT_CHECKS}
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -46,7 +55,7 @@ def _sync_size(model: "ZooModel") -> None:
         setter(model.preprocess.input_size)
 
 
-class DetectionTask(OptionsMixin, Task):
+class DetectionTask(HooksMixin, OptionsMixin, Task):
     """Object detection on COCO-format data, scored by pycocotools' COCOeval.
 
     Options (constructor, or per model in ``model.config["task_options"]``): ``hflip`` (training flip
@@ -54,7 +63,9 @@ class DetectionTask(OptionsMixin, Task):
     ``coco_backend`` (``"auto"``/``"faster"``/``"pycocotools"``: which COCOeval computes mAP; the same
     numbers, faster-coco-eval's much sooner — see :mod:`.coco_eval`). ``coco_backend`` is read from the
     task's constructor options only (metrics are created without a model):
-    ``DetectionTask(coco_backend="pycocotools")``.
+    ``DetectionTask(coco_backend="pycocotools")``. ``loss`` (a callable combining the network's loss
+    dict) and ``metrics``: :mod:`.hooks`; ``color_jitter``, ``scale_jitter``, ``iou_crop``, ``mosaic`` and
+    ``train_transform``: :mod:`.det_augment`.
     """
 
     name = "detection"
@@ -62,6 +73,9 @@ class DetectionTask(OptionsMixin, Task):
     unit_interval_options = (*OptionsMixin.unit_interval_options, "score_threshold")
     default_metric_mode = "max"
     option_defaults = DEFAULT_OPTIONS
+    option_checks = OPTION_CHECKS
+    option_rules = (check_transform_conflict,)
+    data_options = ("format",)
     predict_options = {"score_threshold": "drop detections scoring below this (a number in [0, 1])",
                        **FILTER_OPTIONS}
 
@@ -75,23 +89,28 @@ class DetectionTask(OptionsMixin, Task):
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
                      image_size: int | tuple[int, int] | None = None,
                      class_names: Sequence[str] | None = None) -> CocoDetection:
-        """COCO data from ``source`` (a folder with annotations.json, a root with train/ and val/,
-        a .json path, or an (images_dir, json) pair). Labels follow ``class_names``, else the
-        model's named classes, else the categories in id order. ``image_size`` is applied by the
+        """Detection data from ``source``: COCO (a folder with annotations.json, a root with train/ and val/,
+        a .json path, or an (images_dir, json) pair), YOLO txt or Pascal VOC (:mod:`.formats.detection`;
+        the option ``format`` picks one where a folder holds two). Labels follow ``class_names``, else the
+        model's named classes, else the data's categories in order. ``image_size`` is applied by the
         model (its internal resize), not here."""
-        json_path, images_dir = resolve_source(source, split)
         if class_names is None and not _placeholder_names(model.class_names):
             class_names = model.class_names
         opts = self.options(model)
-        index = read_coco(json_path, images_dir, class_names=class_names, train=train,
-                          filter_empty=bool(opts["filter_empty"]) and train)
+        index = read_detection(source, split, fmt=opts["format"], class_names=class_names, train=train,
+                               filter_empty=bool(opts["filter_empty"]) and train)
+        json_path = index.json_path
         if len(index.class_names) > model.num_classes:
             raise DataError(f"{json_path} has {len(index.class_names)} categories but the model predicts "
                             f"{model.num_classes}; load it with num_classes={len(index.class_names)} (or "
                             f"class_names=[...]; zoo train --num-classes {len(index.class_names)}) for a "
                             "matching head", json_path)
-        transform = train_transform(float(opts["hflip"])) if train else eval_transform()
-        return CocoDetection(index, transform, train=train)
+        return augment_detection(CocoDetection(index, self._sample_transform(opts, train), train=train), opts,
+                                 train=train)  # .det_augment
+
+    def _sample_transform(self, opts: Mapping[str, Any], train: bool) -> Any:
+        own_flip = train and opts["train_transform"] is None  # a train_transform replaces the flip
+        return train_transform(float(opts["hflip"])) if own_flip else eval_transform()
 
     def source_class_names(self, source: Any, *, split: str) -> list[str]:
         """The category names of ``split``'s COCO json, in label order (ascending category id).
@@ -103,10 +122,38 @@ class DetectionTask(OptionsMixin, Task):
         (no categories, bad ids) fails here, before a model is built; the reader's warnings are left to
         :meth:`read_dataset`, which reads the file again for training.
         """
-        json_path, _ = resolve_source(source, split)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return category_names(json_path)
+            return detection_class_names(source, split, self.defaults["format"])  # COCO, YOLO or VOC
+
+    # ---- other data: a user's Dataset, zoo data check / convert (zoo_tasks.formats) ---------------------
+    data_formats = ("coco", "yolo", "voc")
+
+    def adapt_dataset(self, dataset: torch.utils.data.Dataset, *, model: "ZooModel", train: bool,
+                      image_size: int | tuple[int, int] | None = None,
+                      class_names: Sequence[str] | None = None) -> torch.utils.data.Dataset:
+        """``(image, target)`` datasets (torchvision's VOCDetection, CocoDetection, ``{"boxes", "labels"}``)
+        as :class:`~.det_data.CocoDetection` samples, boxes cleaned alike (:mod:`.formats.adapt`)."""
+        from .formats.adapt import AdaptedDataset, DetectionTargets, dataset_names
+
+        if isinstance(dataset, (CocoDetection, AdaptedDataset)):
+            return dataset
+        opts = self.options(model)
+        names = dataset_names(dataset, class_names, model)
+        convert = DetectionTargets(dataset, names, self._sample_transform(opts, train))
+        return augment_detection(AdaptedDataset(dataset, convert, names), opts, train=train)
+
+    def check_data(self, source: Any, *, split: str | None = None, format: str | None = None) -> Any:
+        """``zoo data check`` of detection data (:mod:`.formats.check`)."""
+        from .formats.check import check_detection
+
+        return check_detection(source, split, format)
+
+    def convert_data(self, source: Any, out_dir: Path, *, src_format: str, dst_format: str) -> Path:
+        """``zoo data convert``: COCO -> YOLO, YOLO -> COCO, VOC -> COCO (:mod:`.formats.convert`)."""
+        from .formats.convert import convert_detection
+
+        return convert_detection(source, out_dir, src_format=src_format, dst_format=dst_format)
 
     def collate(self, samples: list[Any]) -> Batch:
         images, targets, meta = zip(*samples)
@@ -120,6 +167,9 @@ class DetectionTask(OptionsMixin, Task):
         if not isinstance(losses, Mapping) or not losses:
             raise TypeError(f"a detection network must return a dict of losses in training mode, got "
                             f"{type(losses).__name__} (is the model in train mode?)")
+        custom = self.options(model)["loss"]
+        if custom is not None:  # the user's combination of the network's own losses
+            return custom_loss(custom, dict(losses), batch.targets)
         out = {k: v for k, v in losses.items()}
         out["loss"] = sum(losses.values())  # type: ignore[assignment]
         return out

@@ -10,4 +10,8 @@ def register_tasks(register):
     register("detection", "zoo_tasks.detection:DetectionTask", aliases=("det", "detect"),
              description="object detection (COCO json; COCO mAP via pycocotools)")
     register("segmentation", "zoo_tasks.segmentation:SegmentationTask", aliases=("seg", "segment"),
-             description="semantic segmentation (image + mask folders; mIoU, Dice)")
+             description="semantic segmentation (image + mask folders; mIoU, Dice; num_classes=1: binary)")
+    # every built-in classifier declares this task too (zoo_torchvision/zoo_timm classification_specs)
+    register("multilabel_classification", "zoo_tasks.multilabel:MultiLabelClassificationTask",
+             aliases=("mlcls", "multilabel-cls"),
+             description="multi-label classification (labels.csv/labels.json; BCE; mAP, F1 at a threshold)")

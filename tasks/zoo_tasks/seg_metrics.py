@@ -12,6 +12,9 @@ Cityscapes report. Pixels whose mask value is 255 are left out entirely. Reporte
 - ``dice``: mean over the same classes of ``2 TP / (2 TP + FP + FN)`` (F1 per class);
 - ``dice_per_class``, ``pixel_accuracy`` (correct / all non-ignored pixels), ``confusion_matrix``,
   ``num_pixels`` and ``num_images``.
+
+A binary model (one sigmoid channel) is scored by :class:`BinarySegmentationMetrics`: ``iou`` and
+``dice`` of the positive class at threshold 0.5.
 """
 
 from __future__ import annotations
@@ -114,3 +117,37 @@ class SegmentationMetrics(Metrics):
             "confusion_matrix": self.confusion.tolist(),
             "num_pixels": total, "num_images": self.num_images,
         }
+
+
+class BinarySegmentationMetrics(SegmentationMetrics):
+    """Metrics of a binary model (one sigmoid channel): predictions are ``sigmoid > 0.5``, i.e. logit > 0.
+
+    The same 2 x 2 confusion matrix (background, the positive class) as any segmentation, and what a
+    binary problem is judged by: ``iou`` and ``dice`` are the positive class's (``TP / (TP + FP + FN)``
+    and ``2 TP / (2 TP + FP + FN)``), ``miou`` stays the mean over both classes
+    (the task's default monitor), plus ``precision`` and ``recall`` of the positive class.
+    A positive class absent from both masks and predictions scores 0.0 here (None in ``iou_per_class``).
+    ``class_names``: the positive class's name (a binary model's one name) or (background, positive).
+    """
+
+    threshold = 0.5
+
+    def __init__(self, class_names: Sequence[str], ignore_index: int = IGNORE_INDEX) -> None:
+        names = [str(c) for c in class_names]
+        if len(names) not in (1, 2):
+            raise ValueError(f"binary segmentation metrics take the positive class's name (or background and it); "
+                             f"got {len(names)} names {names[:4]}")
+        super().__init__(names if len(names) == 2 else ["background", names[0]], ignore_index=ignore_index)
+
+    def names(self) -> list[str]:
+        return ["iou", "dice", "miou", "precision", "recall", "pixel_accuracy", "num_pixels", "num_images"]
+
+    def compute(self) -> dict[str, Any]:
+        out = super().compute()
+        cm = self.confusion.double()
+        tp, fp, fn = cm[1, 1], cm[0, 1], cm[1, 0]
+        out["iou"] = float(tp / (tp + fp + fn)) if tp + fp + fn > 0 else 0.0
+        out["dice"] = float(2 * tp / (2 * tp + fp + fn)) if tp + fp + fn > 0 else 0.0
+        out["precision"] = float(tp / (tp + fp)) if tp + fp > 0 else 0.0
+        out["recall"] = float(tp / (tp + fn)) if tp + fn > 0 else 0.0
+        return out

@@ -4,12 +4,17 @@ A task lists its options and their defaults in ``option_defaults``; :meth:`Optio
 merges, for one model, the task's defaults with ``model.config["task_options"]`` (which a plugin
 fills from ``BuiltModel.extra["task_options"]`` — e.g. U-Net's ``{"loss": "dice_ce"}`` — and a
 user may edit). Unknown constructor options are refused with the known ones listed.
+
+Values are checked where they enter and where they are read: ``unit_interval_options`` lie in [0, 1],
+``option_checks`` maps a key to its checker (:mod:`.option_checks`), and ``option_rules`` check options
+together (a custom transform with the task's own augmentation options is refused).
+:meth:`OptionsMixin.check_options` is what ``zoo.load(task_options=...)`` calls.
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 from zoo_core.errors import OptionError
 
@@ -21,21 +26,35 @@ class OptionsMixin:
     #: options that are probabilities or fractions: checked to lie in [0, 1] where they are read, so a
     #: typo (hflip=2) is named instead of failing inside a transform
     unit_interval_options: ClassVar[tuple[str, ...]] = ("hflip", "label_smoothing")
+    #: key -> ``check(key, value)`` raising OptionError (see :mod:`.option_checks`)
+    option_checks: ClassVar[Mapping[str, Callable[[str, Any], None]]] = {}
+    #: ``rule(merged options) -> merged options``: checks across keys, may resolve a value (``"auto"``)
+    option_rules: ClassVar[tuple[Callable[[dict[str, Any]], dict[str, Any]], ...]] = ()
 
     def __init__(self, **options: Any) -> None:
         unknown = set(options) - set(self.option_defaults)
         if unknown:
             raise OptionError(f"{type(self).__name__} got unknown option(s) {sorted(unknown)}; "
                               f"known: {sorted(self.option_defaults)}")
+        self.check_options(options)
         self.defaults = {**self.option_defaults, **options}
 
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Check each of ``options``' values by its key's rule (unknown keys are the caller's to refuse)."""
+        for key, value in options.items():
+            if key in self.unit_interval_options:
+                self.unit_value(key, value)
+            check = self.option_checks.get(key)
+            if check is not None:
+                check(key, value)
+
     def options(self, model: Any = None) -> dict[str, Any]:
-        """The options for ``model``: defaults overridden by ``model.config["task_options"]``."""
+        """The options for ``model``: defaults overridden by ``model.config["task_options"]``, checked."""
         extra = dict((getattr(model, "config", None) or {}).get("task_options") or {})
         merged = {**self.defaults, **{k: v for k, v in extra.items() if k in self.option_defaults}}
-        for key in self.unit_interval_options:
-            if key in merged:
-                self.unit_value(key, merged[key])
+        self.check_options(merged)
+        for rule in self.option_rules:
+            merged = rule(merged)
         return merged
 
     def unit_value(self, key: str, value: Any) -> float:

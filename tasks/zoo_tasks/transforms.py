@@ -69,8 +69,10 @@ def eval_transform(pre: Preprocess, size: int | Sequence[int] | None = None) -> 
 
 
 def train_transform(pre: Preprocess, size: int | Sequence[int] | None = None, *,
-                    scale: tuple[float, float] = (0.5, 1.0), hflip: float = 0.5) -> v2.Compose:
-    """Training augmentation: random-resized crop (area ``scale``), horizontal flip, normalise."""
+                    scale: tuple[float, float] = (0.5, 1.0), hflip: float = 0.5,
+                    augment: Sequence[v2.Transform] = ()) -> v2.Compose:
+    """Training augmentation: random-resized crop (area ``scale``), horizontal flip, ``augment`` (on the
+    crop, still uint8, as timm orders RandAugment and colour jitter: :mod:`.augment`), normalise."""
     h, w = target_size(pre, size)
     steps: list[v2.Transform] = [
         v2.ToImage(),
@@ -79,4 +81,12 @@ def train_transform(pre: Preprocess, size: int | Sequence[int] | None = None, *,
     ]
     if hflip > 0:
         steps.append(v2.RandomHorizontalFlip(p=hflip))
-    return v2.Compose([*steps, *to_float_normalized(pre)[1:]])
+    return v2.Compose([*steps, *augment, *to_float_normalized(pre)[1:]])
+
+
+def after_user_transform(pre: Preprocess, size: int | Sequence[int] | None = None) -> list[v2.Transform]:
+    """What follows a user's own transform: to a tensor image, resize to the input size (a no-op when it
+    already is; masks nearest), float, normalise with the model's mean/std."""
+    h, w = target_size(pre, size)
+    return [v2.ToImage(), v2.Resize((h, w), interpolation=interpolation_mode(pre.interpolation), antialias=True),
+            *to_float_normalized(pre)[1:]]

@@ -43,7 +43,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.steps < 1 or args.warmup < 0 or args.batch_size < 1:
         raise ValueError("--steps and --batch-size must be >= 1 and --warmup >= 0")
     model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights,
-                       options=parse_options(args.option))
+                       options=parse_options(args.option), task_options=parse_options(args.task_option))
     result = bench_model(model, batch_size=args.batch_size, image_size=args.image_size, steps=args.steps,
                          warmup=args.warmup, device=args.device, precision=args.precision,
                          channels_last=args.channels_last, compile=args.compile, mode=args.mode,

@@ -86,6 +86,8 @@ def _model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-classes", type=int)
     p.add_argument("--weights", help="weights tag or file for a model name")
     p.add_argument("--device", help="device (default: cuda when available)")
+    p.add_argument("--task-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="task option (repeatable), e.g. --task-option format=yolo for the data's format")
 
 
 def parse_options(items: list[str]) -> dict[str, Any]:
@@ -189,7 +191,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import zoo_core as zoo
 
-    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
+    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights,
+                       task_options=parse_options(args.task_option))
     report = zoo.evaluate(model, args.data, batch_size=args.batch_size, device=args.device, out_dir=args.out,
                           plots=not args.no_plots, split=args.split, num_workers=args.num_workers,
                           precision=args.precision, overwrite=args.overwrite)
@@ -212,20 +215,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ..predict_outputs import AnnotatedFolder, annotate, json_line
     from ..predict_stream import stream
 
-    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights)
+    model = open_model(args.model, task=args.task, num_classes=args.num_classes, weights=args.weights,
+                       task_options=parse_options(args.task_option))
     if args.device:
         model.to(args.device)
+    names = model.task_impl.output_names(model)  # a binary mask's 1 is its class, 0 the background
     folder = AnnotatedFolder(args.save, overwrite=args.overwrite) if args.save is not None else None
     with folder if folder is not None else contextlib.nullcontext():
         for result in stream(model, args.images, batch_size=args.batch_size, options=predict_options(args)):
             pred = result.prediction
             if args.json:
-                print(json_line(pred, model.class_names, result.item), flush=True)
+                print(json_line(pred, names, result.item), flush=True)
             else:
                 fields = describe(pred)
                 print(f"{fields.pop('source')}: " + ", ".join(f"{k}={v}" for k, v in fields.items()), flush=True)
             if folder is not None:
-                folder.add(result.item.save_name, annotate(result.image, pred, model.class_names))
+                folder.add(result.item.save_name, annotate(result.image, pred, names))
     if folder is not None:
         print(f"{folder.written} annotated image(s) in {folder.folder}", file=sys.stderr)
     return 0

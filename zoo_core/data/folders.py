@@ -10,6 +10,7 @@ in training, fatal (naming the file) in evaluation.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -91,6 +92,9 @@ def split_root(root: str | Path, split: str) -> Path:
     A root holding a ``train/`` or ``val/`` folder is a split root: asking it for a split it lacks is a
     :class:`DataError` (reading it whole would make ``train`` a class).
     """
+    if not isinstance(root, (str, os.PathLike)):
+        raise DataError(f"image-folder data is one folder laid out as {LAYOUT} (or a root holding train/ and "
+                        f"val/ such folders), not {type(root).__name__} {root!r}; a torch Dataset is passed as it is")
     root = Path(root).expanduser()
     if not root.exists():
         raise DataError(f"dataset folder {root} does not exist; pass a folder laid out as {LAYOUT}", root)

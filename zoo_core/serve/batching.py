@@ -172,7 +172,7 @@ class ModelWorker:
         self.metrics.record_batch(self.name, len(images))
         try:
             preds = self.model.predict(images, batch_size=len(images), **jobs[0].options)
-            names = self.model.class_names
+            names = self.model.task_impl.output_names(self.model)
             results = [to_json(p, names) for p in preds]
             for p, source in zip(results, sources):
                 p["source"] = source

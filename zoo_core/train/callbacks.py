@@ -79,7 +79,8 @@ def mode_of(task: Any, metric: str) -> str:
     return "min" if "loss" in metric else "max"
 
 
-def watched_metric(config: Any, task: Any, *, validating: bool, class_names: list[str]) -> tuple[str, str]:
+def watched_metric(config: Any, task: Any, *, validating: bool, class_names: list[str],
+                   model: Any = None) -> tuple[str, str]:
     """The metric the best checkpoint watches and its mode (``config.monitor`` or the task's default).
 
     A ``monitor``/``early_stopping_metric`` the run will never report (a typo) is refused here, before
@@ -87,7 +88,8 @@ def watched_metric(config: Any, task: Any, *, validating: bool, class_names: lis
     without validation data only ``train_loss`` is reported.
     """
     metric = config.monitor or (task.default_metric if validating else "train_loss")
-    known = task.new_metrics(class_names).names() if validating else ["train_loss"]
+    metrics = task.metrics_for(model, class_names) if model is not None else task.new_metrics(class_names)
+    known = metrics.names() if validating else ["train_loss"]
     for setting, name in (("monitor", config.monitor), ("early_stopping_metric", config.early_stopping_metric)):
         if name and known is not None and name not in known:
             from ..errors import UnknownNameError

@@ -172,10 +172,22 @@ def set_loader_epoch(loader: DataLoader, epoch: int, skip_samples: int = 0) -> b
 def read_data(data: Any, task: Any, model: Any, *, split: str, train: bool,
               image_size: int | tuple[int, int] | None = None,
               class_names: list[str] | None = None) -> Dataset | DataLoader:
-    """A path goes through ``task.read_dataset``; a Dataset or DataLoader is used as given."""
-    if isinstance(data, (Dataset, DataLoader)):
+    """The dataset the Trainer or evaluator reads ``data`` as.
+
+    - a path, or a pair of paths (``(images_dir, annotations.json)``, ``(images_dir, masks_dir)``), goes
+      through ``task.read_dataset``, which reads the formats it knows;
+    - a ``Dataset`` goes through ``task.adapt_dataset``: samples in the task's own form pass unchanged,
+      samples in a common form (torchvision's ``(image, target)``) get the task's transforms and target
+      conversion, with ``class_names`` naming the labels where the dataset has none;
+    - a ``DataLoader`` is used as given (its batches must already be what ``task.collate`` makes).
+    """
+    if isinstance(data, DataLoader):
         return data
-    if isinstance(data, (str, os.PathLike)):
-        return task.read_dataset(data, split=split, train=train, model=model, image_size=image_size,
-                                 class_names=class_names)
-    raise TypeError(f"{split} data must be a path, a torch Dataset or a DataLoader; got {type(data).__name__}")
+    if isinstance(data, Dataset):
+        return task.adapt_dataset(data, model=model, train=train, image_size=image_size, class_names=class_names)
+    pair = isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(p, (str, os.PathLike)) for p in data)
+    if isinstance(data, (str, os.PathLike)) or pair:
+        return task.read_dataset(tuple(data) if pair else data, split=split, train=train, model=model,
+                                 image_size=image_size, class_names=class_names)
+    raise TypeError(f"{split} data must be a path, a pair of paths (images_dir, annotations), a torch Dataset or a "
+                    f"DataLoader; got {type(data).__name__}")

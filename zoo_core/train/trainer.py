@@ -34,7 +34,7 @@ from . import distributed as D
 from .callbacks import (Callback, EarlyStopping, LRMonitor, ModelCheckpoint, ModelEMA, check_callbacks, mode_of,
                         watched_metric)
 from .config import TrainConfig
-from ..data.folders import missing_split_error, split_dirs
+from ..data.folders import dataset_splits, missing_split_error
 from .data import base_dataset, make_loader, read_data, set_loader_epoch
 from .interrupt import InterruptFlag, TrainingInterrupted, interrupted
 from .loggers import RunLogger, make_progress, print_fit_summary
@@ -100,7 +100,7 @@ class Trainer(CheckpointMixin):
         so it is when the path is not this ``out_dir``'s own ``last.pt``/``best.pt`` (a new run here).
         """
         if val is None and isinstance(train, (str, Path)):
-            present = split_dirs(train)
+            present = dataset_splits(train)  # train/ + val/ folders, or the format's own splits (YOLO, VOC)
             if present and "val" not in present:  # never train on a root's train/ without a word about val
                 raise missing_split_error(train, "val", present)
             val = train if present else None  # the task reads split="val" of the same root
@@ -143,7 +143,7 @@ class Trainer(CheckpointMixin):
                 model.class_names == [f"class_{i}" for i in range(model.num_classes)]:
             model.class_names = list(train_names)
         self.monitor, self.mode = watched_metric(cfg, self.task, validating=self.val_loader is not None,
-                                                 class_names=list(train_names or model.class_names))
+                                                 class_names=list(train_names or model.class_names), model=model)
 
         model.to(env.device)
         self.channels_last = perf.use_channels_last(model.net, env.device, cfg.channels_last)
@@ -326,7 +326,7 @@ class Trainer(CheckpointMixin):
         wrapped, model.net = model.net, (self.ema.module if self.ema is not None else self.raw_net)
         try:
             names = getattr(base_dataset(self.val_loader), "class_names", None) or model.class_names
-            metrics = self.task.new_metrics(list(names))
+            metrics = self.task.metrics_for(model, list(names))
             evaluation_loop(model, self.task, self.val_loader, metrics, device=self.env.device,
                             precision=cfg.precision, channels_last=self.channels_last,
                             limit_batches=cfg.limit_val_batches)

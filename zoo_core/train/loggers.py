@@ -13,12 +13,37 @@ import csv
 import io
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import ZooError
 from ..fileio import atomic_write_bytes
 from ..run_files import files_under, record
+
+
+@dataclass
+class FitResult:
+    """What ``fit`` returns: the last validation's metrics, best value, files written.
+
+    Epochs are counted from 1, as the progress bar, ``metrics.csv``'s ``epoch`` column and the summary
+    table count them: ``best_epoch`` is the number of the epoch whose validation gave ``best_value``
+    (None without validation); ``epochs`` is how many epochs have run.
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    monitor: str = ""
+    best_value: float | None = None
+    #: 1-based: the epoch whose validation gave ``best_value`` (metrics.csv's ``epoch`` of that row)
+    best_epoch: int | None = None
+    epochs: int = 0
+    steps: int = 0
+    stopped_early: bool = False
+    out_dir: Path | None = None
+    last_checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
+    model_dir: Path | None = None
+    plots: list[Path] = field(default_factory=list)
 
 
 def make_progress(total: int | None, desc: str, *, enabled: bool | None = None, leave: bool = False) -> Any:

@@ -18,7 +18,6 @@ import contextlib
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -37,7 +36,7 @@ from .config import TrainConfig
 from ..data.folders import dataset_splits, missing_split_error
 from .data import base_dataset, make_loader, read_data, set_loader_epoch
 from .interrupt import InterruptFlag, TrainingInterrupted, interrupted
-from .loggers import RunLogger, make_progress, print_fit_summary
+from .loggers import FitResult, RunLogger, make_progress, print_fit_summary  # noqa: F401  (FitResult: re-export)
 from .numerics import FiniteGuard, NonFiniteLossError, numerics, seed_everything  # noqa: F401
 from .optim import apply_freezing, build_optimizer, frozen_norm_modules
 from .resume import CheckpointMixin, TrainState
@@ -45,30 +44,6 @@ from .schedulers import LRSchedule
 
 if TYPE_CHECKING:
     from ..model import ZooModel
-
-
-@dataclass
-class FitResult:
-    """What ``fit`` returns: the last validation's metrics, best value, files written.
-
-    Epochs are counted from 1, as the progress bar, ``metrics.csv``'s ``epoch`` column and the summary
-    table count them: ``best_epoch`` is the number of the epoch whose validation gave ``best_value``
-    (None without validation); ``epochs`` is how many epochs have run.
-    """
-
-    metrics: dict[str, float] = field(default_factory=dict)
-    monitor: str = ""
-    best_value: float | None = None
-    #: 1-based: the epoch whose validation gave ``best_value`` (metrics.csv's ``epoch`` of that row)
-    best_epoch: int | None = None
-    epochs: int = 0
-    steps: int = 0
-    stopped_early: bool = False
-    out_dir: Path | None = None
-    last_checkpoint: Path | None = None
-    best_checkpoint: Path | None = None
-    model_dir: Path | None = None
-    plots: list[Path] = field(default_factory=list)
 
 
 class Trainer(CheckpointMixin):

@@ -53,6 +53,11 @@ class WeightsError(ZooError):
     """A weights file that is missing, unsafe, corrupt, or for another architecture."""
 
 
+class ModelFolderError(WeightsError, FileNotFoundError):
+    """A folder handed to ``zoo.load`` that holds no model: no ``config.json`` + weights, and none of a run
+    folder's ``model/``, ``best.pt`` or ``last.pt``."""
+
+
 class PluginImportError(PluginError, ImportError):
     """A module a spec names (its builder, its weights_info) that does not import: names the plugin,
     its distribution, the spec and the module, in one line."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import OptionError
+from .errors import ModelFolderError, OptionError
 
 if TYPE_CHECKING:
     from .model import ZooModel
@@ -48,8 +48,8 @@ def not_a_model_error(path: Path) -> Exception:
     if path.is_file():
         return OptionError(f"{path} is a file but not a saved model folder or a .pt/.pth/.ckpt training checkpoint; "
                            "for a weights file pass a model name and weights=FILE (zoo ... --weights FILE)")
-    return FileNotFoundError(f"{path} is a folder but neither a saved model (config.json + weights) nor a run "
-                             f"folder ({', '.join(RUN_FOLDER_MODELS)}): pass one of those, or a model name")
+    return ModelFolderError(f"{path} is a folder but neither a saved model (it has no config.json + weights) nor a "
+                            f"run folder ({', '.join(RUN_FOLDER_MODELS)}): pass one of those, or a model name")
 
 
 def load_checkpoint_model(path: Path, *, task: str | None = None, num_classes: int | None = None,

@@ -170,3 +170,39 @@ def test_the_zoos_own_overlaps_stay_silent():
     from zoo_core.providers import clashes
 
     assert clashes(reg) == []
+
+
+def head_provider(name: str) -> ModuleType:
+    """A third-party plugin whose only spec is a segmentation head ``aspp`` (torchvision's DeepLabV3 builder)."""
+    mod = ModuleType(f"{name}_heads")
+
+    @hookimpl
+    def register_heads(register):
+        register("aspp", "zoo_torchvision.seg_heads:build_deeplabv3_head", task="segmentation",
+                 requires={"min_levels": 1})
+
+    mod.register_heads = register_heads
+    return mod
+
+
+def test_build_with_a_shared_short_head_name_warns_which_provider_it_took(monkeypatch, fresh_registry):
+    import zoo_tasks.plugin
+    import zoo_timm.plugin
+
+    monkeypatch.delenv("ZOO_STRICT_PLUGINS", raising=False)
+    monkeypatch.delenv("ZOO_PROVIDER_PRIORITY", raising=False)
+    eps = [_ep("tasks", zoo_tasks.plugin, "zoo"), _ep("timm", zoo_timm.plugin, "zoo"),
+           _ep("alpha", head_provider("alpha"), "zoo-alpha"), _ep("beta", head_provider("beta"), "zoo-beta")]
+    monkeypatch.setattr("zoo_core.registry._entry_points", lambda: eps)
+    reset_registry(discover())
+    try:
+        with pytest.warns(ProviderChoiceWarning, match=r"head 'aspp': took 'alpha:aspp' of 2 providers\. .*"
+                                                       r"ZOO_PROVIDER_PRIORITY=beta"):
+            model = zoo.build("seg", backbone="test_resnet", head="aspp", num_classes=2)
+        assert model.config["head"] == "alpha:aspp"
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a qualified head name is the user's choice: silent
+            assert zoo.build("seg", backbone="test_resnet", head="beta:aspp", num_classes=2).config["head"] == \
+                "beta:aspp"
+    finally:
+        reset_registry()

@@ -217,7 +217,7 @@ def test_the_cli_shows_a_builders_value_error_naming_builder_plugin_and_distribu
 
     assert main(["export", "acme:breaks_second", "--task", "cls", str(tmp_path / "net.onnx")]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("zoo export: error: too many values to unpack (expected 2) (raised by the builder "
+    assert err.startswith("zoo export: error: ValueError: too many values to unpack (expected 2) (raised by the builder "
                           f"'{__name__}:build_net' of model 'acme:breaks_second' (plugin 'acme', distribution "
                           "'zoo-acme'))"), err
 

@@ -28,6 +28,15 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error_line(exc: BaseException) -> str:
+    """The one line an error prints as; a plugin builder's ValueError/TypeError, which the zoo wrapped to
+    name the builder, is shown under its original type (``ValueError: ...``): its text alone may not say
+    what kind of failure it was."""
+    from .errors import BuilderError, shown_type
+
+    return f"{shown_type(exc)}: {exc}" if isinstance(exc, BuilderError) else str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     args = parser.parse_args(argv)
@@ -37,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ZooError, LookupError, ValueError, FileNotFoundError) as exc:
-        print(f"zoo {args.command}: error: {exc}", file=sys.stderr)
+        print(f"zoo {args.command}: error: {_error_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as exc:  # 130 = 128 + SIGINT, what shells report for Ctrl-C
         print(f"\nzoo {args.command}: {exc or 'interrupted'}", file=sys.stderr)

@@ -48,6 +48,16 @@ def build(task: str, *, backbone: str, head: str, num_classes: int | None = None
                       adapter_channels=adapter_channels, options=options)
 
 
+def announce_short_names(reg: Any, chosen: Sequence[tuple[str, Any, str | None]]) -> None:
+    """Warn which provider each short name (as the user typed it) took when a third party's plugin shares
+    it (:func:`zoo_core.providers.announce_choice`); a qualified ``plugin:name`` is the user's choice."""
+    from .providers import announce_choice
+
+    for typed, spec, task in chosen:
+        if ":" not in typed:
+            announce_choice(reg, spec, task=task)
+
+
 def _build(task: str, *, backbone: str, head: str, num_classes: int | None, class_names: Sequence[str] | None,
            pretrained: str | None, backbone_options: Mapping[str, Any] | None, adapter_channels: int,
            options: dict[str, Any]) -> "ZooModel":
@@ -59,6 +69,7 @@ def _build(task: str, *, backbone: str, head: str, num_classes: int | None, clas
     bspec = reg.resolve("backbone", backbone)
     hspec = reg.resolve("head", head, task=task_name)
     assert isinstance(bspec, BackboneSpec) and isinstance(hspec, HeadSpec)
+    announce_short_names(reg, ((backbone, bspec, None), (head, hspec, task_name)))
     num_classes, class_names = check_classes(task_name, num_classes, class_names)
     if num_classes is None:
         raise ValueError(f"zoo.build({task_name!r}, head={head!r}) needs num_classes= or class_names=")

@@ -71,6 +71,13 @@ class BuilderError(ZooError):
     """
 
 
+def shown_type(exc: BaseException) -> str:
+    """The type name an error is shown under: a :class:`BuilderError`'s original (``ValueError``), since
+    the wrapper only adds where it came from; any other error's own."""
+    cause = exc.__cause__ if isinstance(exc, BuilderError) else None
+    return type(cause if cause is not None else exc).__name__
+
+
 class BuilderValueError(BuilderError, ValueError):
     """A builder's ``ValueError`` (see :class:`BuilderError`)."""
 

@@ -72,10 +72,9 @@ class _Runner:
 def describe_exception(exc: BaseException) -> str:
     """``ValueError: message``: a builder's ValueError/TypeError that the zoo wrapped to name the builder
     (``BuilderValueError``) is shown under its original type, with the wrapper's message."""
-    from ..errors import BuilderError
+    from ..errors import shown_type
 
-    shown = exc.__cause__ if isinstance(exc, BuilderError) and exc.__cause__ is not None else exc
-    return f"{type(shown).__name__}: {exc}"
+    return f"{shown_type(exc)}: {exc}"
 
 
 def _closure(names: set[str], needs: dict[str, tuple[str, ...]]) -> set[str]:

@@ -33,6 +33,8 @@ _LAZY = {
     "Metrics": "zoo_core.task",
     "Classification": "zoo_core.task",
     "Detections": "zoo_core.task",
+    "Instances": "zoo_core.task",
+    "Keypoints": "zoo_core.task",
     "SegmentationMask": "zoo_core.task",
     "Backbone": "zoo_core.backbone",
     "FeatureInfo": "zoo_core.backbone",

@@ -54,6 +54,23 @@ class Detections(Prediction):
 
 
 @dataclass
+class Instances(Detections):
+    """Detections with one binary mask per object: ``masks`` ``(N, H, W)`` bool at the input image's size
+    (instance segmentation; ``boxes``, ``scores``, ``labels``, ``names`` as :class:`Detections`)."""
+
+    masks: Tensor = field(default_factory=lambda: torch.zeros(0, 0, 0, dtype=torch.bool))
+
+
+@dataclass
+class Keypoints(Detections):
+    """Detections with ``keypoints`` ``(N, K, 3)`` per object: x, y in input-image pixels and a visibility
+    score; ``keypoint_names`` names the K points (keypoint detection)."""
+
+    keypoints: Tensor = field(default_factory=lambda: torch.zeros(0, 0, 3))
+    keypoint_names: list[str] = field(default_factory=list)
+
+
+@dataclass
 class SegmentationMask(Prediction):
     """Per-pixel class indices ``(H, W)`` at the input image's size, and the class names present."""
 

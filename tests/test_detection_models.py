@@ -144,7 +144,8 @@ def test_faster_rcnn_on_a_timm_convnet_and_compat():
     model.eval()
     with torch.no_grad():
         assert model([torch.rand(3, 64, 64)])[0]["boxes"].shape[1] == 4
-    assert zoo.compat("vit_small_patch16_224", task="det") == {"torchvision:faster_rcnn": None}
+    assert zoo.compat("vit_small_patch16_224", task="det") == {"torchvision:faster_rcnn": None,
+                                                              "torchvision:retinanet": None, "torchvision:fcos": None}
     reason = zoo.compat("timm:vit_small_patch14_dinov2", task="det")["torchvision:faster_rcnn"]
     assert "stride 14" in reason
     with pytest.raises(IncompatibleError, match="stride 14"):

@@ -157,7 +157,8 @@ def test_zoo_info_describes_a_head_and_zoo_compat_prints_the_verdicts(capsys):
     assert "task:          detection" in out and "min_levels=2" in out and "head='faster_rcnn'" in out
     assert main(["compat", "timm:vit_tiny_patch16_224", "--task", "seg"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert sorted(line.split()[0] for line in lines) == ["smp:unet", "torchvision:deeplabv3"]
+    assert sorted(line.split()[0] for line in lines) == ["smp:unet", "torchvision:deeplabv3", "torchvision:fpn",
+                                                         "torchvision:upernet"]
     assert all(line.split()[1] == "fits" for line in lines)
     assert main(["info", "faster_rcnnn"]) == 1  # neither model, head nor backbone: the model error
     assert "unknown model 'faster_rcnnn'" in capsys.readouterr().err

@@ -28,6 +28,8 @@ class ModelInfo:
     weights: dict[str, list[str]] = field(default_factory=dict)
     export_formats: dict[str, list[str]] = field(default_factory=dict)
     descriptions: dict[str, str] = field(default_factory=dict)
+    #: the same short name as another kind: ``{"head": ["torchvision:fpn"], "backbone": [...]}``
+    also: dict[str, list[str]] = field(default_factory=dict)
     kind: ClassVar[str] = "model"
 
     def __str__(self) -> str:
@@ -35,6 +37,10 @@ class ModelInfo:
                  f"  providers: {', '.join(self.providers)} (default: {self.default}; override with "
                  "a qualified name or ZOO_PROVIDER_PRIORITY)",
                  f"  input:     {self.input_size or 'any'}"]
+        for other, names in self.also.items():  # zoo.load takes the model; zoo.build the head/backbone
+            use = f"head={self.name!r}" if other == "head" else f"backbone={self.name!r}"
+            lines.append(f"  also a {other}: {', '.join(names)} (`zoo info {self.name} --kind {other}`; "
+                         f"zoo.build(..., {use}) uses it, zoo.load({self.name!r}) the model)")
         for qn in self.providers:
             w = self.weights.get(qn) or []
             lines.append(f"  {qn}: weights {', '.join(w[:8]) + (' ...' if len(w) > 8 else '') or 'none known'}"
@@ -129,6 +135,8 @@ def model_info(reg: "Registry", name: str, task: str | None) -> ModelInfo:
         weights={s.qualified_name: list(s.weights) for s in specs},
         export_formats={s.qualified_name: list(s.export_formats) for s in specs},
         descriptions={s.qualified_name: s.description for s in specs},
+        also={kind: [s.qualified_name for s in found] for kind in ("head", "backbone")
+              if (found := reg.providers(kind, best.name))},
     )
 
 

@@ -114,12 +114,12 @@ def sniff_format(path: Path) -> str:
     The content decides, not the suffix: a renamed file is still read with the right (safe) reader.
     """
     head = _head(path, 16)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        return "torch"
-    if len(head) >= 9:
+    if len(head) >= 9:  # first: a safetensors header length may well start with byte 0x80 (a pickle's opcode)
         n = int.from_bytes(head[:8], "little")
         if 0 < n < 100_000_000 and head[8:9] == b"{":
             return "safetensors"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return "torch"
     if path.suffix == ".safetensors":
         return "safetensors"  # let safetensors say what is wrong (e.g. truncated header)
     return "unknown"

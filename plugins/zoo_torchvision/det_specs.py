@@ -4,6 +4,8 @@ Every row builds through :func:`zoo_torchvision.detection.build`; its tags are t
 model's torchvision Weights enum (checked by ``tests/test_detection_models.py``). Labels: the zoo
 numbers classes 0..K-1; the network inside uses K+1 outputs with 0 as background (Faster R-CNN) or
 unused (RetinaNet, FCOS, SSD), exactly the layout of torchvision's COCO weights, so those load as is.
+The composable heads (:data:`DET_HEADS`: ``faster_rcnn``, ``retinanet``, ``fcos``) put torchvision's
+detectors on any zoo backbone (:mod:`zoo_torchvision.detection`, :mod:`zoo_torchvision.det_heads`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,13 @@ SAVED_OPTIONS = (
     "center_sampling_radius", "iou_thresh", "positive_fraction")
 #: ... and on the faster_rcnn head (its own widths plus the detector's)
 HEAD_SAVED_OPTIONS = SAVED_OPTIONS + ("fpn_channels", "representation_size", "max_levels")
+#: ... and on the one-stage heads: RetinaNet's (its widths, the transform's sizes, its thresholds), FCOS's
+RETINANET_SAVED_OPTIONS = ("fpn_channels", "max_levels", "min_size", "max_size", "size_divisible", "fixed_size",
+                           "score_thresh", "nms_thresh", "detections_per_img", "fg_iou_thresh", "bg_iou_thresh",
+                           "topk_candidates")
+FCOS_SAVED_OPTIONS = ("fpn_channels", "max_levels", "num_convs", "min_size", "max_size", "size_divisible",
+                      "fixed_size", "score_thresh", "nms_thresh", "detections_per_img", "topk_candidates",
+                      "center_sampling_radius")
 
 #: state-dict prefix (inside torchvision's model) of the class-dependent layers, per family
 HEADS: dict[str, tuple[str, ...]] = {
@@ -62,6 +71,19 @@ MODELS: tuple[tuple[str, str, int, str], ...] = (
 #: the faster_rcnn head: FPN over any backbone with 2+ maps at stride >= 4 (a single stride-16 map,
 #: e.g. a ViT's, gets the simple feature pyramid in front)
 FASTER_RCNN_REQUIRES = {"min_levels": 2, "min_stride": 4, "single_level_ok": False}
+#: retinanet and fcos (torchvision's P3-P7 layout): an FPN over 2+ maps at stride >= 8 (P3, P4, P5 when
+#: the backbone has them), P6 and P7 added above the deepest; a ViT/16 gets the simple feature pyramid
+ONE_STAGE_REQUIRES = {"min_levels": 2, "min_stride": 8, "single_level_ok": False}
+
+#: (head name, builder, requires, saved options, description) of the composable detection heads
+DET_HEADS: tuple[tuple[str, str, dict[str, Any], tuple[str, ...], str], ...] = (
+    ("faster_rcnn", HEAD_BUILDER, FASTER_RCNN_REQUIRES, HEAD_SAVED_OPTIONS,
+     "Faster R-CNN (torchvision ops) with an FPN over the backbone's maps"),
+    ("retinanet", "zoo_torchvision.det_heads:build_retinanet_head", ONE_STAGE_REQUIRES, RETINANET_SAVED_OPTIONS,
+     "RetinaNet (torchvision; focal loss, 9 anchors per location) with an FPN P3-P7 over the backbone's maps"),
+    ("fcos", "zoo_torchvision.det_heads:build_fcos_head", ONE_STAGE_REQUIRES, FCOS_SAVED_OPTIONS,
+     "FCOS (torchvision; anchor-free, centerness) with an FPN P3-P7 over the backbone's maps"),
+)
 
 
 def register_models(register: Callable[..., Any]) -> None:
@@ -73,7 +95,8 @@ def register_models(register: Callable[..., Any]) -> None:
 
 
 def register_heads(register: Callable[..., Any]) -> None:
-    """``faster_rcnn``: torchvision's Faster R-CNN (RPN + RoIAlign box head) on any compatible backbone."""
-    register("faster_rcnn", HEAD_BUILDER, task="detection", requires=FASTER_RCNN_REQUIRES, priority=PRIORITY,
-             description="Faster R-CNN (torchvision ops) with an FPN over the backbone's maps",
-             saved_options=HEAD_SAVED_OPTIONS)
+    """One head per row of :data:`DET_HEADS`: torchvision's Faster R-CNN (RPN + RoIAlign box head),
+    RetinaNet and FCOS on any compatible backbone."""
+    for name, builder, requires, saved, description in DET_HEADS:
+        register(name, builder, task="detection", requires=requires, priority=PRIORITY, description=description,
+                 saved_options=saved)

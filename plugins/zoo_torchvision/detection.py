@@ -157,14 +157,19 @@ def freeze_early_layers(body: nn.Module, trainable: int) -> None:
 
 # ---- the faster_rcnn head on any backbone -------------------------------------------------------
 class FPNOverBackbone(nn.Module):
-    """A zoo Backbone + torchvision FPN, giving the OrderedDict of maps torchvision's detectors take."""
+    """A zoo Backbone + torchvision FPN, giving the OrderedDict of maps torchvision's detectors take.
 
-    def __init__(self, backbone: Backbone, levels: Sequence[int], out_channels: int) -> None:
+    ``extra_blocks``: the levels the FPN adds above the deepest map (default: torchvision's max-pooled
+    ``pool`` level of Faster R-CNN; RetinaNet and FCOS pass ``LastLevelP6P7``).
+    """
+
+    def __init__(self, backbone: Backbone, levels: Sequence[int], out_channels: int,
+                 extra_blocks: nn.Module | None = None) -> None:
         super().__init__()
         self.body = backbone
         self.levels = list(levels)
         chans = [backbone.feature_info.channels(i) for i in self.levels]
-        self.fpn = FeaturePyramidNetwork(chans, out_channels, extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(chans, out_channels, extra_blocks=extra_blocks or LastLevelMaxPool())
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":

@@ -55,15 +55,17 @@ def check_model_options(name: str, options: Mapping[str, Any], *, what: str, zoo
     refuse_unknown_options(options, listed, what=what, also_known=also)
 
 
-def check_head_options(head_builder: Callable[..., Any], options: Mapping[str, Any], *, what: str) -> None:
-    """Refuse options the faster_rcnn head would hand to torchvision's ``FasterRCNN`` without it
-    naming them (its transform drops unknown ones)."""
+def check_head_options(head_builder: Callable[..., Any], options: Mapping[str, Any], *, what: str,
+                       detector: type | None = None, built: tuple[str, ...] = ()) -> None:
+    """Refuse options a detection head would hand to torchvision's ``detector`` class (default
+    ``FasterRCNN``) without it naming them (its transform drops unknown ones). ``built``: the
+    constructor arguments the head builds itself (anchor generator, head modules), never options."""
     if not options:
         return
     from torchvision.models.detection import FasterRCNN
 
     own = accepted_options(head_builder, passed=("spec", "backbone", "num_classes"))
     fixed = ("backbone", "num_classes", "min_size", "max_size", "image_mean", "image_std", "rpn_anchor_generator",
-             "box_roi_pool", "box_head", "box_predictor")
-    listed = own | accepted_options(FasterRCNN.__init__, _transform_init(), passed=fixed)
+             "box_roi_pool", "box_head", "box_predictor") + built
+    listed = own | accepted_options((detector or FasterRCNN).__init__, _transform_init(), passed=fixed)
     refuse_unknown_options(options, listed, what=what)

@@ -8,7 +8,8 @@ argmax, so a head may predict at a lower resolution.
 
 Options (constructor defaults < the model's ``config["task_options"]``, which a plugin fills from
 ``BuiltModel.extra["task_options"]`` — U-Net declares ``{"loss": "dice_ce"}`` — and a user may edit):
-``loss`` (``"ce"``, ``"dice"``, ``"focal"``, ``"dice_ce"``; see :mod:`.losses`), ``aux_weight``
+``loss`` (``"ce"``, ``"dice"``, ``"focal"``, ``"dice_ce"``; see :mod:`.losses`; ``"model"``: the network
+computes its own training loss, see :func:`own_loss`; Mask2Former declares it), ``aux_weight``
 (0.4, weight of torchvision's auxiliary-classifier loss), ``focal_gamma`` (2.0), ``hflip`` (0.5),
 ``scale`` ((0.5, 1.0), random-resized-crop area range), ``palette`` (None; RGB colour of each class
 for colour masks). ``loss`` may also be a callable, and ``metrics`` adds the user's (:mod:`.hooks`);
@@ -48,7 +49,9 @@ if TYPE_CHECKING:
 DEFAULT_OPTIONS: dict[str, Any] = {"loss": "ce", "aux_weight": 0.4, "focal_gamma": 2.0, "hflip": 0.5,
                                    "scale": (0.5, 1.0), "palette": None, **HOOK_DEFAULTS, **SEGMENTATION_DEFAULTS,
                                    **SEGMENTATION_FORMAT_DEFAULTS}
-OPTION_CHECKS = {"loss": name_or_code(LOSS_NAMES, "loss(logits, masks)"), "aux_weight": number(0, None),
+#: the ``loss`` option's value for networks that compute their own training loss (:func:`own_loss`)
+OWN_LOSS = "model"
+OPTION_CHECKS = {"loss": name_or_code((*LOSS_NAMES, OWN_LOSS), "loss(logits, masks)"), "aux_weight": number(0, None),
                  "focal_gamma": number(0, None), "scale": fraction_range, **HOOK_CHECKS, **SEGMENTATION_CHECKS,
                  **SEGMENTATION_FORMAT_CHECKS}
 #: example_samples uses the model's input size up to this side, else 64 px
@@ -69,6 +72,23 @@ def split_outputs(output: Any) -> tuple[Tensor, Tensor | None]:
     shape = f" of shape {tuple(logits.shape)}" if logits is not None else ""
     raise TypeError("a segmentation network must return logits (B, K, H, W), a dict with 'out' (and "
                     f"optionally 'aux'), or a tuple starting with the logits; got {type(output).__name__}{shape}")
+
+
+def own_loss(model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
+    """The loss dict a network computes itself: ``net(images, masks)`` returns ``{"loss": scalar, ...}``.
+
+    For models whose training objective is not a per-pixel loss on logits (Mask2Former: Hungarian matching
+    of mask queries). A model asks for it with the task option ``loss="model"`` (its builder's
+    ``BuiltModel.extra["task_options"]``); called with images only, the same network returns logits
+    ``(B, K, H, W)`` for evaluation and prediction. Going through ``forward`` keeps DDP's gradient sync.
+    """
+    out = model(batch.inputs, batch.targets)
+    loss = out.get("loss") if isinstance(out, Mapping) else None
+    if not isinstance(loss, Tensor) or loss.numel() != 1:
+        raise TypeError(f"the segmentation task option loss={OWN_LOSS!r} calls net(images, masks), which must return "
+                        f"a dict with a scalar tensor under 'loss'; {type(model.net).__name__} returned "
+                        f"{type(out).__name__}. Set another loss (e.g. 'ce') for a network that returns logits")
+    return {str(k): v for k, v in out.items()}
 
 
 def resize_logits(logits: Tensor, size: Sequence[int]) -> Tensor:
@@ -142,7 +162,7 @@ class SegmentationTask(HooksMixin, OptionsMixin, Task):
         """The names ``classes.txt`` gives ``split``'s classes (index order), read as :meth:`read_dataset`
         reads them; ``None`` without that file (masks hold indices only, so the data cannot say how
         many classes there are and ``zoo train`` keeps the model's head or asks for ``--num-classes``)."""
-        return mask_class_names(source, split, self.defaults["format"]) or None
+        return mask_class_names(source, split, self.defaults["format"], self.defaults["label_map"]) or None
 
     # ---- other data: a user's Dataset, zoo data check (zoo_tasks.formats) ----------------------------
     data_formats = ("masks", "voc", "cityscapes")
@@ -178,7 +198,10 @@ class SegmentationTask(HooksMixin, OptionsMixin, Task):
 
     # ---- training and evaluation ----------------------------------------------------------------
     def loss(self, model: "ZooModel", batch: Batch) -> dict[str, Tensor]:
-        """The options' loss on the main logits (+ ``aux_weight`` x the same loss on aux logits)."""
+        """The options' loss on the main logits (+ ``aux_weight`` x the same loss on aux logits), or the
+        network's own (:func:`own_loss`) when the ``loss`` option is ``"model"``."""
+        if str(self.options(model)["loss"]).lower() == OWN_LOSS:
+            return own_loss(model, batch)
         logits, aux = split_outputs(model(batch.inputs))
         target = batch.targets
         fn = self.loss_fn(model)

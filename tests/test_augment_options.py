@@ -142,6 +142,18 @@ def test_mosaic_joins_four_images_with_every_box_on_its_object(boxes_data):
     assert max(counts) >= 3  # boxes from several images in one sample
 
 
+def test_the_tasks_own_augmented_dataset_handed_back_is_not_augmented_twice(boxes_data):
+    """``fit(model, task.read_dataset(...))``, as the README shows: mosaic once, not a mosaic of mosaics."""
+    from zoo_core.train.data import read_data
+
+    model = det_model(hflip=0.0, mosaic=1.0)
+    ds = model.task_impl.read_dataset(boxes_data, split="train", train=True, model=model)
+    again = read_data(ds, model.task_impl, model, split="train", train=True)
+    assert again is ds
+    torch.manual_seed(0)
+    assert ds[0][2]["source"].count("mosaic of") == 1
+
+
 def test_augmentation_options_are_task_options_with_checks():
     for task, key in (("cls", "auto_augment"), ("seg", "color_jitter"), ("det", "mosaic"), ("det", "iou_crop"),
                       ("det", "scale_jitter"), ("mlcls", "cutmix")):

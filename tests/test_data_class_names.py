@@ -128,3 +128,23 @@ def test_class_folders_named_like_another_tasks_files_are_still_classes(tmp_path
         (tmp_path / cls).mkdir()
         Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / cls / "0.png")
     assert scan_image_folder(tmp_path).class_names == ["images_of_cats", "masks"]
+
+
+def test_zoo_train_sizes_the_head_with_the_runs_data_options_format_and_label_map(det_root, seg_root, tmp_path):
+    """``--task-option format=``/``label_map=`` reach the head sizing as they reach the training data."""
+    from formats_helpers import write_yolo
+    from test_formats_masks import cityscapes
+    from zoo_core.data.shapes import SHAPES
+
+    yolo = write_yolo(det_root, tmp_path / "yolo")
+    shutil.copy(det_root / "train" / "annotations.json", yolo / "result.json")  # a COCO export beside it
+    with pytest.raises(DataError, match="dataset formats"):
+        data_class_names(DET_MODEL, "det", yolo)  # ambiguous without the option...
+    assert data_class_names(DET_MODEL, "det", yolo, {"format": "yolo"}) == list(SHAPES)  # ...the option settles it
+
+    cs = cityscapes(seg_root, tmp_path / "cs", names=False)
+    assert len(data_class_names("deeplabv3_mobilenet_v3_large", "seg", cs)) == 19  # Cityscapes' own classes
+    # two label ids kept as classes 0 and 1, the rest ignored: a 2-class head, not 19 named road, sidewalk...
+    label_map = {7: 0, 8: 1, **{i: 255 for i in (0, 11, 12)}}
+    assert data_class_names("deeplabv3_mobilenet_v3_large", "seg", cs, {"label_map": label_map}) == \
+        ["class_0", "class_1"]

@@ -104,3 +104,13 @@ def test_a_damaged_int8_layout_is_refused_by_name(detector, tmp_path):
     with pytest.raises(WeightsError, match="cannot take a new head"):
         zoo.load(detector.quantize("int8", method="dynamic", timing_iters=1).model.save(tmp_path / "q2"),
                  num_classes=5)
+
+
+def test_calibration_images_of_different_sizes_become_one_batch_at_the_models_size(detector):
+    """A detection batch is a list of images of their own sizes: they are resized, not torch.stack'ed (an error)."""
+    from zoo_core.compression import input_batches
+    from zoo_core.task import Batch
+
+    images = [torch.rand(3, 48, 80), torch.rand(3, 64, 64), torch.rand(3, 70, 50)]
+    (batch,) = input_batches([Batch(inputs=images, targets=[{}] * 3, meta=[{}] * 3)], detector, limit=4)
+    assert batch.shape == (3, 3, *detector.preprocess.input_size)

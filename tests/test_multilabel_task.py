@@ -209,3 +209,15 @@ def test_a_users_dataset_of_names_or_vectors_trains_and_evaluates(tmp_path):
 
     with pytest.raises(DataError, match=r"Bad\[0\]: label 'hexagon' is not one of the 3 classes"):
         zoo.evaluate(model, Bad("names"), plots=False, progress=False)
+
+
+def test_a_zero_one_list_as_a_csv_row_gives_it_is_a_multi_hot_vector_and_an_ambiguous_one_is_refused():
+    from zoo_tasks.multilabel_data import multi_hot
+
+    # a list the way a Dataset builds it from a CSV row ([int(v) for v in row]): classes a and d, not "0 and 1"
+    assert multi_hot([1, 0, 0, 1], list("abcd"), "row").tolist() == [1.0, 0.0, 0.0, 1.0]
+    assert multi_hot([0, 0, 1], list("abc"), "row").tolist() == [0.0, 0.0, 1.0]
+    assert multi_hot([1.0, 0.0], list("ab"), "row").tolist() == [1.0, 0.0]  # floats are never indices
+    assert multi_hot([2, 0], list("abc"), "row").tolist() == [1.0, 0.0, 1.0]  # indices stay indices
+    with pytest.raises(DataError, match=r"row: the target \[0, 1\] is ambiguous with 2 classes"):
+        multi_hot([0, 1], list("ab"), "row")  # both classes, or class b only?

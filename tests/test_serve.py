@@ -282,3 +282,15 @@ def test_create_app_checks_its_settings(models):
         create_app({"x": torch.nn.Linear(2, 2)})
     app = create_app([models["cls"], models["det"]])  # a list: named by model.label
     assert set(app.state.workers) == {models["cls"].label, models["det"].label}
+
+
+def test_an_int8_model_serves_on_the_cpu_whatever_device_is_asked():
+    """Quantized kernels exist only on the CPU: moving an int8 model to a GPU would fail every request."""
+    import zoo_core as zoo
+
+    float_model = zoo.load("timm:test_vit", task="cls", class_names=CLS_NAMES, seed=0)
+    int8 = float_model.quantize("int8", timing_iters=1).model
+    with pytest.warns(UserWarning, match=r"is int8 \(dynamic\): its quantized kernels run on the CPU only, so it "
+                                         r"serves on the CPU, not cuda"):
+        app = create_app({"q": int8}, device="cuda")  # no .to("cuda") is tried (no GPU here: it would raise)
+    assert next(p.device for p in app.state.workers["q"].model.parameters()).type == "cpu"

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 if TYPE_CHECKING:
     from .model import ZooModel
@@ -36,8 +37,9 @@ def input_batches(data: Any, model: "ZooModel", limit: int) -> list[torch.Tensor
     model's task reads (its ``train`` split). None gives none."""
     if data is None:
         return []
+    size = tuple(int(v) for v in model.preprocess.input_size)
     if isinstance(data, torch.Tensor):
-        batches = [_inputs(b) for b in data.split(8)][:limit]
+        batches = [_inputs(b, size) for b in data.split(8)][:limit]
     else:
         if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__") or \
                 isinstance(data, torch.utils.data.Dataset):
@@ -47,7 +49,7 @@ def input_batches(data: Any, model: "ZooModel", limit: int) -> list[torch.Tensor
             ds = read_data(data, task, model, split="train", train=False)
             data = ds if isinstance(ds, torch.utils.data.DataLoader) else torch.utils.data.DataLoader(
                 ds, batch_size=8, shuffle=False, collate_fn=task.collate)
-        batches = [_inputs(item) for item in islice(data, limit)]
+        batches = [_inputs(item, size) for item in islice(data, limit)]
     channels = model.preprocess.in_chans
     wrong = next((tuple(b.shape) for b in batches if b.shape[1] != channels), None)
     if wrong is not None:
@@ -56,10 +58,18 @@ def input_batches(data: Any, model: "ZooModel", limit: int) -> list[torch.Tensor
     return batches
 
 
-def _inputs(item: Any) -> torch.Tensor:
+def _inputs(item: Any, size: tuple[int, int]) -> torch.Tensor:
+    """One ``(B, C, H, W)`` batch from a data item; a list of images of different sizes (a detection
+    batch) is resized to the model's input ``size`` (a detector resizes inside anyway)."""
     x = getattr(item, "inputs", item)  # a Batch, or a plain tensor / pair / list of images
     if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):
-        x = x[0] if x[0].dim() == 4 else torch.stack(list(x))
+        if x[0].dim() == 4:
+            x = x[0]
+        elif len({tuple(t.shape) for t in x}) > 1 and all(t.dim() == 3 for t in x):
+            x = torch.cat([F.interpolate(t[None].float(), size=size, mode="bilinear", align_corners=False)
+                           for t in x])
+        else:
+            x = torch.stack(list(x))
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise TypeError(f"calibration data must yield (B, C, H, W) image tensors; got {type(x).__name__}"
                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else ''}")

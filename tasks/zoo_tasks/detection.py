@@ -24,7 +24,7 @@ from zoo_core.demo import DemoRecipe
 from zoo_core.task import Batch, Detections, Metrics, Task
 
 from .augment import check_transform_conflict
-from .det_augment import DETECTION_CHECKS, DETECTION_DEFAULTS, augment_detection
+from .det_augment import DETECTION_CHECKS, DETECTION_DEFAULTS, AugmentedDetection, augment_detection
 from .det_data import CocoDetection, eval_transform, train_transform
 from .formats.detection import detection_class_names, read_detection
 from .formats.options import DETECTION_FORMAT_CHECKS, DETECTION_FORMAT_DEFAULTS
@@ -136,8 +136,8 @@ class DetectionTask(HooksMixin, OptionsMixin, Task):
         as :class:`~.det_data.CocoDetection` samples, boxes cleaned alike (:mod:`.formats.adapt`)."""
         from .formats.adapt import AdaptedDataset, DetectionTargets, dataset_names
 
-        if isinstance(dataset, (CocoDetection, AdaptedDataset)):
-            return dataset
+        if isinstance(dataset, (CocoDetection, AdaptedDataset, AugmentedDetection)):
+            return dataset  # already the zoo's samples (read_dataset's, augmentations included): never twice
         opts = self.options(model)
         names = dataset_names(dataset, class_names, model)
         convert = DetectionTargets(dataset, names, self._sample_transform(opts, train))

@@ -158,14 +158,25 @@ class MultiLabelDataset(torch.utils.data.Dataset):
 
 
 def multi_hot(target: Any, names: Sequence[str], where: str) -> Tensor:
-    """A user's multi-label target as a float multi-hot ``(K,)``: a 0/1 vector of length K (tensor or
-    array), or a list/tuple/set of class indices or class names."""
+    """A user's multi-label target as a float multi-hot ``(K,)``: a 0/1 vector of length K (tensor, array,
+    or a list as a CSV row gives it), or a list/tuple/set of class indices or class names.
+
+    A list of K zeros and ones is a 0/1 vector when it cannot be a list of distinct class indices (a value
+    repeats, or it holds floats/bools); ``[0, 1]`` with K=2 could be either and is refused by name.
+    """
     k = len(names)
     if isinstance(target, (Tensor, np.ndarray)) and tuple(target.shape) == (k,):
         vec = torch.as_tensor(target).float()
         if bool(((vec != 0) & (vec != 1)).any()):
             raise DataError(f"{where}: a multi-hot target holds only 0 and 1, got {vec.tolist()[:8]}")
         return vec
+    if _zeros_and_ones(target, k):
+        distinct_ints = all(type(v) is int or isinstance(v, np.integer) for v in target) and \
+            len(set(target)) == len(target)
+        if not distinct_ints:
+            return torch.tensor([float(v) for v in target])
+        raise DataError(f"{where}: the target {list(target)} is ambiguous with {k} classes: a 0/1 vector or the "
+                        f"class indices {list(target)}? Give a tensor/array for a 0/1 vector, or class names")
     if isinstance(target, (list, tuple, set)):
         index = {n: i for i, n in enumerate(names)}
         out = torch.zeros(k)
@@ -177,6 +188,13 @@ def multi_hot(target: Any, names: Sequence[str], where: str) -> Tensor:
         return out
     raise DataError(f"{where}: the target is a {type(target).__name__}; expected a 0/1 vector of length {k}, or a "
                     "list of class indices or names")
+
+
+def _zeros_and_ones(target: Any, k: int) -> bool:
+    """Whether ``target`` is a list/tuple of ``k`` numbers, each 0 or 1 (a possible multi-hot row)."""
+    numbers = (bool, int, float, np.bool_, np.integer, np.floating)
+    return isinstance(target, (list, tuple)) and len(target) == k and \
+        all(isinstance(v, numbers) and v in (0, 1) for v in target)
 
 
 def multilabel_sample(transform: Callable[[Any], Any], names: Sequence[str], name: str, sample: Any,

@@ -87,7 +87,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     require_serve_extra()  # before loading any model: the missing extra is named at once
     import torch
 
-    from ..serve.app import create_app
+    from ..serve.app import create_app, serving_device
     from ..serve.server import bind, run
     from .train import open_model
 
@@ -104,10 +104,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     models = {}
     for name, spec in named.items():
         models[name] = open_model(spec, task=args.task, num_classes=args.num_classes)
-        print(f"{name}: {models[name].label} ({models[name].task}, {models[name].num_classes} classes) on {device}",
+        where = serving_device(models[name], device)  # int8 stays on the CPU (with a warning)
+        models[name].to(where)
+        print(f"{name}: {models[name].label} ({models[name].task}, {models[name].num_classes} classes) on {where}",
               flush=True)
     app = create_app(models, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, max_bytes=args.max_bytes,
-                     allow_urls=not args.no_urls, device=device)
+                     allow_urls=not args.no_urls)  # each model is on its device already
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"zoo serve: http://{host}:{port}/ (page), POST /predict, GET /models /health /metrics; "
           f"batches of up to {args.max_batch} within {args.max_wait_ms:g} ms. Ctrl-C stops.", flush=True)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from ..train.sources import add_arguments, from_sources, load_yaml
 
@@ -133,12 +133,14 @@ def checkpoint_class_names(out_dir: str, resume: Any) -> list[str] | None:
     return list(load_checkpoint(path, mmap=True).get("class_names") or []) or None  # metadata: no tensor read
 
 
-def data_class_names(name: str, task: str | None, train: Any) -> list[str] | None:
+def data_class_names(name: str, task: str | None, train: Any,
+                     task_options: Mapping[str, Any] | None = None) -> list[str] | None:
     """The classes of the training data, for a model loaded by name without ``--num-classes``.
 
     What a user of ``zoo train --data`` expects: fine-tuning a 1000-class ImageNet model on 10 folders
     trains a 10-way head named after the folders (the printed line says so). Read before the model
-    is built, so it is built (and its weights read) once. ``None``: the task cannot tell.
+    is built, so it is built (and its weights read) once. ``None``: the task cannot tell. The task reads the data with the run's
+    data options (``--task-option format=yolo``, ``label_map=...``), as its training will.
     """
     import zoo_core as zoo
     from ..api import split_tag
@@ -146,7 +148,11 @@ def data_class_names(name: str, task: str | None, train: Any) -> list[str] | Non
 
     spec, _ = split_tag(get_registry(), name, task, None)  # "resnet50.a1_in1k" names a weights tag
     task_name = task or spec.tasks[0]
-    names = list(zoo.get_task(task_name).source_class_names(train, split="train") or [])
+    task_impl = zoo.get_task(task_name)
+    data_options = {k: v for k, v in (task_options or {}).items() if k in getattr(task_impl, "data_options", ())}
+    if data_options:  # a task instance reading this run's data as read_dataset will (format, label_map)
+        task_impl = type(task_impl)(**data_options)
+    names = list(task_impl.source_class_names(train, split="train") or [])
     if names:
         print(f"{name}: a {len(names)}-class head for the classes of {train} (--num-classes overrides)",
               flush=True)
@@ -177,7 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     names = None
     if by_name and run["num_classes"] is None:  # a resumed run keeps the head its checkpoint has
         names = (checkpoint_class_names(config.out_dir, run["resume"]) if run["resume"] else
-                 data_class_names(str(run["model"]), run["task"], train))
+                 data_class_names(str(run["model"]), run["task"], train, task_options))
     if names:
         options = {**options, "class_names": names}
     model = open_model(str(run["model"]), task=run["task"], num_classes=len(names) if names else run["num_classes"],

@@ -70,6 +70,20 @@ def name_models(models: Any) -> dict[str, Any]:
     return named
 
 
+def serving_device(model: Any, device: Any) -> Any:
+    """Where ``model`` serves: ``device``, except an int8 model, whose quantized kernels exist only on the
+    CPU (on a GPU every request would fail): it stays on the CPU, with a warning when another was asked."""
+    import torch
+
+    if model.config.get("quantized") and device is not None and torch.device(device).type != "cpu":
+        from ..errors import warn
+
+        warn(f"{model.label} is int8 ({model.config['quantized'].get('method')}): its quantized kernels run on the "
+             f"CPU only, so it serves on the CPU, not {device}")
+        return "cpu"
+    return device
+
+
 def create_app(models: Any, *, max_batch: int = DEFAULT_MAX_BATCH, max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
                max_bytes: int = DEFAULT_MAX_BYTES, max_pixels: int = DEFAULT_MAX_PIXELS,
                max_images: int = DEFAULT_MAX_IMAGES, max_queue: int = DEFAULT_MAX_QUEUE, allow_urls: bool = True,
@@ -87,8 +101,9 @@ def create_app(models: Any, *, max_batch: int = DEFAULT_MAX_BATCH, max_wait_ms: 
     metrics = ServerMetrics()
     workers: dict[str, ModelWorker] = {}
     for name, model in named.items():
-        if device is not None:
-            model.to(device)
+        target = serving_device(model, device)
+        if target is not None:
+            model.to(target)
         model.eval()
         workers[name] = ModelWorker(name, model, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                                     metrics=metrics)

@@ -160,9 +160,19 @@ def _cityscapes(root: Path, split: str) -> MaskSource:
                       CITYSCAPES_TRAIN_IDS if mapped else None)
 
 
-def mask_class_names(source: Any, split: str, fmt: str | None = None) -> list[str] | None:
+def mask_class_names(source: Any, split: str, fmt: str | None = None, label_map: Any = None) -> list[str] | None:
     """The class names a segmentation source defines (``None``: masks alone, no names file), read as
-    :func:`mask_source` reads them but without pairing the files."""
+    :func:`mask_source` reads them (without pairing the files unless a ``label_map`` is given).
+
+    With a ``label_map`` the classes are the map's: the names file's when the data has one, else
+    ``class_0..class_{K-1}`` for the K = largest mapped class + 1 (a format's default names, such as
+    Cityscapes' 19, are not the mapped classes).
+    """
+    mapping = label_map_option(label_map)
+    if mapping is not None:
+        named = mask_source(source, split, fmt=fmt, label_map=mapping).class_names
+        classes = [v for v in mapping.values() if v != IGNORE_INDEX]
+        return named or ([f"class_{i}" for i in range(max(classes) + 1)] if classes else None)
     name = mask_format(source, fmt)
     if name != "masks":
         return mask_source(source, split, fmt=name).class_names

@@ -169,3 +169,15 @@ def test_voc_to_coco_keeps_boxes_and_difficult_as_crowd(shapes_det, tmp_path):
     for (_, _, box), (_, _, have) in zip(want, got):
         assert have == pytest.approx(box, rel=1e-9)
     assert sum(a["iscrowd"] for a in coco_split(tmp_path / "coco", "val")["annotations"]) == 1
+
+
+def test_converted_images_from_outside_the_images_folder_keep_apart_and_a_clash_is_named(tmp_path):
+    """COCO file_names resolved against the json's folder (``a/1.jpg``, ``b/1.jpg``) must not collapse
+    into one ``1.jpg`` (the second image and its labels replacing the first)."""
+    from zoo_tasks.formats.yolo import relative_names
+
+    images = tmp_path / "images"
+    paths = [images / "x.jpg", images / "sub" / "y.jpg", tmp_path / "a" / "1.jpg", tmp_path / "b" / "1.jpg"]
+    assert [p.as_posix() for p in relative_names(paths, images)] == ["x.jpg", "sub/y.jpg", "a/1.jpg", "b/1.jpg"]
+    with pytest.raises(DataError, match=r"a/x\.jpg would both be written as x\.jpg"):
+        relative_names([images / "x.jpg", tmp_path / "a" / "x.jpg"], images)  # the one outside lands on x.jpg

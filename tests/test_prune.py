@@ -181,3 +181,18 @@ def test_zoo_prune_command_prints_the_report_and_saves(digits, tmp_path, capsys)
     assert loaded.config["pruned"]["history"][0]["amount"] == 0.25 and loaded.num_classes == 10
     assert cli(["quantize", str(tmp_path / "p"), str(tmp_path / "q"), "--method", "dynamic"]) == 0
     assert zoo.load(tmp_path / "q").config["quantized"]["method"] == "dynamic"
+
+
+def test_the_users_task_object_goes_with_the_pruned_and_the_int8_model():
+    """``model.task_impl = MyTask()`` (a subclass in the user's script): fine-tuning the pruned or int8
+    model must use it, not silently fall back to the registry's task."""
+    zoo.seed_everything(0)
+    model = _timm_resnet()
+
+    class MyTask(type(model.task_impl)):
+        pass
+
+    mine = MyTask()
+    model.task_impl = mine
+    assert model.prune(0.5, "unstructured", timing_iters=1).model.task_impl is mine
+    assert model.quantize("int8", method="dynamic", timing_iters=1).model.task_impl is mine

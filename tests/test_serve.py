@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 
 import numpy as np
 import pytest
@@ -294,3 +295,36 @@ def test_an_int8_model_serves_on_the_cpu_whatever_device_is_asked():
                                          r"serves on the CPU, not cuda"):
         app = create_app({"q": int8}, device="cuda")  # no .to("cuda") is tried (no GPU here: it would raise)
     assert next(p.device for p in app.state.workers["q"].model.parameters()).type == "cpu"
+
+
+def test_stop_during_a_long_batch_fails_the_queue_and_the_thread_still_ends():
+    """A batch outlasting stop()'s timeout: the queued request gets 503 at once, the stop marker is not
+    lost with the drain (the thread ends after its batch), and a request after stop is refused."""
+    import threading
+    import types
+
+    from zoo_core.serve.batching import Job, ModelWorker
+    from zoo_core.serve.errors import RequestError
+
+    release = threading.Event()
+
+    def predict(images, **_):
+        release.wait(10)
+        return []
+
+    stub = types.SimpleNamespace(predict=predict, task_impl=types.SimpleNamespace(output_names=lambda m: []))
+    worker = ModelWorker("slow", stub, max_batch=1, max_wait_ms=0)
+    running = worker.submit(Job(images=[], sources=[]))
+    deadline = time.monotonic() + 5
+    while worker.depth() and time.monotonic() < deadline:  # the first job is in its batch
+        time.sleep(0.01)
+    queued = worker.submit(Job(images=[], sources=[]))
+    worker.stop(timeout=0.2)  # the batch is still running
+    with pytest.raises(RequestError, match="shutting down"):
+        queued.result(timeout=1)
+    with pytest.raises(RequestError, match="shutting down"):
+        worker.submit(Job(images=[], sources=[]))
+    release.set()
+    assert running.result(timeout=5) == []
+    worker._thread.join(5)
+    assert not worker._thread.is_alive()  # the marker survived the drain

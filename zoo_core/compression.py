@@ -252,11 +252,15 @@ def set_summary(sets: Mapping[str, float], ref: str, new: str) -> str:
 
 def wrap_like(model: "ZooModel", net: nn.Module, config: Mapping[str, Any], *,
               export_formats: Iterable[str] | None = None) -> "ZooModel":
-    """A :class:`~zoo_core.model.ZooModel` around ``net`` that is ``model`` in every other respect."""
+    """A :class:`~zoo_core.model.ZooModel` around ``net`` that is ``model`` in every other respect (a task
+    object set on ``model`` included)."""
     from .model import ZooModel
 
     out = ZooModel(net, task=model.task, class_names=model.class_names, preprocess=model.preprocess,
                    config=dict(config), head=model.head_prefixes, backbone=model.backbone_prefixes,
                    export_formats=tuple(export_formats) if export_formats is not None else model.export_formats,
                    provenance=dict(model.provenance), export_options=dict(model.export_options))
+    own_task = model.__dict__.get("_own_task")  # the user's Task subclass (model.task_impl = ...) goes along
+    if own_task is not None:
+        out.task_impl = own_task
     return out.eval()

@@ -73,14 +73,19 @@ class ModelWorker:
 
     # ---- the request side (any thread, the event loop's included) ---------------------------
     def submit(self, job: Job) -> concurrent.futures.Future:
-        """Queue ``job``; its future gets a list of JSON-ready predictions or a :class:`RequestError`."""
-        if self._stopping:
-            raise RequestError(503, "shutting_down", "the server is shutting down; retry elsewhere")
-        if self.depth() >= self.max_queue:
-            raise RequestError(503, "busy", f"model {self.name!r} has {self.depth()} requests waiting (the "
-                                            f"limit); retry shortly")
-        self.start()
-        self._queue.put(job)
+        """Queue ``job``; its future gets a list of JSON-ready predictions or a :class:`RequestError`.
+
+        The check and the ``put`` hold the lock :meth:`stop` takes, so a job is either queued before the
+        stop marker (and answered or failed by the drain) or refused with 503: never left unanswered.
+        """
+        with self._lock:
+            if self._stopping:
+                raise RequestError(503, "shutting_down", "the server is shutting down; retry elsewhere")
+            if self.depth() >= self.max_queue:
+                raise RequestError(503, "busy", f"model {self.name!r} has {self.depth()} requests waiting (the "
+                                                f"limit); retry shortly")
+            self._start_locked()
+            self._queue.put(job)
         return job.future
 
     def depth(self) -> int:
@@ -93,32 +98,50 @@ class ModelWorker:
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is None and not self._stopping:
-                self._thread = threading.Thread(target=self._run, name=f"zoo-serve:{self.name}", daemon=True)
-                self._thread.start()
+            self._start_locked()
+
+    def _start_locked(self) -> None:
+        if self._thread is None and not self._stopping:
+            self._thread = threading.Thread(target=self._run, name=f"zoo-serve:{self.name}", daemon=True)
+            self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch in progress, fail what is still queued with 503, and end the thread."""
+        """Finish the batch in progress, fail what is still queued with 503, and end the thread.
+
+        A batch that outlasts ``timeout`` keeps running: what is queued is failed now, the stop marker
+        stays queued so the thread ends after that batch, and the job it carries over is its to answer.
+        """
         with self._lock:
             self._stopping = True
             thread = self._thread
+            if thread is not None:
+                self._queue.put(_STOP)
         if thread is not None:
-            self._queue.put(_STOP)
             thread.join(timeout)
-        for job in self._drain():
+        ended = thread is None or not thread.is_alive()
+        for job in self._drain(take_carry=ended):
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(RequestError(503, "shutting_down", "the server is shutting down"))
 
-    def _drain(self) -> list[Job]:
-        jobs = [self._carry] if self._carry is not None else []
-        self._carry = None
+    def _drain(self, *, take_carry: bool) -> list[Job]:
+        """Every queued job; the carried-over one too once the thread has ended (before, it is the
+        thread's). A stop marker found is put back, so a thread still running still ends."""
+        jobs = [self._carry] if take_carry and self._carry is not None else []
+        if take_carry:
+            self._carry = None
+        stop_seen = False
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return jobs
-            if item is not _STOP:
+                break
+            if item is _STOP:
+                stop_seen = True
+            else:
                 jobs.append(item)
+        if stop_seen and not take_carry:
+            self._queue.put(_STOP)
+        return jobs
 
     # ---- the worker thread --------------------------------------------------------------------
     def _run(self) -> None:

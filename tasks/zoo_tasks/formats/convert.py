@@ -21,7 +21,7 @@ from zoo_core.errors import DataError
 from ..det_data import CocoIndex
 from .check import splits_of
 from .detection import detection_format, read_detection
-from .yolo import _relative, write_yolo
+from .yolo import relative_names, write_yolo
 
 #: (from, to) pairs ``zoo data convert`` writes
 CONVERSIONS = (("coco", "yolo"), ("yolo", "coco"), ("voc", "coco"), ("coco", "coco"), ("yolo", "yolo"))
@@ -58,8 +58,7 @@ def write_coco(indexes: dict[str, CocoIndex], out: Path) -> Path:
         folder = out / split if split else out
         images: list[dict[str, Any]] = []
         anns: list[dict[str, Any]] = []
-        for rec in index.records:
-            rel = _relative(rec.path, index.images_dir)
+        for rec, rel in zip(index.records, relative_names([r.path for r in index.records], index.images_dir)):
             (folder / "images" / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(rec.path, folder / "images" / rel)
             images.append({"id": rec.image_id, "file_name": rel.as_posix(), "width": rec.width, "height": rec.height})

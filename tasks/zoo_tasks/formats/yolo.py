@@ -228,8 +228,7 @@ def write_yolo(indexes: dict[str, CocoIndex], out: Path) -> Path:
         images, labels = (out / kind / split if split else out / kind for kind in ("images", "labels"))
         if split:
             spec[split] = f"images/{split}"
-        for rec in index.records:
-            rel = _relative(rec.path, index.images_dir)
+        for rec, rel in zip(index.records, relative_names([r.path for r in index.records], index.images_dir)):
             (images / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(rec.path, images / rel)
             lines = []
@@ -251,9 +250,22 @@ def write_yolo(indexes: dict[str, CocoIndex], out: Path) -> Path:
     return out / "data.yaml"
 
 
-def _relative(path: Path, folder: Path) -> Path:
-    """``path`` below ``folder`` (its sub-folders kept), or just its name when it lies elsewhere."""
-    try:
-        return path.relative_to(folder)
-    except ValueError:
-        return Path(path.name)
+def relative_names(paths: list[Path], folder: Path) -> list[Path]:
+    """Where each image goes in a converted dataset: below ``folder`` as it lies (sub-folders kept); an image
+    elsewhere (a COCO ``file_name`` resolved against the json's folder or the root) below the deepest folder
+    all such images share, so ``a/1.jpg`` and ``b/1.jpg`` stay apart. Two images that would still land on
+    one name are a :class:`DataError` naming both (one would silently replace the other and its labels)."""
+    import os
+
+    outside = [p for p in paths if not p.is_relative_to(folder)]
+    base = Path(os.path.commonpath([p.parent for p in outside])) if outside else folder
+    out, seen = [], {}
+    for path in paths:
+        rel = path.relative_to(folder if path.is_relative_to(folder) else base)
+        key = rel.as_posix()
+        if key in seen and seen[key] != path:
+            raise DataError(f"{seen[key]} and {path} would both be written as {key}: rename one, or move the "
+                            f"images into {folder}")
+        seen[key] = path
+        out.append(rel)
+    return out

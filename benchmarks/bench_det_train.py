@@ -7,8 +7,12 @@ reused every step. Zoo: ``zoo.load("fasterrcnn_resnet50_fpn", task="det", weight
 initial weights>)`` trained by ``zoo.Trainer`` on the same images and boxes (the zoo's labels are
 0-based, torchvision's 1-based: the same objects).
 
+``--model maskrcnn_resnet50_fpn`` (or ``maskrcnn_resnet50_fpn_v2``): Mask R-CNN, the same loop with a mask
+per box in the targets (the box filled), trained by the zoo as the ``instance`` task.
+
     python benchmarks/bench_det_train.py                          # batch 16, 800x1067
     python benchmarks/bench_det_train.py --device cpu --tiny      # CI smoke run (mobilenet-v3 FPN, 64 px)
+    python benchmarks/bench_det_train.py --model maskrcnn_resnet50_fpn --device cpu --tiny   # Mask R-CNN smoke
 """
 
 from __future__ import annotations
@@ -26,8 +30,14 @@ NUM_CLASSES = 90  # zoo classes; torchvision's head has 91 outputs (index 0 is t
 BOXES = 4
 
 
-def synthetic(args) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """Images in [0, 1] and ``BOXES`` boxes per image (torchvision's 1-based labels)."""
+def task_of(name: str) -> str:
+    """The zoo task that trains torchvision model ``name``: Mask R-CNN is instance segmentation."""
+    return "instance" if name.startswith("maskrcnn") else "detection"
+
+
+def synthetic(args, masks: bool = False) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """Images in [0, 1] and ``BOXES`` boxes per image (torchvision's 1-based labels); with ``masks``, each box
+    filled as its instance mask ``(BOXES, H, W)`` uint8."""
     g = torch.Generator().manual_seed(0)
     h, w = args.image_size, round(args.image_size * 4 / 3)
     images, targets = [], []
@@ -37,7 +47,13 @@ def synthetic(args) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         wh = (0.1 + 0.3 * torch.rand(BOXES, 2, generator=g)) * torch.tensor([w, h])
         boxes = torch.cat([xy, xy + wh], 1)
         labels = torch.randint(1, NUM_CLASSES + 1, (BOXES,), generator=g)
-        targets.append({"boxes": boxes.to(args.device), "labels": labels.to(args.device)})
+        target = {"boxes": boxes.to(args.device), "labels": labels.to(args.device)}
+        if masks:
+            m = torch.zeros(BOXES, h, w, dtype=torch.uint8)
+            for k, (x0, y0, x1, y1) in enumerate(boxes.round().int().tolist()):
+                m[k, y0:y1, x0:x1] = 1
+            target["masks"] = m.to(args.device)
+        targets.append(target)
     return images, targets
 
 
@@ -63,8 +79,8 @@ def zoo_train(name: str, args, images, targets, weights: Path) -> tuple:
     import zoo_core as zoo
     from zoo_core.bench.runner import zoo_train as run
 
-    model = zoo.load(name, task="det", num_classes=NUM_CLASSES, weights=weights, **sizes(args))
-    zoo_targets = [{"boxes": t["boxes"], "labels": t["labels"] - 1} for t in targets]
+    model = zoo.load(name, task=task_of(name), num_classes=NUM_CLASSES, weights=weights, **sizes(args))
+    zoo_targets = [{**t, "labels": t["labels"] - 1} for t in targets]
     result = run(model, H.zoo_batch(images, zoo_targets, len(images)), optimizer="sgd", lr=args.lr,
                  momentum=0.9, weight_decay=1e-4, scheduler="constant", **H.trainer_settings(args))
     H.free(model)
@@ -74,13 +90,14 @@ def zoo_train(name: str, args, images, targets, weights: Path) -> tuple:
 
 def main(argv: list[str] | None = None) -> None:
     p = H.parser(__doc__.splitlines()[0], batch_size=16, image_size=800)
-    p.add_argument("--model", help=f"torchvision detector (default {MODEL}; tiny {TINY_MODEL})")
+    p.add_argument("--model", help=f"torchvision detector (default {MODEL}; tiny {TINY_MODEL}), or Mask R-CNN "
+                                   "(maskrcnn_resnet50_fpn[_v2]: masks in the targets)")
     p.add_argument("--lr", type=float, default=0.02)
     args = H.parse(p, argv)
     name = args.model or (TINY_MODEL if args.tiny else MODEL)
-    H.header(f"detection training: plain torchvision loop vs zoo.Trainer ({name}, "
+    H.header(f"{task_of(name)} training: plain torchvision loop vs zoo.Trainer ({name}, "
              f"{args.image_size}x{round(args.image_size * 4 / 3)})", args)
-    images, targets = synthetic(args)
+    images, targets = synthetic(args, masks=task_of(name) == "instance")
     plain, weights = plain_train(name, args, images, targets)
     zoo = zoo_train(name, args, images, targets, weights)
     H.report(f"{name} train", plain, zoo, args)

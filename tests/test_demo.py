@@ -69,3 +69,11 @@ def test_zoo_demo_says_so_when_no_task_has_a_recipe(monkeypatch, capsys):
     assert main(["demo", "--quick"]) == 1
     assert "no installed task has a demo recipe" in capsys.readouterr().err
     assert zoo.get_task("cls").demo() is not None
+
+
+def test_the_long_recipes_run_only_when_named_so_a_plain_demo_stays_short():
+    """Mask R-CNN and Keypoint R-CNN need many CPU-minutes to show learning: `zoo demo` leaves them out,
+    `zoo demo --tasks inst,kp` runs them, and the not-a-recipe error still lists them."""
+    assert set(demo_recipes()) == {"cls", "det", "seg"}
+    assert {"inst", "kp"} <= set(demo_recipes(every=True))
+    assert not demo_recipes(["inst"])["inst"].default and demo_recipes(["kp"])["kp"].head == "keypoint_rcnn"

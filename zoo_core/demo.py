@@ -44,6 +44,9 @@ class DemoRecipe:
     quick_data: Mapping[str, Any] = field(default_factory=dict)
     quick_train: Mapping[str, Any] = field(default_factory=dict)
     task_options: Mapping[str, Any] = field(default_factory=dict)
+    #: run by a plain ``zoo demo``; False: only when asked for (``zoo demo --tasks NAME``), for a recipe
+    #: that needs many CPU-minutes to show learning (a plain ``zoo demo`` stays a few minutes)
+    default: bool = True
 
     @property
     def label(self) -> str:
@@ -103,8 +106,9 @@ def _checked(task: str, recipe: object) -> DemoRecipe | None:
                     "(or None for no demo)")
 
 
-def demo_recipes(tasks: list[str] | None = None) -> dict[str, DemoRecipe]:
-    """``{task name or alias as given: recipe}`` for ``tasks`` (default: every registered task with one).
+def demo_recipes(tasks: list[str] | None = None, *, every: bool = False) -> dict[str, DemoRecipe]:
+    """``{task name or alias as given: recipe}`` for ``tasks`` (default: every registered task whose recipe
+    is a :attr:`DemoRecipe.default` one; with ``every``, those that run only when asked for too).
 
     Unknown task names raise :class:`~zoo_core.errors.UnknownNameError`; a named task without a
     recipe raises :class:`ValueError` listing those that have one. Listing them all, a task whose
@@ -123,13 +127,14 @@ def demo_recipes(tasks: list[str] | None = None) -> dict[str, DemoRecipe]:
                 warn(f"task {spec.qualified_name} (plugin {spec.distribution or spec.plugin}): its demo() failed "
                      f"({type(exc).__name__}: {exc}); left out of the demo")
                 continue
-            if recipe is not None:
+            if recipe is not None and (recipe.default or every):
                 found[name] = recipe
         return found
     out: dict[str, DemoRecipe] = {}
     for name in tasks:
         recipe = _checked(name, zoo.get_task(name).demo())
         if recipe is None:
-            raise ValueError(f"task {name!r} has no demo recipe; tasks with one: {', '.join(demo_recipes())}")
+            raise ValueError(f"task {name!r} has no demo recipe; tasks with one: "
+                             f"{', '.join(demo_recipes(every=True))}")
         out[name] = recipe
     return out

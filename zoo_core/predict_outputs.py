@@ -1,7 +1,8 @@
 """What ``zoo predict`` writes: annotated copies of the images (``--save DIR``) and JSON Lines (``--json``).
 
 :func:`annotate` draws a prediction on its image with PIL, at the image's own size: detection boxes
-in a colour per class with ``name score`` labels; segmentation masks as a tinted overlay (class 0,
+in a colour per class with ``name score`` labels (instance masks tinted in their box's colour; keypoints as dots,
+a colour per point, and skeleton lines); segmentation masks as a tinted overlay (class 0,
 the background by convention, untinted) with the classes present listed; classification's top-k as
 text. It chooses by the prediction's type (:mod:`zoo_core.task`), as ``zoo serve``'s JSON does, so
 no task is named here; another task's prediction gets its scalar fields written on the image.
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from .task import Classification, Detections, Prediction, SegmentationMask
+from .task import Classification, Detections, Instances, Keypoints, Prediction, SegmentationMask
 
 if TYPE_CHECKING:
     from .predict_sources import SourceItem
@@ -91,6 +92,8 @@ def annotate(image: Any, pred: Prediction, class_names: Sequence[str] = ()) -> I
     font = _font(canvas.height)
     if isinstance(pred, SegmentationMask):
         canvas = _overlay(canvas, pred.mask)
+    if isinstance(pred, Instances):  # each object's mask tinted in its class colour; its box is drawn below
+        canvas = _tint_instances(canvas, pred)
     draw = ImageDraw.Draw(canvas)
     if isinstance(pred, Detections):
         width = max(1, min(canvas.size) // 200 + 1)
@@ -109,7 +112,20 @@ def annotate(image: Any, pred: Prediction, class_names: Sequence[str] = ()) -> I
         fields = [(f"{f.name}: {_short(getattr(pred, f.name))}", (0, 0, 0)) for f in dataclasses.fields(pred)
                   if f.name != "source"]
         _lines(draw, fields, font)
+    if isinstance(pred, Keypoints):  # a Detections too: its boxes are drawn above, its points on top of them
+        _draw_keypoints(draw, pred, max(1, min(canvas.size) // 200 + 1))
     return canvas
+
+
+def _draw_keypoints(draw: ImageDraw.ImageDraw, pred: Keypoints, width: int) -> None:
+    """Each object's skeleton as lines in its class colour and its points as dots, a colour per keypoint."""
+    radius = width + 1
+    for points, label in zip(pred.keypoints.detach().cpu().float().tolist(), pred.labels.tolist()):
+        for i, j in pred.skeleton:
+            if max(i, j) < len(points):
+                draw.line((points[i][0], points[i][1], points[j][0], points[j][1]), fill=colour(label), width=width)
+        for k, (x, y, _score) in enumerate(points):
+            draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=colour(k), outline=(0, 0, 0))
 
 
 def _short(value: Any) -> str:
@@ -131,6 +147,19 @@ def _overlay(canvas: Image.Image, mask: torch.Tensor) -> Image.Image:
     img = np.asarray(canvas, dtype=np.float32)
     tinted = m > 0
     img[tinted] = (1 - MASK_ALPHA) * img[tinted] + MASK_ALPHA * colours[tinted]
+    return Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
+
+
+def _tint_instances(canvas: Image.Image, pred: Instances) -> Image.Image:
+    """``canvas`` with every object's mask tinted by its class colour, the best-scoring object on top (a mask
+    of another size is resized to the image's, nearest)."""
+    img = np.asarray(canvas, dtype=np.float32).copy()
+    masks = pred.masks.detach().cpu().bool().numpy()
+    for k in np.argsort(pred.scores.detach().cpu().float().numpy(), kind="stable").tolist():
+        m = masks[k]
+        if m.shape != img.shape[:2]:
+            m = np.asarray(Image.fromarray(m).resize(canvas.size, Image.Resampling.NEAREST))
+        img[m] = (1 - MASK_ALPHA) * img[m] + MASK_ALPHA * np.asarray(colour(int(pred.labels[k])), dtype=np.float32)
     return Image.fromarray(np.clip(img + 0.5, 0, 255).astype(np.uint8))
 
 

@@ -64,10 +64,12 @@ class Instances(Detections):
 @dataclass
 class Keypoints(Detections):
     """Detections with ``keypoints`` ``(N, K, 3)`` per object: x, y in input-image pixels and a visibility
-    score; ``keypoint_names`` names the K points (keypoint detection)."""
+    score; ``keypoint_names`` names the K points (keypoint detection); ``skeleton`` lists the 0-based
+    ``(i, j)`` point pairs drawn as lines."""
 
     keypoints: Tensor = field(default_factory=lambda: torch.zeros(0, 0, 3))
     keypoint_names: list[str] = field(default_factory=list)
+    skeleton: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from . import classification_specs, det_specs, seg_specs
+from . import classification_specs, det_specs, inst_specs, kp_specs, seg_specs
 
 PRIORITY = 30
 BACKBONE_BUILDER = "zoo_torchvision.backbones:build_backbone"
@@ -31,6 +31,8 @@ def backbone_rows() -> list[tuple[str, str, tuple[str, ...]]]:
 
 def register_models(register: Callable[..., Any]) -> None:
     det_specs.register_models(register)
+    inst_specs.register_models(register)
+    kp_specs.register_models(register)
     seg_specs.register_models(register)
 
 
@@ -44,4 +46,6 @@ def register_backbones(register: Callable[..., Any]) -> None:
 
 def register_heads(register: Callable[..., Any]) -> None:
     det_specs.register_heads(register)
+    inst_specs.register_heads(register)
+    kp_specs.register_heads(register)
     seg_specs.register_heads(register)

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any, Sequence
 
-import torch
 from torch import Tensor, nn
 from torchvision.models import detection as tvd
 from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
@@ -72,18 +71,32 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     fine-tunes from pretrained weights.
     """
     family = spec.kwargs["family"]
+    return torchvision_detector(spec, num_classes=num_classes, pretrained=pretrained, options=options,
+                                head=HEADS[family], backbone=BACKBONES[family])
+
+
+def torchvision_detector(spec: ModelSpec, *, num_classes: int | None, pretrained: str | None,
+                         options: dict[str, Any], head: Sequence[str], backbone: Sequence[str],
+                         wrap: Any = Detector, **constructor: Any) -> BuiltModel:
+    """torchvision's ``spec.name`` (Faster/Mask/Keypoint R-CNN, RetinaNet, FCOS, SSD) as a zoo model.
+
+    ``num_classes`` zoo classes (default: the COCO weights' categories less the background); ``options``
+    (the user's, checked first: :class:`OptionError`) and ``constructor`` go to torchvision's builder, which
+    never downloads. With a weights tag the backbone's BatchNorm is frozen and a ResNet trunk's first
+    stages too, as torchvision fine-tunes. ``head``/``backbone``: state-dict prefixes inside torchvision's
+    model; ``wrap`` makes the zoo's network (labels 0..K-1) of it.
+    """
     coco = entry(spec.name, "COCO_V1")
     n = num_classes if num_classes is not None else len(coco.meta["categories"]) - 1
     check_model_options(spec.name, options, what=f"torchvision:{spec.name}", detector=True)  # OptionError
-    net = getattr(tvd, spec.name)(weights=None, weights_backbone=None, num_classes=n + 1, **options)
+    net = getattr(tvd, spec.name)(weights=None, weights_backbone=None, num_classes=n + 1, **constructor, **options)
     if pretrained is not None:
         freeze_batchnorm(net.backbone)
-        if family != "ssd" and hasattr(net.backbone, "body") and hasattr(net.backbone.body, "layer4"):
+        if hasattr(net.backbone, "body") and hasattr(net.backbone.body, "layer4"):  # ResNet trunks (not SSD's)
             freeze_early_layers(net.backbone.body, RESNET_TRAINABLE_LAYERS)
-    wrapped = Detector(net)
+    wrapped = wrap(net)
     return BuiltModel(net=wrapped, preprocess=preprocess_of(net), num_classes=n,
-                      head=tuple(PREFIX + h for h in HEADS[family]),
-                      backbone=tuple(PREFIX + b for b in BACKBONES[family]),
+                      head=tuple(PREFIX + h for h in head), backbone=tuple(PREFIX + b for b in backbone),
                       pretrained=describe(spec.name, pretrained) if pretrained else None,
                       map_state_dict=torchvision_keys(wrapped), export_formats=("onnx",),
                       extra={"export": EXPORT_HINTS})

@@ -62,11 +62,14 @@ def _classes(backend: str) -> tuple[Any, Any]:
     return COCO, COCOeval
 
 
-def run_cocoeval(gt: dict[str, Any], dets: list[dict[str, Any]], *, backend: str = "pycocotools") -> Any:
-    """COCOeval (bbox) on a ground-truth dict and a result list, evaluated, accumulated, summarised.
+def run_cocoeval(gt: dict[str, Any], dets: list[dict[str, Any]], *, backend: str = "pycocotools",
+                 iou_type: str = "bbox", kpt_oks_sigmas: Any = None) -> Any:
+    """COCOeval on a ground-truth dict and a result list, evaluated, accumulated, summarised.
 
     ``backend``: ``"pycocotools"`` (the reference), ``"faster"`` (faster-coco-eval) or ``"auto"``.
-    The result list's dicts get ``id``/``area`` fields added, as both libraries' ``loadRes`` do.
+    ``iou_type``: ``"bbox"`` (default) or another COCOeval ``iouType`` (``"keypoints"``, with the
+    per-keypoint ``kpt_oks_sigmas`` when they are not COCO's 17). The result list's dicts get
+    ``id``/``area`` fields added, as both libraries' ``loadRes`` do.
     """
     coco_cls, eval_cls = _classes(resolve_coco_backend(backend))
     with contextlib.redirect_stdout(io.StringIO()):
@@ -74,7 +77,9 @@ def run_cocoeval(gt: dict[str, Any], dets: list[dict[str, Any]], *, backend: str
         coco_gt.dataset = {k: list(v) for k, v in gt.items()}
         coco_gt.createIndex()
         coco_dt = coco_gt.loadRes(dets)
-        ev = eval_cls(coco_gt, coco_dt, iouType="bbox")
+        ev = eval_cls(coco_gt, coco_dt, iouType=iou_type)
+        if kpt_oks_sigmas is not None:
+            ev.params.kpt_oks_sigmas = np.asarray(kpt_oks_sigmas, dtype=np.float64)
         ev.evaluate()
         ev.accumulate()
         ev.summarize()

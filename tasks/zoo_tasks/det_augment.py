@@ -90,7 +90,10 @@ def detection_pipeline(opts: dict[str, Any]) -> v2.Compose | None:
 
 def _as_tv(image: Tensor, target: dict[str, Tensor]) -> tuple[tv_tensors.Image, dict[str, Any]]:
     boxes = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=tuple(image.shape[-2:]))
-    return tv_tensors.Image(image), {**target, "boxes": boxes}
+    out = {**target, "boxes": boxes}
+    if "masks" in target:  # instance masks (N, H, W) follow the geometry, and SanitizeBoundingBoxes, with the boxes
+        out["masks"] = tv_tensors.Mask(target["masks"])
+    return tv_tensors.Image(image), out
 
 
 def _plain(image: Any, target: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:

@@ -64,6 +64,9 @@ class ImageRecord:
     labels: list[int] = field(default_factory=list)
     areas: list[float] = field(default_factory=list)
     crowd: list[bool] = field(default_factory=list)
+    #: where each kept box came from (its annotation id, a ``file:line``), in step with ``boxes``: how a task
+    #: reading more per annotation (keypoints, masks) pairs its data with the cleaned boxes
+    ann_ids: list[Any] = field(default_factory=list)
     size_from_header: bool = False  # width/height read from the file (the json has none), not the json
     looked: tuple[Path, ...] = ()  # the places an image found in none of them was looked for
 
@@ -138,14 +141,15 @@ def image_bases(json_path: Path, images_dir: Path, roots: Sequence[Path] = ()) -
 # ---- reading and validating ---------------------------------------------------------------------
 def read_coco(json_path: Path, images_dir: Path, *, class_names: Sequence[str] | None = None,
               train: bool = True, filter_empty: bool = False, roots: Sequence[Path] = (),
-              require_boxes: bool = True) -> CocoIndex:
+              require_boxes: bool = True, raw: dict[str, Any] | None = None) -> CocoIndex:
     """Read and validate a COCO json (see the module docstring for what is dropped or refused).
 
     ``roots``: dataset root folders where a ``file_name`` is also looked for (:func:`image_bases`);
-    ``require_boxes=False`` (conversion, ``zoo data check``) accepts a file without usable boxes."""
+    ``require_boxes=False`` (conversion, ``zoo data check``) accepts a file without usable boxes; ``raw``:
+    the file already read by :func:`load_coco_json` (a task reading more of it parses it once)."""
     from pycocotools.coco import COCO
 
-    raw = load_coco_json(json_path)
+    raw = load_coco_json(json_path) if raw is None else raw
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco = COCO()
         coco.dataset = raw
@@ -296,6 +300,7 @@ def add_box(rec: ImageRecord, xywh: Sequence[float], label: int, problems: dict[
     rec.labels.append(label)
     rec.areas.append(float(area or (x1 - x0) * (y1 - y0)))
     rec.crowd.append(crowd)
+    rec.ann_ids.append(where)
 
 
 def _warn(json_path: Path, problems: dict[str, list[Any]]) -> None:

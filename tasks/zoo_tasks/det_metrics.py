@@ -117,8 +117,9 @@ def _rows(ids: list[int], items: list[dict[str, Any]], key: str) -> Iterator[tup
 
 
 def coco_metrics(gt: dict[str, Any], dets: list[dict[str, Any]], class_names: Sequence[str], *,
-                 backend: str = "auto") -> dict[str, Any]:
-    """The zoo's metric dict from COCOeval run by ``backend`` (see the module docstring).
+                 backend: str = "auto", iou_type: str = "bbox") -> dict[str, Any]:
+    """The zoo's metric dict from COCOeval run by ``backend`` (see the module docstring); ``iou_type``:
+    COCOeval's ``iouType`` (``"segm"``: ``gt`` annotations and ``dets`` carry ``segmentation``).
 
     Raises :class:`DataError` when ``gt`` holds no non-crowd box (every COCO number is undefined).
     """
@@ -135,7 +136,7 @@ def coco_metrics(gt: dict[str, Any], dets: list[dict[str, Any]], class_names: Se
         out = _defined(dict(zip(STAT_NAMES, filled)))
         out["per_class_ap"] = {n: (0.0 if i + 1 in has_gt else None) for i, n in enumerate(class_names)}
         return out
-    ev = run_cocoeval(gt, dets, backend=backend)
+    ev = run_cocoeval(gt, dets, backend=backend, iou_type=iou_type)
     out = _defined({name: float(v) for name, v in zip(STAT_NAMES, ev.stats)})
     precision = ev.eval["precision"]  # [IoU thresholds, recall points, classes, areas, max dets]
     per_class: dict[str, float | None] = {}
@@ -163,9 +164,9 @@ def _present_buckets(boxes: list[dict[str, Any]]) -> set[str | None]:
     return {None} | {b for b, (lo, hi) in SIZE_BUCKETS.items() if any(lo <= v <= hi for v in areas)}
 
 
-def _defined(stats: dict[str, float]) -> dict[str, Any]:
+def _defined(stats: dict[str, float], what: str = "detection") -> dict[str, Any]:
     """``stats`` without COCOeval's -1 (undefined) entries, which are named under ``undefined_metrics``
-    and in a warning: a missing size bucket is not a score of -1."""
+    and in a warning (about the ``what`` metrics): a missing size bucket is not a score of -1."""
     undefined = {k: v for k, v in stats.items() if v < 0}
     out: dict[str, Any] = {k: v for k, v in stats.items() if v >= 0}
     if undefined:
@@ -173,6 +174,6 @@ def _defined(stats: dict[str, float]) -> dict[str, Any]:
         why = {k: f"no {BUCKET_TEXT[b]} ground-truth box in the evaluated images" if (b := _bucket_of(k))
                else "no ground truth COCOeval could match" for k in undefined}
         out["undefined_metrics"] = why
-        warn(f"{', '.join(undefined)} left out of the detection metrics: undefined, since the evaluated images have "
+        warn(f"{', '.join(undefined)} left out of the {what} metrics: undefined, since the evaluated images have "
              f"no {' or '.join(BUCKET_TEXT[b] for b in buckets) or 'usable'} ground-truth box (COCOeval reports -1)")
     return out

@@ -85,3 +85,33 @@ def predictions_png(model: "ZooModel", dataset: Any, path: str | Path, *, n: int
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     return path
+
+
+@torch.inference_mode()
+def annotated_sheet(model: "ZooModel", dataset: Any, path: str | Path, *, n: int = 4, score_threshold: float = 0.5,
+                    max_det: int = 20) -> Path:
+    """The first ``n`` images of ``dataset`` side by side, each with its predictions scoring ``score_threshold``
+    or more (the best ``max_det``) drawn as ``zoo predict --save`` draws them
+    (:func:`zoo_core.predict_outputs.annotate`: boxes, names, tinted masks, keypoints and skeletons)."""
+    from PIL import Image
+
+    from zoo_core.predict_outputs import annotate
+
+    was_training = model.training
+    model.eval()
+    try:
+        tiles = [annotate(image, model.predict(image, score_threshold=score_threshold, max_det=max_det)[0],
+                          model.class_names)
+                 for image, _, _ in (dataset[i] for i in range(min(n, len(dataset))))]
+    finally:
+        model.train(was_training)
+    sheet = Image.new("RGB", (sum(t.width for t in tiles) + 4 * (len(tiles) - 1), max(t.height for t in tiles)),
+                      (255, 255, 255))
+    x = 0
+    for tile in tiles:
+        sheet.paste(tile, (x, 0))
+        x += tile.width + 4
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path

@@ -213,16 +213,23 @@ class DetectionTask(HooksMixin, OptionsMixin, Task):
 
     def plots(self, model: "ZooModel", dataset: torch.utils.data.Dataset, report: Mapping[str, Any],
               out_dir: Path) -> list[Path]:
-        """``pr_curve.png`` (IoU .50, per class) and ``predictions.png`` (a few images, boxes drawn)."""
-        from .det_plots import pr_curve_png, predictions_png
+        """``pr_curve.png`` (IoU .50, per class) and ``predictions.png`` (a few images,
+        :meth:`predictions_plot`)."""
+        from .det_plots import pr_curve_png
 
         out_dir = Path(out_dir)
         paths = []
         if report.get("pr_curve"):
             paths.append(pr_curve_png(report["pr_curve"], out_dir / "pr_curve.png"))
         if len(dataset):  # type: ignore[arg-type]
-            paths.append(predictions_png(model, dataset, out_dir / "predictions.png"))
+            paths.append(self.predictions_plot(model, dataset, out_dir / "predictions.png"))
         return paths
+
+    def predictions_plot(self, model: "ZooModel", dataset: torch.utils.data.Dataset, path: Path) -> Path:
+        """A few images with ground-truth boxes dashed and predicted ones drawn (subclasses draw more)."""
+        from .det_plots import predictions_png
+
+        return predictions_png(model, dataset, path)
 
     def example_samples(self, model: "ZooModel", *, n: int = 2, seed: int = 0) -> list[Any]:
         """``n`` 64x64 noise images with one box each, shaped like :class:`CocoDetection` samples."""

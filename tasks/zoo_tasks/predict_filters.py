@@ -116,19 +116,23 @@ class DetectionFilter:
 
     def apply(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """The boxes, scores and labels (one image's) this filter keeps, best first when it reorders them."""
-        keep = scores >= self.conf
+        idx = self.indices(boxes, scores, labels)
+        return boxes[idx], scores[idx], labels[idx]
+
+    def indices(self, boxes: Tensor, scores: Tensor, labels: Tensor) -> Tensor:
+        """The positions (one image's rows, in the order :meth:`apply` returns them) this filter keeps: index
+        anything else per box (instance masks, keypoints) with them to keep it in step with the boxes."""
+        idx = torch.nonzero(scores >= self.conf).flatten()
         if self.classes is not None:
-            keep &= torch.isin(labels, torch.tensor(self.classes, device=labels.device, dtype=labels.dtype))
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        if self.iou is not None and len(scores):
+            allowed = torch.isin(labels[idx], torch.tensor(self.classes, device=labels.device, dtype=labels.dtype))
+            idx = idx[allowed]
+        if self.iou is not None and len(idx):
             from torchvision.ops import batched_nms
 
-            order = batched_nms(boxes.float(), scores.float(), labels, self.iou)  # best first
-            boxes, scores, labels = boxes[order], scores[order], labels[order]
-        if self.max_det is not None and len(scores) > self.max_det:
-            order = scores.argsort(descending=True, stable=True)[:self.max_det]
-            boxes, scores, labels = boxes[order], scores[order], labels[order]
-        return boxes, scores, labels
+            idx = idx[batched_nms(boxes[idx].float(), scores[idx].float(), labels[idx], self.iou)]  # best first
+        if self.max_det is not None and len(idx) > self.max_det:
+            idx = idx[scores[idx].argsort(descending=True, stable=True)[:self.max_det]]
+        return idx
 
 
 def ranked_classes(names: Sequence[str], probs: Tensor, k: int, options: Mapping[str, Any]

@@ -15,7 +15,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        description="For each task with a demo recipe (Task.demo()): write its small synthetic "
                                    "dataset, train its small model on it, evaluate it, and print one table with "
                                    "the metrics and where the checkpoints and plots are.")
-    p.add_argument("--tasks", help="comma-separated task names or aliases (default: every task with a demo recipe)")
+    p.add_argument("--tasks", help="comma-separated task names or aliases (default: every task whose recipe runs by "
+                                      "default; longer ones, e.g. inst and kp, run when named here)")
     p.add_argument("--quick", action="store_true", help="a few steps per task (smoke test, under a minute)")
     p.add_argument("--dir", type=Path, help="where to write data and runs (default: a new temp folder)")
     p.add_argument("--epochs", type=int, help="override every recipe's epochs")
@@ -57,6 +58,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                      f"{metric} {result.metrics.get(metric, float('nan')):.3f} after {result.epochs} epoch(s), "
                      f"{seconds:.0f} s; run {result.out_dir}"))
         rows += [("", f"plot {p}") for p in result.plots]
+    longer = [n for n in demo_recipes(every=True) if wanted is None and n not in recipes]
+    if longer:
+        rows.append(("more", f"zoo demo --tasks {','.join(longer)} (longer demos, run only when named)"))
     summary_table(f"zoo demo ({'quick' if args.quick else 'full'}): data and runs in {root}", rows)
     first = next(iter(recipes))
     print(f"next: zoo eval {root / 'runs' / first} --data {root / 'data' / first}")

@@ -123,3 +123,44 @@ def test_the_mask_rcnn_head_and_maskrcnn_resnet50_fpn_pass_the_conformance_suite
     report = check_spec("model:torchvision:maskrcnn_resnet50_fpn", checks=["contract"])
     assert report.ok and report.result("contract").status == "pass", str(report)
     assert "predict -> Instances" in report.result("contract").detail
+
+
+def test_coco_v1_layout_matches_torchvisions_overwrite_eps_and_survives_save_and_load(tmp_path):
+    """torchvision runs maskrcnn_resnet50_fpn COCO_V1 with FrozenBatchNorm eps 0 (overwrite_eps): with
+    non-default running stats the zoo's network gives torchvision's numbers, and so does the saved model."""
+    from torchvision.models import resnet50
+    from torchvision.models.detection import MaskRCNN
+    from torchvision.models.detection._utils import overwrite_eps
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from zoo_core.api import build_model
+    from zoo_core.registry import get_registry
+
+    spec = get_registry().resolve("model", "maskrcnn_resnet50_fpn", task="instance")
+    torch.manual_seed(0)
+    model = build_model(spec, "instance", num_classes=None, class_names=None, tag=None, weights_path=None,
+                        options={"as_trained_from": "COCO_V1", "min_size": 64, "max_size": 64})
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, FrozenBatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)  # not the default 1: the stats are really used
+    assert model.config["options"]["as_trained_from"] == "COCO_V1"
+    assert all(m.eps == 0.0 for m in model.modules() if isinstance(m, FrozenBatchNorm2d))
+    tv = MaskRCNN(_resnet_fpn_extractor(resnet50(norm_layer=FrozenBatchNorm2d), 3), num_classes=91, min_size=64,
+                  max_size=64)
+    overwrite_eps(tv, 0.0)
+    tv.load_state_dict({k.removeprefix("detector."): v for k, v in model.net.state_dict().items()})
+    x = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))]
+    model.eval(), tv.eval()
+    with torch.no_grad():
+        ours, theirs = model.net.detector(x)[0], tv(x)[0]
+        assert torch.equal(ours["boxes"], theirs["boxes"]) and torch.equal(ours["masks"], theirs["masks"])
+        feats = model.net.detector.backbone(x[0][None])["0"]
+        assert feats.isfinite().all()
+        assert torch.equal(feats, tv.backbone(x[0][None])["0"])  # the FPN maps every output comes from
+        again = zoo.load(model.save(tmp_path / "m")).eval()
+        assert all(m.eps == 0.0 for m in again.modules() if isinstance(m, FrozenBatchNorm2d))
+        assert torch.equal(again.net.detector.backbone(x[0][None])["0"], feats)
+        overwrite_eps(tv, 1e-5)  # the default eps: the numbers move, so the comparisons above could fail
+        assert not torch.equal(tv.backbone(x[0][None])["0"], feats)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
@@ -97,6 +98,9 @@ def test_bad_masks_are_named_by_file_image_and_annotation(inst_data, tmp_path, s
     where = rf"annotations\.json: image {a['image_id']}, annotation {a['id']}: "
     with pytest.raises(DataError, match=where + ".*" + message):
         small_inst.task_impl.read_dataset(src, split="train", train=True, model=small_inst)
+    report = small_inst.task_impl.check_data(src, split="train")  # `zoo data check` names it before training
+    assert report.task == "instance"
+    assert any(re.search(where + ".*" + message, p) for part in report.splits for p in part.problems), report
 
 
 def test_yolo_data_and_mosaic_are_refused_by_name(inst_data, tmp_path, small_inst):

@@ -51,6 +51,7 @@ def test_keypoints_stay_in_step_with_the_cleaned_boxes(kp_data, tmp_path):
     def drop_first_box(coco):
         first = coco["annotations"][0]
         first["bbox"][2] = 0  # zero width: the detection reader drops this box (and so its keypoints)
+        first["keypoints"][0] = 500.0  # outside the image: no error for a box that is dropped with a warning
 
     src = edited(kp_data, tmp_path, drop_first_box)
     raw = json.loads((src / "annotations.json").read_text())

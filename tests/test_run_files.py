@@ -357,7 +357,7 @@ def test_zoo_demo_rerun_in_the_same_dir_replaces_its_own_runs_and_keeps_a_users_
     recipe = DemoRecipe(dataset="toy", make="test_run_files:toy_data", data={"n": 16}, model="toynet", load={},
                         train={"max_epochs": 1, "batch_size": 8, "num_workers": 0, "tensorboard": True,
                                "verbose": False}, quick_data={"n": 8})
-    monkeypatch.setattr("zoo_core.demo.demo_recipes", lambda tasks=None: {"toytrain": recipe})
+    monkeypatch.setattr("zoo_core.demo.demo_recipes", lambda tasks=None, every=False: {"toytrain": recipe})
     assert main(["demo", "--dir", str(tmp_path)]) == 0
     (tmp_path / "runs" / "toytrain" / "notes.txt").write_text("mine")
     assert main(["demo", "--dir", str(tmp_path), "--quick"]) == 0  # other data, a new run: its own replaced

@@ -250,8 +250,9 @@ def build_model(spec: ModelSpec, task_name: str, *, num_classes: int | None,
             class_names = list(pre.class_names)
         else:
             class_names = [f"class_{i}" for i in range(built.num_classes)]
+    # options the builder chose that a rebuild must repeat (e.g. the layout of the weights it was built for)
     config = {"model": spec.qualified_name, "task": task_name, "num_classes": built.num_classes,
-              "options": options}
+              "options": {**options, **dict(built.extra.get("rebuild_options") or {})}}
     if built.extra.get("task_options"):  # the plugin's defaults for the task (e.g. U-Net's loss)
         config["task_options"] = dict(built.extra["task_options"])
     provenance: dict[str, Any] = {"weights": None}

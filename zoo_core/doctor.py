@@ -155,7 +155,8 @@ def _registered(reg: Registry, plugin: str, limit: int = 5) -> list[str]:
     for kind in ("task", "model", "backbone", "head"):
         names = [s.name for s in reg.specs(kind) if s.plugin == plugin]
         if names:
-            shown = ", ".join(names[:limit]) + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
+            limit_here = len(names) if kind == "task" else limit  # a plugin's tasks are few: all named
+            shown = ", ".join(names[:limit_here]) + (f", ... (+{len(names) - limit_here})" if len(names) > limit_here else "")
             out.append(f"{len(names)} {kind}{'s' if len(names) != 1 else ''}: {shown}")
     return out
 

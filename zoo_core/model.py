@@ -121,6 +121,8 @@ class BuiltModel:
     ``map_state_dict`` converts foreign key layouts (another library's) to this network's.
     ``extra["task_options"]`` (a dict) becomes ``model.config["task_options"]``: the plugin's defaults
     for the task's options (e.g. ``{"loss": "dice_ce"}`` for U-Net), which the user may override.
+    ``extra["rebuild_options"]`` (a dict) joins the options saved in ``config.json``: what the builder
+    chose that a rebuild without the weights tag must repeat (declare them in the spec's ``saved_options``).
     """
 
     net: nn.Module

@@ -18,7 +18,7 @@ HEAD_BUILDER = "zoo_torchvision.detection:build_faster_rcnn_head"
 PRIORITY = 30
 #: the options a saved config may set when a detector is rebuilt from it (sizes, thresholds, sampling)
 SAVED_OPTIONS = (
-    "min_size", "max_size", "image_mean", "image_std", "size_divisible", "fixed_size", "trainable_backbone_layers",
+    "as_trained_from", "min_size", "max_size", "image_mean", "image_std", "size_divisible", "fixed_size", "trainable_backbone_layers",
     "rpn_pre_nms_top_n_train", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_train", "rpn_post_nms_top_n_test",
     "rpn_nms_thresh", "rpn_fg_iou_thresh", "rpn_bg_iou_thresh", "rpn_batch_size_per_image", "rpn_positive_fraction",
     "rpn_score_thresh", "box_score_thresh", "box_nms_thresh", "box_detections_per_img", "box_fg_iou_thresh",

@@ -21,6 +21,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from zoo_core.backbone import Backbone, HeadRequirements, usable_levels
+from zoo_core.errors import OptionError
 from zoo_core.model import BuiltModel, Preprocess, PretrainedWeights
 from zoo_core.specs import HeadSpec, ModelSpec
 
@@ -75,6 +76,12 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
                                 head=HEADS[family], backbone=BACKBONES[family])
 
 
+#: (model, weights tag) whose BatchNorm torchvision runs with eps 0 after loading (``overwrite_eps``: those
+#: weights were trained so); any other tag keeps the default eps
+ZERO_EPS = {("fasterrcnn_resnet50_fpn", "COCO_V1"), ("maskrcnn_resnet50_fpn", "COCO_V1"),
+            ("keypointrcnn_resnet50_fpn", "COCO_V1"), ("retinanet_resnet50_fpn", "COCO_V1")}
+
+
 def torchvision_detector(spec: ModelSpec, *, num_classes: int | None, pretrained: str | None,
                          options: dict[str, Any], head: Sequence[str], backbone: Sequence[str],
                          wrap: Any = Detector, **constructor: Any) -> BuiltModel:
@@ -82,16 +89,25 @@ def torchvision_detector(spec: ModelSpec, *, num_classes: int | None, pretrained
 
     ``num_classes`` zoo classes (default: the COCO weights' categories less the background); ``options``
     (the user's, checked first: :class:`OptionError`) and ``constructor`` go to torchvision's builder, which
-    never downloads. With a weights tag the backbone's BatchNorm is frozen and a ResNet trunk's first
-    stages too, as torchvision fine-tunes. ``head``/``backbone``: state-dict prefixes inside torchvision's
-    model; ``wrap`` makes the zoo's network (labels 0..K-1) of it.
+    never downloads. ``head``/``backbone``: state-dict prefixes inside torchvision's model; ``wrap`` makes
+    the zoo's network (labels 0..K-1) of it.
+
+    Built for a weights tag, the network is laid out as torchvision fine-tunes from it: the backbone's
+    BatchNorm frozen (eps 0 where torchvision sets it, :data:`ZERO_EPS`) and a ResNet trunk's first stages
+    too. The option ``as_trained_from=TAG`` (recorded in the saved config) rebuilds that layout without
+    loading weights, so a saved fine-tuned model reloads with the same numbers.
     """
+    trained_from = options.pop("as_trained_from", None)
+    if trained_from is not None and trained_from not in spec.weights:
+        raise OptionError(f"torchvision:{spec.name}: as_trained_from={trained_from!r} is not one of its weights "
+                          f"tags {list(spec.weights)}")
+    layout = pretrained if pretrained is not None else trained_from
     coco = entry(spec.name, "COCO_V1")
     n = num_classes if num_classes is not None else len(coco.meta["categories"]) - 1
     check_model_options(spec.name, options, what=f"torchvision:{spec.name}", detector=True)  # OptionError
     net = getattr(tvd, spec.name)(weights=None, weights_backbone=None, num_classes=n + 1, **constructor, **options)
-    if pretrained is not None:
-        freeze_batchnorm(net.backbone)
+    if layout is not None:
+        freeze_batchnorm(net.backbone, eps=0.0 if (spec.name, layout) in ZERO_EPS else None)
         if hasattr(net.backbone, "body") and hasattr(net.backbone.body, "layer4"):  # ResNet trunks (not SSD's)
             freeze_early_layers(net.backbone.body, RESNET_TRAINABLE_LAYERS)
     wrapped = wrap(net)
@@ -99,7 +115,8 @@ def torchvision_detector(spec: ModelSpec, *, num_classes: int | None, pretrained
                       head=tuple(PREFIX + h for h in head), backbone=tuple(PREFIX + b for b in backbone),
                       pretrained=describe(spec.name, pretrained) if pretrained else None,
                       map_state_dict=torchvision_keys(wrapped), export_formats=("onnx",),
-                      extra={"export": EXPORT_HINTS})
+                      extra={"export": EXPORT_HINTS,
+                             **({"rebuild_options": {"as_trained_from": layout}} if layout else {})})
 
 
 #: torchvision detectors trace to ONNX at a fixed batch (their transform loops over images) with the
@@ -148,16 +165,17 @@ def torchvision_keys(net: nn.Module):
     return convert
 
 
-def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every BatchNorm2d under ``module`` by a FrozenBatchNorm2d (in place; stats kept)."""
+def freeze_batchnorm(module: nn.Module, eps: float | None = None) -> nn.Module:
+    """Replace every BatchNorm2d under ``module`` by a FrozenBatchNorm2d (in place; stats kept; ``eps`` when
+    given, else the layer's own)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, child.eps)
+            frozen = FrozenBatchNorm2d(child.num_features, child.eps if eps is None else eps)
             for key in ("weight", "bias", "running_mean", "running_var"):
                 getattr(frozen, key).copy_(getattr(child, key).detach())
             setattr(module, name, frozen)
         else:
-            freeze_batchnorm(child)
+            freeze_batchnorm(child, eps)
     return module
 
 

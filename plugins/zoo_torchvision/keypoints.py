@@ -25,7 +25,6 @@ from typing import Any, Sequence
 from torch import nn
 from torchvision.models.detection.keypoint_rcnn import KeypointRCNNHeads, KeypointRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from zoo_core.backbone import Backbone
 from zoo_core.errors import OptionError
@@ -82,13 +81,6 @@ def keypoint_layout(keypoint_names: Sequence[str] | None, num_keypoints: int | N
     return names, pairs
 
 
-def _frozen_eps(net: nn.Module, eps: float) -> None:
-    """torchvision loads its COCO_V1 keypoint weights with FrozenBatchNorm eps 0 (``overwrite_eps``): the same here."""
-    for module in net.modules():
-        if isinstance(module, FrozenBatchNorm2d):
-            module.eps = eps
-
-
 def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrained: str | None = None,
           keypoint_names: Sequence[str] | None = None, skeleton: Sequence[Sequence[int]] | None = None,
           num_keypoints: int | None = None, **options: Any) -> BuiltModel:
@@ -104,8 +96,6 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     built = torchvision_detector(spec, num_classes=num_classes, pretrained=pretrained, options=options, head=HEADS,
                                  backbone=BACKBONES, wrap=lambda net: KeypointDetector(net, names, pairs),
                                  num_keypoints=len(names))
-    if pretrained == "COCO_V1":
-        _frozen_eps(built.net.detector.backbone, 0.0)
     return built
 
 

@@ -72,6 +72,17 @@ class InstanceSegmentationTask(DetectionTask):
         return INSTANCE
 
     # ---- data -----------------------------------------------------------------------------------
+    def check_data(self, source: Any, *, split: str | None = None, format: str | None = None) -> Any:
+        """``zoo data check``: detection's report (boxes, classes, images) plus every annotation's mask read
+        as training reads it, so a bad polygon or RLE is named here and not first by ``fit``."""
+        from .formats.check import _captured, check_detection
+
+        report = check_detection(source, split, format)
+        report.task = self.name
+        for part in report.splits:
+            _captured(lambda: read_instances(source, part.split, train=False, fmt=format), part)
+        return report
+
     def read_dataset(self, source: Any, *, split: str, train: bool, model: "ZooModel",
                      image_size: int | tuple[int, int] | None = None,
                      class_names: Sequence[str] | None = None) -> CocoInstances:

@@ -165,7 +165,10 @@ def read_keypoints(source: Any, split: str, *, class_names: Sequence[str] | None
     k = len(layout.names)
     by_id: dict[Any, np.ndarray] = {}
     recounted = []
-    for ann in raw["annotations"]:
+    kept = {aid for r in index.records for aid in r.ann_ids}  # a box the reader dropped (with its warning)
+    for ann in raw["annotations"]:                             # takes its points with it, unchecked
+        if ann["id"] not in kept:
+            continue
         points = checked_keypoints(ann, layout, sizes.get(ann["image_id"]), json_path)
         stated = ann.get("num_keypoints")
         if stated is not None and stated != int((points[:, 2] > 0).sum()):

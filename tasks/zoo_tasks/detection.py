@@ -193,17 +193,24 @@ class DetectionTask(HooksMixin, OptionsMixin, Task):
         return [min(named, key=lambda item: item[0].count("."))[1]] if named else []
 
     # ---- inference ------------------------------------------------------------------------------
-    def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
-                ) -> list[Detections]:
-        """Boxes in each input image's pixels; ``score_threshold=`` (or ``conf=``) drops weaker detections,
-        ``iou=``, ``max_det=`` and ``classes=`` filter further (:mod:`.predict_filters`)."""
+    def filtered_forward(self, model: "ZooModel", images: list[Any], options: Mapping[str, Any]
+                         ) -> tuple[DetectionFilter, list[Tensor], list[dict[str, Tensor]]]:
+        """The network's raw outputs for ``images`` (PIL or tensors, on the model's device, at the model's
+        input size) and the filter the predict options ask for (``score_threshold``/``conf``, ``iou``,
+        ``max_det``, ``classes``); also the image tensors. Shared by every detection-style task's predict."""
         thresh = self.unit_value("score_threshold", options.get("score_threshold",
                                                                 self.options(model)["score_threshold"]))
         keep = DetectionFilter.from_options(model, options, thresh)  # conf=, iou=, max_det=, classes=
         device = _device(model)
         tensors = [(img if isinstance(img, Tensor) else pil_to_tensor(img)).to(device) for img in images]
         _sync_size(model)
-        outputs = model(tensors)
+        return keep, tensors, model(tensors)
+
+    def predict(self, model: "ZooModel", images: list[Any], sources: list[str], **options: Any
+                ) -> list[Detections]:
+        """Boxes in each input image's pixels; ``score_threshold=`` (or ``conf=``) drops weaker detections,
+        ``iou=``, ``max_det=`` and ``classes=`` filter further (:mod:`.predict_filters`)."""
+        keep, _, outputs = self.filtered_forward(model, images, options)
         result = []
         for src, out in zip(sources, outputs):
             boxes, scores, labels = (t.cpu() for t in keep.apply(out["boxes"], out["scores"], out["labels"]))

@@ -19,19 +19,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from torch import Tensor
 
-from zoo_core.data.images import pil_to_tensor
 from zoo_core.demo import DemoRecipe
 from zoo_core.errors import DataError, OptionError
 from zoo_core.task import Instances, Metrics
 
 from .classification import _placeholder_names
 from .det_augment import augment_detection
-from .detection import DEFAULT_OPTIONS, OPTION_CHECKS, DetectionTask, _device, _sync_size
+from .detection import DEFAULT_OPTIONS, OPTION_CHECKS, DetectionTask
 from .inst_data import CocoInstances, read_instances
 from .inst_metrics import MASK_THRESHOLD, binary_masks, instance_metrics
-from .predict_filters import DetectionFilter
 
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
@@ -125,14 +122,9 @@ class InstanceSegmentationTask(DetectionTask):
         """Boxes and masks in each input image's pixels; ``score_threshold=`` (or ``conf=``), ``iou=``,
         ``max_det=`` and ``classes=`` filter the objects, masks kept in step (:mod:`.predict_filters`);
         ``mask_threshold=`` binarises the mask probabilities."""
-        opts = self.options(model)
-        thresh = self.unit_value("score_threshold", options.get("score_threshold", opts["score_threshold"]))
-        mask_thresh = self.unit_value("mask_threshold", options.get("mask_threshold", opts["mask_threshold"]))
-        keep = DetectionFilter.from_options(model, options, thresh)
-        device = _device(model)
-        tensors = [(img if isinstance(img, Tensor) else pil_to_tensor(img)).to(device) for img in images]
-        _sync_size(model)
-        outputs = model(tensors)
+        mask_thresh = self.unit_value("mask_threshold", options.get("mask_threshold",
+                                                                    self.options(model)["mask_threshold"]))
+        keep, tensors, outputs = self.filtered_forward(model, images, options)
         result = []
         for src, image, out in zip(sources, tensors, outputs):
             idx = keep.indices(out["boxes"], out["scores"], out["labels"])

@@ -16,22 +16,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
-from torch import Tensor
 
-from zoo_core.data.images import pil_to_tensor
 from zoo_core.demo import DemoRecipe
 from zoo_core.errors import DataError, OptionError, ZooError
 from zoo_core.task import Keypoints, Metrics
 
 from .classification import _placeholder_names
 from .det_data import category_names
-from .detection import DetectionTask, _device, _sync_size
+from .detection import DetectionTask
 from .hooks import HOOK_CHECKS, HOOK_DEFAULTS, LOSS_CHECK
 from .kp_data import (COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointDataset, KeypointLayout, check_pairs, keypoint_json,
                       read_keypoints)
 from .kp_metrics import KeypointMetrics, check_sigmas
 from .option_checks import choice
-from .predict_filters import DetectionFilter
 
 if TYPE_CHECKING:
     from zoo_core.model import ZooModel
@@ -174,14 +171,8 @@ class KeypointsTask(DetectionTask):
         """Boxes and keypoints in each input image's pixels; ``keypoints[..., 2]`` is the network's score of each
         point (Keypoint R-CNN: its heatmap's peak logit, higher is surer). ``score_threshold=`` (or ``conf=``),
         ``iou=``, ``max_det=`` and ``classes=`` filter the objects, points kept in step (:mod:`.predict_filters`)."""
-        thresh = self.unit_value("score_threshold", options.get("score_threshold",
-                                                                self.options(model)["score_threshold"]))
-        keep = DetectionFilter.from_options(model, options, thresh)
         layout = model_layout(model)
-        device = _device(model)
-        tensors = [(img if isinstance(img, Tensor) else pil_to_tensor(img)).to(device) for img in images]
-        _sync_size(model)
-        outputs = model(tensors)
+        keep, _, outputs = self.filtered_forward(model, images, options)
         result = []
         for src, out in zip(sources, outputs):
             idx = keep.indices(out["boxes"], out["scores"], out["labels"])

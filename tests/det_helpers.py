@@ -26,3 +26,29 @@ def edited_copy(det_data: Path, tmp_path: Path, edit: Callable[[dict[str, Any]],
     (out / "images").symlink_to(det_data / split / "images")
     (out / "annotations.json").write_text(json.dumps(coco))
     return out
+
+
+def fit_steps(model: Any, batch: Any, steps: int, *, lr: float = 1e-3, watch: str | None = None) -> list[float]:
+    """``steps`` AdamW steps of ``model``'s task loss on one ``batch`` (one CPU thread: on a busy shared CPU two
+    spinning OpenMP threads run ~10x slower than one); returns the ``watch`` loss term per step, if asked.
+    The model is left in eval mode."""
+    import torch
+
+    task = model.task_impl
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    watched = []
+    try:
+        model.train()
+        for _ in range(steps):
+            loss = task.loss(model, batch)
+            if watch is not None:
+                watched.append(float(loss[watch]))
+            opt.zero_grad()
+            loss["loss"].backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+        model.eval()
+    return watched

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import zoo_core as zoo
-from det_helpers import det_data, edited_copy  # noqa: F401  (det_data is a fixture)
+from det_helpers import det_data, edited_copy, fit_steps  # noqa: F401  (det_data is a fixture)
 from zoo_core.errors import DataError
 from zoo_core.task import Detections
 from zoo_tasks.det_data import read_coco, resolve_source
@@ -340,19 +340,7 @@ def test_small_faster_rcnn_overfits_a_few_synthetic_images(det_data, tmp_path):
     task = model.task_impl
     ds = task.read_dataset(src, split="train", train=False, model=model)
     batch = task.collate([ds[i] for i in range(len(ds))])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a busy shared CPU, 2 spinning OpenMP threads run ~10x slower than 1
-    try:
-        for _ in range(40):
-            loss = task.loss(model, batch)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    fit_steps(model, batch, 40)
     metrics = task.new_metrics(model.class_names)
     with torch.no_grad():
         metrics.update(task.forward_eval(model, batch), batch)

@@ -14,7 +14,7 @@ import torch
 from pycocotools import mask as mask_util
 
 import zoo_core as zoo
-from det_helpers import edited_copy
+from det_helpers import edited_copy, fit_steps
 from zoo_core.data.shapes import make_shapes
 from zoo_core.errors import DataError, OptionError
 from zoo_core.task import Instances
@@ -160,23 +160,9 @@ def test_a_small_mask_rcnn_learns_and_its_segm_ap_equals_pycocotools_by_hand(ins
     task = model.task_impl
     ds = task.read_dataset(inst_data, split="train", train=False, model=model)
     batch = task.collate([ds[i] for i in range(len(ds))])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a busy shared CPU, 2 spinning OpenMP threads run far slower than 1
-    losses = []
-    try:
-        model.train()
-        for _ in range(25):
-            loss = task.loss(model, batch)
-            losses.append(float(loss["loss_mask"]))
-            opt.zero_grad()
-            loss["loss"].backward()
-            opt.step()
-        model.eval()
-        with torch.no_grad():
-            outputs = task.forward_eval(model, batch)
-    finally:
-        torch.set_num_threads(threads)
+    losses = fit_steps(model, batch, 25, lr=2e-3, watch="loss_mask")
+    with torch.no_grad():
+        outputs = task.forward_eval(model, batch)
     assert losses[-1] < 0.6 * losses[0], losses  # the mask branch learns
     metrics = task.__class__(coco_backend="pycocotools").new_metrics(model.class_names)
     metrics.update(outputs, batch)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from det_helpers import edited_copy, fit_steps
 import zoo_core as zoo
 from zoo_core.errors import DataError, OptionError
 from zoo_core.task import Batch, Keypoints
@@ -36,14 +37,7 @@ def small_kp():
                      keypoint_names=list(KEYPOINT_NAMES), skeleton=[list(p) for p in SKELETON], **SMALL)
 
 
-def edited(kp_data: Path, tmp_path: Path, edit, split: str = "train") -> Path:
-    coco = json.loads((kp_data / split / "annotations.json").read_text())
-    edit(coco)
-    out = tmp_path / f"edited_{split}"
-    out.mkdir()
-    (out / "images").symlink_to(kp_data / split / "images")
-    (out / "annotations.json").write_text(json.dumps(coco))
-    return out
+edited = edited_copy  # an edited copy of a split's annotations.json beside a link to its images
 
 
 # ---- reading and bad input ----------------------------------------------------------------------------------
@@ -332,19 +326,7 @@ def test_keypoint_rcnn_learns_and_its_ap_equals_pycocotools_on_its_predictions(k
     task = model.task_impl
     ds = task.read_dataset(kp_data, split="val", train=False, model=model)
     batch = task.collate([ds[i] for i in range(len(ds))])
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for _ in range(40):
-            loss = task.loss(model, batch)["loss"]
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
+    fit_steps(model, batch, 40)
     with pytest.warns(UserWarning, match="left out of the keypoint metrics"):
         report = zoo.evaluate(model, kp_data, split="val", plots=False, batch_size=4)
     numbers = report.metrics if hasattr(report, "metrics") else report

@@ -173,3 +173,14 @@ def test_catalog_entries_conform(name):
     report = check_spec(name, checks=["contract"])
     assert report.ok, str(report)
     assert {r.check for r in report.results if r.status == "pass"} >= {"builder", "build", "contract"}
+
+
+def test_deformable_detr_onnx_export_is_refused_with_the_reason(tmp_path):
+    """Its deformable attention becomes a GridSample ONNX Runtime cannot run: refused, not a broken file."""
+    from zoo_core.errors import IncompatibleError
+
+    model = zoo.load("deformable_detr", task="det", num_classes=3)
+    assert "onnx" not in model.export_formats
+    with pytest.raises(IncompatibleError, match="GridSample"):
+        model.export("onnx", tmp_path / "d.onnx")
+    assert not (tmp_path / "d.onnx").exists()

@@ -147,12 +147,12 @@ def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Ten
 def check_supported(model: nn.Module, fmt: str) -> None:
     """Raise :class:`IncompatibleError` when the model's plugin declares it cannot export to ``fmt``."""
     formats = tuple(getattr(model, "export_formats", ()) or ())
-    if formats and fmt not in formats:
-        reasons = (getattr(model, "export_options", {}) or {}).get("reasons", {})
+    reasons = (getattr(model, "export_options", {}) or {}).get("reasons", {})
+    if (formats and fmt not in formats) or (fmt in reasons and fmt not in formats):  # a stated reason: refused
         why = reasons.get(fmt) or f"its plugin declares only {', '.join(formats)} as export formats"
         name = getattr(model, "config", {}).get("model", type(model).__name__)
         raise IncompatibleError(f"{name} cannot be exported to {fmt}: {why}. Formats it supports: "
-                                f"{', '.join(formats)} (`zoo info {name}` lists them)")
+                                f"{', '.join(formats) or 'none'} (`zoo info {name}` lists them)")
 
 
 def default_sample(model: nn.Module, batch: int = 2, seed: int = 0) -> torch.Tensor:

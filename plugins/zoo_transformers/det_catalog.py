@@ -61,7 +61,10 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "deformable_detr": {"config": "DeformableDetrConfig", "model": "DeformableDetrForObjectDetection",
                         "backbone_type": "timm_backbone", "resize": "shortest", "size": 800, "max_size": 1333,
                         "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "scores": "sigmoid",
-                        "top_k": 100, "coco": COCO_91, "head": ("class_embed",), "backbone": ("model.backbone",)},
+                        "top_k": 100, "coco": COCO_91, "head": ("class_embed",), "backbone": ("model.backbone",),
+                        # its multi-scale deformable attention exports to a GridSample ONNX Runtime has no kernel for
+                        "no_onnx": "its deformable attention exports to an ONNX GridSample (opset 20) that ONNX "
+                                   "Runtime cannot run; use the PyTorch model"},
 }
 
 #: RT-DETR's ResNet-vd trunks (``RTDetrResNetConfig`` fields; ResNet-50-vd is the config's default)
@@ -100,7 +103,8 @@ def register_models(register: Callable[..., Any]) -> None:
     for name, family, hub, config, backbone, description in MODELS:
         size = FAMILIES[family]["size"]
         register(name, BUILDER, tasks=("detection",), priority=PRIORITY, input_size=(3, size, size),
-                 weights=("coco",), weights_info=WEIGHTS_INFO, export_formats=("onnx",),
+                 weights=("coco",), weights_info=WEIGHTS_INFO,
+                 export_formats=() if FAMILIES[family].get("no_onnx") else ("onnx",),
                  kwargs={"family": family, "hub": hub, "config": config, "backbone_config": backbone},
                  description=f"{description}; Hugging Face transformers, weights huggingface.co/{hub}",
                  saved_options=SAVED_OPTIONS)

@@ -134,8 +134,10 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     return BuiltModel(net=net, preprocess=pre, num_classes=n, head=tuple(PREFIX + h for h in fam["head"]),
                       backbone=tuple(PREFIX + b for b in fam["backbone"]),
                       pretrained=describe(spec, pretrained) if pretrained else None,
-                      map_state_dict=with_tied(net, hub_keys(hf_model, PREFIX)), export_formats=("onnx",),
-                      extra={"export": EXPORT_HINTS})
+                      map_state_dict=with_tied(net, hub_keys(hf_model, PREFIX)),
+                      export_formats=() if fam.get("no_onnx") else ("onnx",),
+                      extra={"export": {**EXPORT_HINTS, "reasons": {**EXPORT_REASONS, "onnx": fam["no_onnx"]}}
+                             if fam.get("no_onnx") else EXPORT_HINTS})
 
 
 def make_config(T: ModuleType, spec: ModelSpec, fam: Mapping[str, Any], num_labels: int,

@@ -196,3 +196,15 @@ def test_the_users_task_object_goes_with_the_pruned_and_the_int8_model():
     model.task_impl = mine
     assert model.prune(0.5, "unstructured", timing_iters=1).model.task_impl is mine
     assert model.quantize("int8", method="dynamic", timing_iters=1).model.task_impl is mine
+
+
+def test_the_layers_kept_as_outputs_are_the_ones_that_produce_them():
+    """Regression: output layers were found by id() alone, and a freed intermediate's id is reused by later
+    tensors, so a random inner layer (a stem conv's group on CI) was kept whole instead of the output."""
+    from zoo_core.prune import _output_layers
+
+    chain = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.ReLU()) for _ in range(6)]).eval()
+    found = {_output_layers(chain, torch.randn(1, 4), None) for _ in range(50)}
+    assert found == {("5.1",)}
+    inplace = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True)).eval()
+    assert _output_layers(inplace, _x(), None) == ("1",)  # the in-place ReLU returns the conv's tensor

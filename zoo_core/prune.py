@@ -182,11 +182,13 @@ def _output_layers(net: nn.Module, x: torch.Tensor, out: Any) -> tuple[str, ...]
     the outputs: they must keep them). Found by running ``net`` with a hook on every leaf module."""
     from torch.utils._pytree import tree_leaves
 
-    produced: dict[int, str] = {}
+    # every result is held until the end: a freed intermediate's id() is soon reused by a later tensor
+    # (the model's output among them), so an id alone would name the wrong layer
+    produced: dict[int, tuple[str, Any]] = {}
 
     def hook(name: str) -> Any:
         def record(module: nn.Module, args: Any, result: Any) -> None:  # None: the output is left as it is
-            produced.setdefault(id(result), name)
+            produced.setdefault(id(result), (name, result))  # first producer: an in-place op returns its input
         return record
 
     hooks = [m.register_forward_hook(hook(name)) for name, m in net.named_modules()
@@ -197,7 +199,7 @@ def _output_layers(net: nn.Module, x: torch.Tensor, out: Any) -> tuple[str, ...]
     finally:
         for h in hooks:
             h.remove()
-    return tuple(produced[id(t)] for t in tree_leaves(out) if isinstance(t, torch.Tensor) and id(t) in produced)
+    return tuple(produced[id(t)][0] for t in tree_leaves(out) if isinstance(t, torch.Tensor) and id(t) in produced)
 
 
 def _attention_modules(net: nn.Module) -> list[nn.Module]:

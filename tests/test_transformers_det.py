@@ -131,15 +131,15 @@ def test_targets_become_normalised_cxcywh_of_each_image():
 def test_rtdetr_trains_evaluates_and_predicts_through_the_zoo(det_data, tmp_path):
     model = tiny("rtdetr_r18vd", TINY_RT, class_names=["circle", "square", "triangle"], num_classes=None)
     before = {k: v.clone() for k, v in model.net.state_dict().items()}
-    result = zoo.Trainer(max_epochs=2, batch_size=2, lr=1e-3, image_size=64, out_dir=tmp_path / "run", seed=0,
+    result = zoo.Trainer(max_epochs=4, batch_size=2, lr=1e-3, image_size=64, out_dir=tmp_path / "run", seed=0,
                          **QUIET).fit(model, det_data)
     import csv
 
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     losses = [float(r["train_loss"]) for r in rows]
-    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses))) and losses[1] < losses[0], losses
+    assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0], losses
     assert {"train_loss_vfl", "train_loss_bbox", "train_loss_giou", "train_loss_aux"} <= set(rows[0]), rows[0]
-    assert result.epochs == 2
+    assert result.epochs == 4
     changed = [k for k, v in model.net.state_dict().items() if not torch.equal(before[k], v)]
     assert any(k.startswith("hf.model.decoder.class_embed") for k in changed)
     assert any(k.startswith("hf.model.backbone") for k in changed)
@@ -151,7 +151,8 @@ def test_rtdetr_trains_evaluates_and_predicts_through_the_zoo(det_data, tmp_path
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, opts", [("rtdetr_r18vd", TINY_RT), ("detr_resnet50", TINY_DETR)])
+@pytest.mark.parametrize("name, opts", [("rtdetr_r18vd", TINY_RT), ("detr_resnet50", TINY_DETR),
+                                        ("conditional_detr_resnet50", TINY_DETR)])
 def test_onnx_export_matches_eager_and_torchscript_is_refused(tmp_path, name, opts):
     model = tiny(name, opts).eval()
     with torch.no_grad():  # distinct proposal scores: an untrained RT-DETR's ties would be broken otherwise by ORT
@@ -173,6 +174,21 @@ def test_catalog_entries_conform(name):
     report = check_spec(name, checks=["contract"])
     assert report.ok, str(report)
     assert {r.check for r in report.results if r.status == "pass"} >= {"builder", "build", "contract"}
+
+
+def test_rtdetr_from_scratch_keeps_pytorchs_batchnorm_init_so_its_anchors_do_not_all_tie():
+    """transformers draws RT-DETR's encoder BatchNorm scales from N(0, 0.01): the untrained encoder's
+    output vanished (~1e-10) and every anchor scored alike. The zoo restores scale 1 outside the trunk."""
+    model = tiny("rtdetr_r18vd", TINY_RT).eval()
+    norms = [(n, m) for n, m in model.net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    outside = [m for n, m in norms if not n.startswith("hf.model.backbone.")]
+    assert outside and all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in outside)
+    scores = []
+    hook = model.net.hf.model.enc_score_head.register_forward_hook(lambda m, a, out: scores.append(out.max(-1).values))
+    with torch.no_grad():
+        model.net(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+    hook.remove()
+    assert torch.unique(scores[0]).numel() > scores[0].numel() // 2
 
 
 def test_deformable_detr_onnx_export_is_refused_with_the_reason(tmp_path):

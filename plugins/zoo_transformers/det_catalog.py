@@ -36,19 +36,19 @@ COCO_80: tuple[str, ...] = tuple(n for n in COCO_91 if n != "N/A")
 #: per family: the transformers config and model classes, how images are resized and normalised, how
 #: logits become scores, and the state-dict prefixes (inside the Hugging Face model) of the class-dependent
 #: layers (``head``) and of the CNN trunk (``backbone``; what freeze_backbone freezes: the encoder and
-#: decoder keep training)
+#: decoder keep training). ``reset_batchnorm``: see :func:`zoo_transformers.detection.reset_batchnorm`
 FAMILIES: dict[str, dict[str, Any]] = {
     "rt_detr": {"config": "RTDetrConfig", "model": "RTDetrForObjectDetection", "backbone_type": "rt_detr_resnet",
                 "resize": "fixed", "size": 640, "mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0),
                 "scores": "sigmoid", "top_k": None, "coco": COCO_80,
                 "head": ("model.decoder.class_embed", "model.enc_score_head", "model.denoising_class_embed"),
-                "backbone": ("model.backbone",)},
+                "backbone": ("model.backbone",), "reset_batchnorm": True},
     "rt_detr_v2": {"config": "RTDetrV2Config", "model": "RTDetrV2ForObjectDetection",
                    "backbone_type": "rt_detr_resnet", "resize": "fixed", "size": 640, "mean": (0.0, 0.0, 0.0),
                    "std": (1.0, 1.0, 1.0), "scores": "sigmoid", "top_k": None, "coco": COCO_80,
                    "head": ("class_embed", "model.decoder.class_embed", "model.enc_score_head",
                             "model.denoising_class_embed"),
-                   "backbone": ("model.backbone",)},
+                   "backbone": ("model.backbone",), "reset_batchnorm": True},
     "detr": {"config": "DetrConfig", "model": "DetrForObjectDetection", "backbone_type": "timm_backbone",
              "resize": "shortest", "size": 800, "max_size": 1333, "mean": (0.485, 0.456, 0.406),
              "std": (0.229, 0.224, 0.225), "scores": "softmax", "top_k": None, "coco": COCO_91,

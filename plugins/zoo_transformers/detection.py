@@ -126,6 +126,8 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
     n = num_classes if num_classes is not None else len(fam["coco"])
     cfg = make_config(T, spec, fam, n, config, backbone_config)
     hf_model = _hf_class(T, fam["model"], spec.name)(cfg)
+    if fam.get("reset_batchnorm"):
+        reset_batchnorm(hf_model, skip="model.backbone")
     size = (fam["size"], fam["size"])
     pre = Preprocess(input_size=size, mean=tuple(fam["mean"]), std=tuple(fam["std"]), interpolation="bilinear")
     top_k = fam["top_k"] or int(cfg.num_queries)
@@ -138,6 +140,23 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
                       export_formats=() if fam.get("no_onnx") else ("onnx",),
                       extra={"export": {**EXPORT_HINTS, "reasons": {**EXPORT_REASONS, "onnx": fam["no_onnx"]}}
                              if fam.get("no_onnx") else EXPORT_HINTS})
+
+
+def reset_batchnorm(hf_model: nn.Module, skip: str) -> int:
+    """Give every BatchNorm outside ``skip`` PyTorch's initial state (scale 1, shift 0); returns how many.
+
+    transformers initialises RT-DETR's encoder BatchNorm scales from N(0, 0.01) (its generic
+    ``_init_weights``), where the reference implementation keeps PyTorch's 1: every conv-BN block then
+    shrinks its input a hundredfold, the untrained encoder's output is ~1e-10 and all 8,400 anchors score
+    exactly alike, so its query selection is arbitrary (and PyTorch and ONNX Runtime pick differently).
+    Pretrained weights overwrite these values; this only fixes a model trained from scratch.
+    """
+    count = 0
+    for name, module in hf_model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not (name == skip or name.startswith(skip + ".")):
+            module.reset_parameters()
+            count += 1
+    return count
 
 
 def make_config(T: ModuleType, spec: ModelSpec, fam: Mapping[str, Any], num_labels: int,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -209,3 +211,31 @@ def test_an_export_that_fails_to_run_is_an_export_error_and_writes_nothing(tmp_p
                        r"batch 1 was written but fails to run \(RuntimeError"):
         model.export("torchscript", tmp_path / "m.pt", exporter="trace")
     assert list(tmp_path.iterdir()) == []
+
+
+class _Switching(nn.Module):
+    """A network with an export-friendly mode: its output records which mode computed it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+        self.exporting = False
+        self.entered = 0
+
+    @contextlib.contextmanager
+    def export_mode(self):
+        self.exporting, self.entered = True, self.entered + 1
+        try:
+            yield
+        finally:
+            self.exporting = False
+
+    def forward(self, x):
+        return self.conv(x).mean((2, 3)) + (0.0 if self.exporting else 1.0)
+
+
+def test_a_networks_export_mode_covers_the_trace_and_the_reference_and_is_left_after(tmp_path):
+    """Eager reference and traced graph both run in the network's export mode (else they would differ by 1)."""
+    net = _Switching()
+    result = _wrap(net, "classification", 16).export("torchscript", tmp_path / "m.pt")
+    assert result.max_abs_diff <= result.tolerance and net.entered == 1 and not net.exporting

@@ -228,8 +228,11 @@ def test_mask2former_refuses_a_single_class():
 
 @pytest.mark.slow
 def test_mask2former_exports_to_onnx_matching_eager(tmp_path):
-    result = mask2former().export("onnx", tmp_path / "m2f.onnx", dynamic_batch=False)
+    model = mask2former()
+    attention = model.net.hf.config._attn_implementation
+    result = model.export("onnx", tmp_path / "m2f.onnx", dynamic_batch=False)
     assert result.exporter == "dynamo" and result.max_abs_diff <= result.tolerance
+    assert model.net.hf.config._attn_implementation == attention  # eager attention only while exporting
 
 
 # ---- DINOv2 / SigLIP backbones --------------------------------------------------------------------

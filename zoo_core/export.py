@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from .errors import IncompatibleError, UnknownNameError, ZooError, warn
+from .export_match import all_tied, detection_groups, match_detection_rows
 from .fileio import check_file_target
 from .run_files import check_replaceable, publishing
 from .specs import EXPORT_FORMATS
@@ -48,6 +49,15 @@ _EXTERNAL_DATA_BYTES = 1_800_000_000  # ONNX protobuf files stop at 2 GB: larger
 
 class ExportError(ZooError):
     """An export that failed, or whose output differs from the eager model beyond tolerance."""
+
+
+class ExportMismatchError(ExportError):
+    """The exported file ran, but its outputs differ from the eager model's beyond tolerance."""
+
+
+class ExportTiesError(ExportMismatchError):
+    """The outputs differ where the model's detection scores all tie (an untrained model): which of them
+    its top-k keeps is arbitrary, so the export cannot be verified on these weights."""
 
 
 @dataclass
@@ -115,7 +125,10 @@ def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Ten
     was_training = net.training
     net.eval()
     start = time.perf_counter()
+    mode = getattr(net, "export_mode", None)  # a network's switch to export-friendly kernels (optional)
+    stack = contextlib.ExitStack()
     try:
+        stack.enter_context(mode() if callable(mode) else contextlib.nullcontext())
         with torch.no_grad():
             inputs = [sample] + ([sample[:1], _grow(sample)] if dynamic else [])
             expected = [_leaves(net(x)) for x in inputs]
@@ -139,6 +152,7 @@ def export(model: nn.Module, format: str, path: str | Path, *, sample: torch.Ten
                                       "dynamic_batch=False, another exporter= or opset=") from exc
                 _compare(got, names, ref, atol, result, where=where)
     finally:
+        stack.close()
         net.train(was_training)
     result.seconds = time.perf_counter() - start
     return result
@@ -305,18 +319,38 @@ def _compare(got: Sequence[torch.Tensor], names: list[str], ref: list[torch.Tens
              result: ExportResult, where: str) -> None:
     if len(got) != len(ref):
         raise ExportError(f"{where}: the exported model returns {len(got)} outputs, eager {len(ref)}")
+    tols = [float(atol) if atol is not None else DEFAULT_RTOL_SCALE * max(1.0, _absmax(r)) for r in ref]
     for name, g, r in zip(names, got, ref):
-        tol = float(atol) if atol is not None else DEFAULT_RTOL_SCALE * max(1.0, _absmax(r))
         if tuple(g.shape) != tuple(r.shape):
-            raise ExportError(f"{where}: output {name} has shape {tuple(g.shape)}, eager {tuple(r.shape)}; "
+            raise ExportMismatchError(f"{where}: output {name} has shape {tuple(g.shape)}, eager {tuple(r.shape)}; "
                               "the export is not equivalent (a fixed-size model needs dynamic_batch=False)")
-        diff = _maxdiff(g, r)
-        if diff > tol and r.dim() >= 1 and r.shape[0] > 1:
+    diffs = [_maxdiff(g, r) for g, r in zip(got, ref)]
+    grouped: set[int] = set()
+    for fields in detection_groups(names).values():  # detections: rows tied in score may come in another order
+        grouped |= set(fields.values())
+        if all(diffs[i] <= tols[i] for i in fields.values()):
+            continue
+        matched = match_detection_rows({k: got[i] for k, i in fields.items()}, {k: ref[i] for k, i in fields.items()},
+                                       {k: tols[i] for k, i in fields.items()})
+        if matched is not None:
+            for k, i in fields.items():
+                diffs[i] = matched[k]
+            result.unordered_match = True
+        elif all_tied(ref[fields["scores"]], tols[fields["scores"]]):
+            scores = ref[fields["scores"]]
+            raise ExportTiesError(
+                f"{where}: the {scores.numel()} detection scores all lie within {float(scores.max() - scores.min()):.2g} "
+                "of each other (untrained weights?), so which of them a top-k keeps is arbitrary and PyTorch and the "
+                "exported model keep different ones: the export cannot be verified on these weights. Export the "
+                "trained model; the file was not written")
+    for i, (name, g, r) in enumerate(zip(names, got, ref)):
+        diff, tol = diffs[i], tols[i]
+        if diff > tol and i not in grouped and r.dim() >= 1 and r.shape[0] > 1:
             unordered = _maxdiff(_sort_rows(g), _sort_rows(r))  # equal rows in another order (ties)
             if unordered <= tol:
                 diff, result.unordered_match = unordered, True
         if diff > tol or diff != diff:
-            raise ExportError(f"{where}: output {name} differs from eager by max |diff| = {diff:.4g}, above "
+            raise ExportMismatchError(f"{where}: output {name} differs from eager by max |diff| = {diff:.4g}, above "
                               f"the tolerance {tol:.4g}. The file was not written; pass atol= to accept a "
                               "larger difference, or try another exporter/opset")
         result.per_output[name] = max(result.per_output.get(name, 0.0), diff)

@@ -23,7 +23,8 @@ Export (checked against eager by ``zoo.export``): SegFormer to ONNX and TorchScr
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +87,19 @@ class Mask2FormerNet(nn.Module):
         super().__init__()
         self.hf = hf
         self.num_classes = num_classes
+
+    @contextlib.contextmanager
+    def export_mode(self) -> Iterator[None]:
+        """Plain (``eager``) attention while :func:`zoo_core.export` traces and verifies: the dynamo exporter
+        cannot decompose the Swin trunk's SDPA path at full size (it turns a reshape of a transposed tensor
+        into a view). Same function, other kernels; the model's own setting comes back afterwards."""
+        before = getattr(self.hf.config, "_attn_implementation", None)
+        self.hf.set_attn_implementation("eager")
+        try:
+            yield
+        finally:
+            if before:
+                self.hf.set_attn_implementation(before)
 
     def forward(self, x: Tensor, targets: Tensor | None = None) -> Any:
         if targets is not None:

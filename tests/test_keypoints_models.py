@@ -133,3 +133,24 @@ def test_export_to_onnx_is_checked_by_onnxruntime(tmp_path):
     assert {"[0]['keypoints']", "[0]['keypoints_scores']"} <= set(result.per_output)
     with pytest.raises(zoo.IncompatibleError, match="torchscript: its post-processing is data-dependent"):
         model.export("torchscript", tmp_path / "kp.pt")
+
+
+def test_zoo_train_builds_the_keypoint_head_the_data_names(tmp_path, capsys):
+    """`zoo train --data houses` on COCO's 17-point Keypoint R-CNN: a 5-point head named after the data's
+    categories (keypoint names and skeleton), as the classes are; the user's own --option wins."""
+    from zoo_core.commands.train import data_model_options
+    from zoo_tasks import kp_synth
+
+    data = kp_synth.make_keypoint_shapes(tmp_path / "houses", n_train=2, n_val=1, image_size=64)
+    code = main(["train", "--model", "keypointrcnn_resnet50_fpn", "--task", "kp", "--data", str(data), "--val", "none",
+                 "--option", "min_size=64", "--option", "max_size=64", "--max-epochs", "1", "--batch-size", "2",
+                 "--num-workers", "0", "--out-dir", str(tmp_path / "run"), "--no-tensorboard", "--no-plots"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "keypoint_names=[5 items]" in out or "keypoint_names=['apex'" in out
+    model = zoo.load(tmp_path / "run" / "model")
+    assert model.net.keypoint_names == list(kp_synth.KEYPOINT_NAMES)
+    assert model.net.skeleton == [tuple(p) for p in kp_synth.SKELETON] and model.class_names == [kp_synth.CATEGORY]
+    mine = {"keypoint_names": ["a", "b", "c", "d", "e"]}
+    assert set(data_model_options("keypointrcnn_resnet50_fpn", "kp", data, mine)) == {"skeleton"}
+    assert data_model_options("fasterrcnn_resnet50_fpn", "det", data, {}) == {}  # a detector takes no points

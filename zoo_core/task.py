@@ -259,6 +259,15 @@ class Task(abc.ABC):
         """
         return None
 
+    def source_model_options(self, source: Any, *, split: str) -> dict[str, Any]:
+        """Builder options besides the class names that a dataset at ``source`` defines. Optional.
+
+        ``zoo train`` passes them to a model loaded by name (the user's own ``--option`` values win), so
+        its new head fits the data: the keypoints task returns the categories' ``keypoint_names`` and
+        ``skeleton``. ``{}`` (the default): nothing beyond the classes.
+        """
+        return {}
+
     def example_samples(self, model: "ZooModel", *, n: int = 2, seed: int = 0) -> list[Any] | None:
         """``n`` tiny synthetic samples for ``model``, shaped exactly as this task's datasets yield them.
 

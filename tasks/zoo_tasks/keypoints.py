@@ -22,11 +22,11 @@ from zoo_core.errors import DataError, OptionError, ZooError
 from zoo_core.task import Keypoints, Metrics
 
 from .classification import _placeholder_names
-from .det_data import category_names
+from .det_data import category_names, load_coco_json
 from .detection import DetectionTask
 from .hooks import HOOK_CHECKS, HOOK_DEFAULTS, LOSS_CHECK
 from .kp_data import (COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointDataset, KeypointLayout, check_pairs, keypoint_json,
-                      read_keypoints)
+                      layout_of, read_keypoints)
 from .kp_metrics import KeypointMetrics, check_sigmas
 from .option_checks import choice
 
@@ -155,6 +155,12 @@ class KeypointsTask(DetectionTask):
     def source_class_names(self, source: Any, *, split: str) -> list[str]:
         """The category names of ``split``'s keypoints json, in label order (ascending category id)."""
         return category_names(keypoint_json(source, split)[0])
+
+    def source_model_options(self, source: Any, *, split: str) -> dict[str, Any]:
+        """``keypoint_names`` and ``skeleton`` of ``split``'s categories: what a keypoint head for this data predicts."""
+        json_path = keypoint_json(source, split)[0]
+        layout = layout_of(load_coco_json(json_path)["categories"], json_path)
+        return {"keypoint_names": list(layout.names), "skeleton": [list(pair) for pair in layout.skeleton]}
 
     # ---- metrics and inference -------------------------------------------------------------------
     def new_metrics(self, class_names: Sequence[str]) -> Metrics:

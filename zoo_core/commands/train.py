@@ -142,21 +142,40 @@ def data_class_names(name: str, task: str | None, train: Any,
     is built, so it is built (and its weights read) once. ``None``: the task cannot tell. The task reads the data with the run's
     data options (``--task-option format=yolo``, ``label_map=...``), as its training will.
     """
+    names = list(_data_task(name, task, task_options)[1].source_class_names(train, split="train") or [])
+    if names:
+        print(f"{name}: a {len(names)}-class head for the classes of {train} (--num-classes overrides)",
+              flush=True)
+    return names or None
+
+
+def data_model_options(name: str, task: str | None, train: Any, given: Mapping[str, Any],
+                       task_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Builder options the training data defines besides its classes (:meth:`Task.source_model_options`:
+    a keypoints file's ``keypoint_names`` and ``skeleton``), less those the user ``given`` and those the
+    model's builder does not take (those its spec lists in ``saved_options``); printed."""
+    spec, task_impl = _data_task(name, task, task_options)
+    found = task_impl.source_model_options(train, split="train") or {}
+    taken = {k: v for k, v in found.items() if k not in given and k in spec.saved_options}
+    if taken:
+        shown = ", ".join(f"{k}={v!r}" if len(repr(v)) < 60 else f"{k}=[{len(v)} items]" for k, v in taken.items())
+        print(f"{name}: from {train}: {shown} (--option overrides)", flush=True)
+    return taken
+
+
+def _data_task(name: str, task: str | None, task_options: Mapping[str, Any] | None) -> tuple[Any, Any]:
+    """``(spec, task)``: the model's spec and the task that reads ``zoo train``'s data (``task``, else the
+    model's first), with the run's data options."""
     import zoo_core as zoo
     from ..api import split_tag
     from ..registry import get_registry
 
     spec, _ = split_tag(get_registry(), name, task, None)  # "resnet50.a1_in1k" names a weights tag
-    task_name = task or spec.tasks[0]
-    task_impl = zoo.get_task(task_name)
+    task_impl = zoo.get_task(task or spec.tasks[0])
     data_options = {k: v for k, v in (task_options or {}).items() if k in getattr(task_impl, "data_options", ())}
     if data_options:  # a task instance reading this run's data as read_dataset will (format, label_map)
         task_impl = type(task_impl)(**data_options)
-    names = list(task_impl.source_class_names(train, split="train") or [])
-    if names:
-        print(f"{name}: a {len(names)}-class head for the classes of {train} (--num-classes overrides)",
-              flush=True)
-    return names or None
+    return spec, task_impl
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -186,6 +205,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                  data_class_names(str(run["model"]), run["task"], train, task_options))
     if names:
         options = {**options, "class_names": names}
+    if by_name and not run["resume"]:  # a resumed run's model options are its checkpoint's
+        options = {**data_model_options(str(run["model"]), run["task"], train, options, task_options), **options}
     model = open_model(str(run["model"]), task=run["task"], num_classes=len(names) if names else run["num_classes"],
                        weights=run["weights"], options=options, task_options=task_options, seed=config.seed)
     result = zoo.Trainer(config).fit(model, train, val, resume=run["resume"])

@@ -95,6 +95,23 @@ def build_net(spec, *, task, num_classes=None, pretrained=None):
                       preprocess=Preprocess(input_size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3))
 
 
+class DriftNet(Net):
+    """Python state that changes every call: a trace freezes it, so no export of it matches eager."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return super().forward(x) + self.calls
+
+
+def build_drifting(spec, *, task, num_classes=None, pretrained=None):
+    n = num_classes or 3
+    return BuiltModel(net=DriftNet(n), num_classes=n, head=("head",), backbone=("features",),
+                      preprocess=Preprocess(input_size=(16, 16), mean=(0.5,) * 3, std=(0.5,) * 3),
+                      export_formats=("torchscript",))
+
+
 class SegNet(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int) -> None:
         super().__init__()
@@ -125,6 +142,7 @@ def register_models(register):
     register("breaks_second", f"{__name__}:build_net", tasks=("brightness", "classification"),
              kwargs={"break_for": "classification"})
     register("wrong_count", f"{__name__}:build_net", tasks=("brightness",), kwargs={"outputs": 4})
+    register("drifts", f"{__name__}:build_drifting", tasks=("classification",))
 
 
 @hookimpl
@@ -187,6 +205,13 @@ def test_a_default_class_count_the_task_refuses_fails_the_build(acme):
     build = check_spec("acme:wrong_count", checks=["build"]).result("build")
     assert build.status == "fail" and "the model has 4 classes, which task 'brightness' refuses" in build.detail
     assert "num_classes must be 1" in build.detail
+
+
+def test_an_export_that_differs_on_any_weights_fails_though_the_check_retries_on_jittered_ones(acme):
+    """The export check re-verifies a mismatch on a jittered copy (untrained weights may tie): a wrong graph
+    must still fail, not pass and not be skipped as "unverifiable"."""
+    export = check_spec("acme:drifts", checks=["export"]).result("export")
+    assert export.status == "fail" and "ExportMismatchError" in export.detail and "differs from eager" in export.detail
 
 
 def test_a_head_of_a_plugin_without_backbones_is_checked_on_a_builtin_one(acme):

@@ -290,17 +290,19 @@ class _ModelCheck:
         formats = tuple(self.model.export_formats)
         if not formats:
             raise _Skip("the spec declares no export formats")
-        from ..export import ExportMismatchError, ExportTiesError
+        from ..export import ExportError, ExportMismatchError, ExportTiesError
 
         done = []
         for fmt in formats:
             try:
                 result, how = self.model.export(fmt, self.workdir / f"model.{fmt}"), ""
-            except ExportMismatchError:  # an untrained init's ties? a wrong graph differs on any weights
+            except ExportMismatchError as first:  # an untrained init's ties? a wrong graph differs on any weights
                 try:
                     result = untied_copy(self.model).export(fmt, self.workdir / f"model.{fmt}")
                 except ExportTiesError as exc:
                     raise _Skip(f"{fmt}: unverifiable at random init: {exc}") from exc
+                except ExportError:
+                    raise first from None  # the model as built is what the report is about
                 how = " (verified on a copy with jittered weights: the untrained ones tie)"
             done.append(f"{fmt}: max |exported - eager| {result.max_abs_diff:.2g}{how}")
         return "; ".join(done)
@@ -313,9 +315,9 @@ def untied_copy(model: Any, scale: float = 0.05, floor: float = 0.05) -> Any:
     A fresh initialisation is often degenerate: an untrained detector's scores tie to the last digit, its
     anchors among them (RT-DETR picks its decoder's queries as the top-k of them). Where a network picks its
     top-k among ties, any choice is right, and PyTorch and ONNX Runtime may choose differently: outputs that
-    then differ say nothing of the export. A trained model has no such ties; the
-    noise gives the checked one the same property without training it. The graph exported is the same, and
-    a wrong graph differs on these weights too.
+    then differ say nothing of the export. A trained model has no such ties; the noise gives the checked one
+    the same property without training it. The graph exported is the same, and a wrong graph differs on
+    these weights too.
     """
     import copy
 

@@ -361,3 +361,23 @@ def test_the_demo_recipe_builds_a_model_for_its_own_data(tmp_path):
     assert model.net.keypoint_names == list(KEYPOINT_NAMES) and model.net.skeleton == list(SKELETON)
     ds = model.task_impl.read_dataset(root, split="train", train=True, model=model)
     assert ds.perm == [0, 2, 1, 4, 3] and ds[0][1]["keypoints"].shape[1:] == (5, 3)
+
+
+def test_the_class_names_and_keypoint_layout_zoo_train_reads_parse_the_file_once_per_version(tmp_path, monkeypatch):
+    from zoo_tasks import det_data
+
+    data = make_keypoint_shapes(tmp_path / "houses", n_train=2, n_val=1, image_size=64)
+    reads = []
+    real = det_data.load_coco_json
+    monkeypatch.setattr(det_data, "load_coco_json", lambda path: reads.append(path) or real(path))
+    task = zoo.get_task("kp")
+    assert task.source_class_names(data, split="train") == ["house"]
+    options = task.source_model_options(data, split="train")
+    assert options == {"keypoint_names": list(KEYPOINT_NAMES), "skeleton": [list(p) for p in SKELETON]}
+    assert len(reads) == 1
+    json_path = reads[0]
+    raw = json.loads(json_path.read_text())
+    raw["categories"][0]["keypoints"] = list(reversed(raw["categories"][0]["keypoints"]))
+    json_path.write_text(json.dumps(raw) + " ")  # another version (size): read again, not served stale
+    assert task.source_model_options(data, split="train")["keypoint_names"] == list(reversed(KEYPOINT_NAMES))
+    assert len(reads) == 2

@@ -30,6 +30,8 @@ An image without width/height in the json gets its size from the file header, EX
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import io
 import json
 from dataclasses import dataclass, field
@@ -203,8 +205,20 @@ def load_coco_json(json_path: Path) -> dict[str, Any]:
 
 def category_names(json_path: Path) -> list[str]:
     """The class names of a COCO file in label order (ascending category id), without indexing its images."""
-    cats = sorted(load_coco_json(json_path)["categories"], key=lambda c: c["id"])
-    return _label_order(cats, None, json_path)[0]
+    return _label_order(coco_categories(json_path), None, json_path)[0]
+
+
+def coco_categories(json_path: Path) -> list[dict[str, Any]]:
+    """A COCO file's categories, sorted by id. Parsed once per version of the file (path, size and
+    modification time): ``zoo train`` asks for the class names and then the keypoint layout, and COCO's
+    own annotation files take seconds to parse."""
+    stat = json_path.stat()
+    return copy.deepcopy(_categories(json_path.resolve(), stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=8)
+def _categories(json_path: Path, size: int, mtime_ns: int) -> list[dict[str, Any]]:
+    return sorted(load_coco_json(json_path)["categories"], key=lambda c: c["id"])
 
 
 def _label_order(cats: list[dict[str, Any]], class_names: Sequence[str] | None, json_path: Path

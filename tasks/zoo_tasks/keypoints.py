@@ -22,7 +22,7 @@ from zoo_core.errors import DataError, OptionError, ZooError
 from zoo_core.task import Keypoints, Metrics
 
 from .classification import _placeholder_names
-from .det_data import category_names, load_coco_json
+from .det_data import category_names, coco_categories
 from .detection import DetectionTask
 from .hooks import HOOK_CHECKS, HOOK_DEFAULTS, LOSS_CHECK
 from .kp_data import (COCO_KEYPOINT_NAMES, COCO_SKELETON, KeypointDataset, KeypointLayout, check_pairs, keypoint_json,
@@ -159,7 +159,7 @@ class KeypointsTask(DetectionTask):
     def source_model_options(self, source: Any, *, split: str) -> dict[str, Any]:
         """``keypoint_names`` and ``skeleton`` of ``split``'s categories: what a keypoint head for this data predicts."""
         json_path = keypoint_json(source, split)[0]
-        layout = layout_of(load_coco_json(json_path)["categories"], json_path)
+        layout = layout_of(coco_categories(json_path), json_path)
         return {"keypoint_names": list(layout.names), "skeleton": [list(pair) for pair in layout.skeleton]}
 
     # ---- metrics and inference -------------------------------------------------------------------

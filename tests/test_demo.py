@@ -72,7 +72,7 @@ def test_zoo_demo_says_so_when_no_task_has_a_recipe(monkeypatch, capsys):
 
 
 def test_the_long_recipes_run_only_when_named_so_a_plain_demo_stays_short():
-    """Mask R-CNN and Keypoint R-CNN need many CPU-minutes to show learning: `zoo demo` leaves them out,
+    """Mask R-CNN and Keypoint R-CNN take 1.5-2 min each to show learning: `zoo demo` leaves them out,
     `zoo demo --tasks inst,kp` runs them, and the not-a-recipe error still lists them."""
     assert set(demo_recipes()) == {"cls", "det", "seg"}
     assert {"inst", "kp"} <= set(demo_recipes(every=True))

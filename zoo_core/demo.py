@@ -45,7 +45,7 @@ class DemoRecipe:
     quick_train: Mapping[str, Any] = field(default_factory=dict)
     task_options: Mapping[str, Any] = field(default_factory=dict)
     #: run by a plain ``zoo demo``; False: only when asked for (``zoo demo --tasks NAME``), for a recipe
-    #: that needs many CPU-minutes to show learning (a plain ``zoo demo`` stays a few minutes)
+    #: that needs minutes more to show learning (a plain ``zoo demo`` stays 2-3 minutes)
     default: bool = True
 
     @property

@@ -15,10 +15,9 @@ installed ONNX Runtime all support (ONNX Runtime is probed with a one-node model
 Per-model hints come from the plugin (``BuiltModel.extra["export"]`` -> ``ZooModel.export_options``):
 ``dynamic_batch`` (False for models traced at a fixed input such as torchvision's Faster R-CNN),
 ``onnx_exporter`` (``"dynamo"`` or ``"torchscript"``), ``batch`` (sample batch size), ``atol``, and
-``reasons`` (``{format: why it is unsupported}``, shown when a user asks for that format). A network
-may also define ``export_mode()``, a context manager the whole export (eager reference, trace, check)
-runs in: other kernels for the same function (Mask2Former's eager attention). Detections whose scores
-tie are compared as sets of rows (:mod:`zoo_core.export_match`).
+``reasons`` (``{format: why it is unsupported}``, shown when a user asks for that format). A network's
+optional ``export_mode()`` is a context the whole export runs in (Mask2Former: eager attention). Tied
+detections are compared as sets of rows (:mod:`zoo_core.export_match`).
 """
 
 from __future__ import annotations

@@ -142,8 +142,8 @@ def build(spec: ModelSpec, *, task: str, num_classes: int | None = None, pretrai
                              if fam.get("no_onnx") else EXPORT_HINTS})
 
 
-def reset_batchnorm(hf_model: nn.Module, skip: str) -> int:
-    """Give every BatchNorm outside ``skip`` PyTorch's initial state (scale 1, shift 0); returns how many.
+def reset_batchnorm(hf_model: nn.Module, skip: str) -> None:
+    """Give every BatchNorm outside ``skip`` PyTorch's initial state (scale 1, shift 0).
 
     transformers initialises RT-DETR's encoder BatchNorm scales from N(0, 0.01) (its generic
     ``_init_weights``), where the reference implementation keeps PyTorch's 1: every conv-BN block then
@@ -151,12 +151,9 @@ def reset_batchnorm(hf_model: nn.Module, skip: str) -> int:
     exactly alike, so its query selection is arbitrary (and PyTorch and ONNX Runtime pick differently).
     Pretrained weights overwrite these values; this only fixes a model trained from scratch.
     """
-    count = 0
     for name, module in hf_model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and not (name == skip or name.startswith(skip + ".")):
             module.reset_parameters()
-            count += 1
-    return count
 
 
 def make_config(T: ModuleType, spec: ModelSpec, fam: Mapping[str, Any], num_labels: int,
